@@ -1,0 +1,142 @@
+"""One typed settings object for every part of the service, read from the environment.
+
+The CDK stack sets these variables on the Lambdas and the Batch job definition; the local stack
+sets the same ones. Every variable is `UPSCALER_<FIELD NAME IN UPPER CASE>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "UPSCALER_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value of the wrong type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- names (the same config names the resources in the cloud and locally) ---
+    app_name: str = "upscaler"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None  # local emulator; None means real AWS
+    input_bucket: str = "upscaler-input"
+    output_bucket: str = "upscaler-output"
+    jobs_table: str = "upscaler-jobs"
+    topic_arn: str = ""
+    job_queue: str = "upscaler-gpu"
+    job_definition: str = "upscaler-worker"
+    # "batch": AWS Batch submit_job. "local": the local stack's job queue (an SQS queue).
+    job_backend: str = "batch"
+    local_job_queue_url: str = ""
+
+    # --- prefixes ---
+    upload_prefix: str = "uploads/"
+    rejected_prefix: str = "rejected/"
+    output_prefix: str = "outputs/"
+
+    # --- intake limits ---
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_input_pixels: int = 16_777_216  # 16.7 MP, e.g. 4096 x 4096
+    max_input_side: int = 16_384
+    min_input_side: int = 8
+    max_output_pixels: int = 268_435_456  # 256 MP: a 16 MP photo at 4x
+    header_read_bytes: int = 65_536  # ranged GET used to read dimensions before any decode
+    decode_memory_limit_bytes: int = 512 * 1024 * 1024
+    accept_animated_first_frame: bool = False
+
+    # --- model defaults ---
+    default_model: str = "x4plus"
+    default_scale: float = 4.0
+    default_output_format: str | None = None  # None: follow the input format
+    jpeg_quality: int = 95
+    webp_quality: int = 95
+    tile_size: int = 0  # 0: chosen from available memory
+    tile_pad: int = 24
+
+    # --- batch job (the CDK job definition and the local job queue both use these) ---
+    job_attempts: int = 3
+    job_timeout_seconds: int = 3600
+    worker_memory_mib: int = 15_000
+
+    # --- notifications and records ---
+    presigned_url_expiry_seconds: int = 86_400
+    job_record_ttl_days: int = 30
+
+    # --- observability ---
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `UPSCALER_*` variables, then keyword overrides."""
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw, hints[f.name])
+        if "region" not in values:
+            region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+            if region:
+                values["region"] = region
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings (for Lambda, Batch and child processes)."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[ENV_PREFIX + f.name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return env
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def check(self) -> None:
+        for name in ("upload_prefix", "rejected_prefix", "output_prefix"):
+            prefix = getattr(self, name)
+            if not prefix.endswith("/") or prefix.startswith("/"):
+                raise SettingsError(f"{name} must end with '/' and not start with one, got {prefix!r}")
+        if len({self.upload_prefix, self.rejected_prefix, self.output_prefix}) != 3:
+            raise SettingsError("upload, rejected and output prefixes must differ")
+        if self.job_backend not in ("batch", "local"):
+            raise SettingsError(f"job_backend must be 'batch' or 'local', got {self.job_backend!r}")
+        if not 1.0 <= self.default_scale <= 4.0:
+            raise SettingsError(f"default_scale must be within 1..4, got {self.default_scale}")
+        for name in ("max_upload_bytes", "max_input_pixels", "max_input_side", "max_output_pixels",
+                     "header_read_bytes", "presigned_url_expiry_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.presigned_url_expiry_seconds > 604_800:
+            raise SettingsError("presigned_url_expiry_seconds cannot exceed 7 days (SigV4 limit)")
+
+
+def _parse(name: str, raw: str, hint: Any) -> Any:
+    text = str(hint)
+    try:
+        if hint is bool or text == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if "None" in text and raw == "":
+            return None
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {text}") from exc
