@@ -58,6 +58,7 @@ class Settings:
     webp_quality: int = 95
     tile_size: int = 0  # 0: chosen from available memory
     tile_pad: int = 24
+    model_dir: str = ""  # ONNX model cache; "" = $XDG_CACHE_HOME/upscaler/models (the image bakes /opt/models)
 
     # --- batch job (the CDK job definition and the local job queue both use these) ---
     job_attempts: int = 3

@@ -1,0 +1,1 @@
+"""AWS Lambda functions: intake (uploads -> validated jobs) and notifier (Batch failures -> notifications)."""
