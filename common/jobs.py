@@ -23,7 +23,8 @@ def dedupe_key(bucket: str, key: str, version_id: str | None, etag: str | None, 
     if version_id and version_id != "null":
         ident = f"v:{version_id}"
     else:
-        ident = f"e:{(etag or '').strip('\"')}:{size if size is not None else ''}"
+        bare_etag = (etag or "").strip('"')
+        ident = f"e:{bare_etag}:{size if size is not None else ''}"
     return f"s3://{bucket}/{key}#{ident}"
 
 
