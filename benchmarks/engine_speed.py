@@ -1,0 +1,148 @@
+"""End-to-end speed and peak memory: our ONNX Runtime engine vs the ncnn package, same model, same threads.
+
+Both sides do the whole job: decode a JPEG, run the network (ours: tiled, colour fix, border pad 10;
+ncnn: the reference runner's 10 px reflect pad, one run over the whole image), quantize and encode a
+JPEG at quality 95. Timings are interleaved (ort, ncnn, ort, ncnn, ...) and the best of N is kept, so a
+noisy shared machine hurts both alike; peak RSS is measured in a fresh child process per cell.
+On a machine with a GPU the same script adds CUDA fp16 rows (our engine only: ncnn here is CPU-only).
+
+    .venv/bin/python benchmarks/engine_speed.py [--sizes x4plus=64,128 animevideov3=128,256] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+DEFAULT_SIZES = {"x4plus": [64, 128], "animevideov3": [128, 256]}
+
+
+def photo_jpeg(size: int) -> bytes:
+    """A real photo (scikit-image's astronaut) resized to size x size, JPEG quality 90."""
+    image = Image.fromarray(data.astronaut()).resize((size, size), Image.Resampling.LANCZOS)
+    stream = io.BytesIO()
+    image.save(stream, "JPEG", quality=90)
+    return stream.getvalue()
+
+
+class OrtSide:
+    def __init__(self, model: str, device: str) -> None:
+        from gpu_batch.engine import Engine
+
+        self.engine = Engine(device=device)
+        self.engine.preload(model)
+        self.model = model
+
+    def __call__(self, jpeg: bytes) -> bytes:
+        return self.engine.upscale_bytes(jpeg, model=self.model, output_format="jpeg", quality=95).data
+
+
+class NcnnSide:
+    def __init__(self, model: str, threads: int) -> None:
+        import ncnn
+
+        from gpu_batch.engine.models import ncnn_files
+
+        self.ncnn = ncnn
+        param, weights = ncnn_files(model)
+        self.net = ncnn.Net()
+        self.net.opt.num_threads = threads
+        self.net.opt.use_vulkan_compute = False  # CPU, as ours; ncnn's other defaults (fp16 storage, winograd) kept
+        self.net.load_param(str(param))
+        self.net.load_model(str(weights))
+
+    def __call__(self, jpeg: bytes) -> bytes:
+        rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.float32) / 255.0
+        padded = np.pad(rgb, [(10, 10), (10, 10), (0, 0)], mode="reflect").transpose(2, 0, 1)
+        extractor = self.net.create_extractor()
+        extractor.input("data", self.ncnn.Mat(np.ascontiguousarray(padded)))
+        _, out = extractor.extract("output")
+        result = np.asarray(out)[:, 40:-40, 40:-40].transpose(1, 2, 0)
+        stream = io.BytesIO()
+        Image.fromarray(np.rint(np.clip(result, 0, 1) * 255).astype(np.uint8)).save(stream, "JPEG", quality=95)
+        return stream.getvalue()
+
+
+def make_side(side: str, model: str, threads: int):
+    if side == "ncnn":
+        return NcnnSide(model, threads)
+    return OrtSide(model, "cuda" if side == "cuda" else "cpu")
+
+
+def peak_rss_mib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def probe_rss(side: str, model: str, size: int, threads: int) -> int:
+    """Peak RSS (MiB) of a fresh process that loads the model and upscales one image."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report this process's peak
+    code = (f"import sys; sys.path.insert(0, {os.getcwd()!r}); "
+            f"from benchmarks.engine_speed import make_side, photo_jpeg, peak_rss_mib; "
+            f"run = make_side({side!r}, {model!r}, {threads}); run(photo_jpeg({size})); "
+            "print(peak_rss_mib())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_sizes = [f"{model}={','.join(map(str, sizes))}" for model, sizes in DEFAULT_SIZES.items()]
+    parser.add_argument("--sizes", nargs="*", default=default_sizes)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--no-rss", action="store_true")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+
+    from gpu_batch.engine.runtime import cuda_available
+
+    rows = []
+    print(f"threads={args.threads} repeats={args.repeats} cuda={cuda_available()}", flush=True)
+    header = f"{'model':13} {'size':>9} {'side':6} {'best s':>8} {'MP/s':>8} {'peak RSS MiB':>13} {'ORT/ncnn':>9}"
+    print(header)
+    print("-" * len(header))
+    for spec in args.sizes:
+        model, sizes = spec.split("=")
+        sides = {"ort": make_side("ort", model, args.threads), "ncnn": make_side("ncnn", model, args.threads)}
+        if cuda_available():
+            sides["cuda"] = make_side("cuda", model, args.threads)
+        for size in (int(s) for s in sizes.split(",")):
+            jpeg = photo_jpeg(size)
+            best = {name: float("inf") for name in sides}
+            for run in sides.values():
+                run(jpeg)  # warm-up: first-run planning and arena growth are not throughput
+            for _ in range(args.repeats):
+                for name, run in sides.items():
+                    started = time.perf_counter()
+                    run(jpeg)
+                    best[name] = min(best[name], time.perf_counter() - started)
+            for name in sides:
+                rss = 0 if args.no_rss else probe_rss(name, model, size, args.threads)
+                mps = size * size / best[name] / 1e6
+                ratio = best["ncnn"] / best[name] if name != "ncnn" else 1.0
+                rows.append({"model": model, "size": size, "side": name, "seconds": best[name], "mp_per_s": mps,
+                             "peak_rss_mib": rss, "speedup_vs_ncnn": ratio})
+                print(f"{model:13} {f'{size}x{size}':>9} {name:6} {best[name]:8.2f} {mps:8.4f} {rss:13d} "
+                      f"{ratio:8.2f}x", flush=True)
+    print(f"(peak RSS of this process, all engines loaded: {peak_rss_mib()} MiB)")
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump(rows, stream, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Intake Lambda: SQS batches of S3 upload events -> `Intake.process` for each, partial batch failures.
+
+A record that raises (throttling, DynamoDB/Batch/SNS errors, a job in flight elsewhere) is reported
+in `batchItemFailures`, so only that message returns to the queue (and to the DLQ after the
+configured receives); the others in the batch are done.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from common.jobs import dedupe_key, job_id_for
+from common.settings import Settings
+from functions.intake.intake import Intake, IntakeResult, JobInFlightError, Outcome
+from functions.intake.s3_events import parse_body
+
+SERVICE = "upscaler-intake"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Upscaler")
+
+logger = Logger(service=SERVICE)
+copy_config_to_registered_loggers(source_logger=logger, include={"functions.intake.intake"})
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
+# A batch whose every record failed is reported like any other (all ids listed) rather than raised:
+# the effect on SQS is the same, and the metrics and logs of the invocation are still flushed.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@cache
+def get_intake() -> Intake:
+    """Built once per container (clients and settings are reused across invocations)."""
+    return Intake.from_settings(Settings.from_env())
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    try:
+        uploads = parse_body(record.body)
+    except Exception:
+        metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
+        logger.exception("not an S3 event notification; it will end in the DLQ")
+        raise
+    if not uploads:
+        logger.info("no object-created records (s3:TestEvent or other event types)")
+        metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
+    for upload in uploads:
+        job_id = job_id_for(dedupe_key(upload.bucket, upload.key, upload.version_id, upload.etag, upload.size))
+        logger.set_correlation_id(job_id)
+        logger.append_keys(job_id=job_id, s3_key=upload.key, s3_version=upload.version_id,
+                           sqs_message_id=record.message_id)
+        tracer.put_annotation("job_id", job_id)
+        try:
+            result = get_intake().process(upload)
+        except JobInFlightError as exc:
+            metrics.add_metric(name="Deferred", unit=MetricUnit.Count, value=1)
+            logger.warning("retrying later: %s", exc)
+            raise
+        except Exception:
+            metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
+            logger.exception("intake failed; the message returns to the queue")
+            raise
+        _record(result)
+
+
+def _record(result: IntakeResult) -> None:
+    verdict = result.verdict
+    logger.info("intake %s", result.outcome, extra={
+        "outcome": str(result.outcome),
+        "rejection_code": str(verdict.code) if verdict and verdict.code else None,
+        "reason": verdict.message if verdict and not verdict.accepted else result.detail or None,
+        "image": {"format": verdict.format, "width": verdict.width, "height": verdict.height,
+                  "mode": verdict.mode, "frames": verdict.frames} if verdict else None,
+        "batch_job_id": result.batch_job_id,
+        "bytes_read": result.bytes_read,
+        "validation_ms": result.validation_ms,
+    })
+    if verdict is not None and verdict.accepted:
+        metrics.add_metric(name="Accepted", unit=MetricUnit.Count, value=1)
+    if result.outcome is Outcome.SUBMITTED:
+        metrics.add_metric(name="Submitted", unit=MetricUnit.Count, value=1)
+    elif result.outcome is Outcome.REJECTED:
+        metrics.add_metric(name="Rejected", unit=MetricUnit.Count, value=1)
+        if verdict is not None and verdict.code:
+            with single_metric(name="RejectedByReason", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
+                               default_dimensions={"service": SERVICE}) as metric:
+                metric.add_dimension(name="reason", value=str(verdict.code))
+    elif result.outcome is Outcome.DUPLICATE:
+        metrics.add_metric(name="Duplicate", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
+    if result.validation_ms is not None:
+        metrics.add_metric(name="ValidationMs", unit=MetricUnit.Milliseconds, value=result.validation_ms)
+    metrics.add_metric(name="BytesRead", unit=MetricUnit.Bytes, value=result.bytes_read)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

@@ -1,0 +1,242 @@
+"""Decode any input into a normalized picture and encode the result, keeping what makes it the same photo.
+
+Decoding applies EXIF orientation (and resets the tag to 1), keeps ICC profile and EXIF, separates
+alpha, keeps grayscale as grayscale and 16-bit PNG as 16 bits (Pillow would truncate 16-bit RGB to
+8 bits, so those are read and written with pypng), converts CMYK through its ICC profile when it
+has one, and expands palettes (with their transparency).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import png  # pypng
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from .errors import OutputNotEncodableError, UndecodableImageError
+
+ORIENTATION_TAG = 0x0112
+WEBP_MAX_SIDE = 16383
+JPEG_MAX_SIDE = 65535
+FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(slots=True)
+class Picture:
+    """Pixels as floats 0..1, HxWxC with C = 1 (gray) or 3 (RGB), plus what must survive the upscale."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None  # HxW float32 0..1, None when fully opaque by construction
+    bit_depth: int  # 8 or 16: the output keeps it
+    source_format: str | None  # "jpeg" | "png" | "webp" | other lower-case PIL name | None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def is_gray(self) -> bool:
+        return self.pixels.shape[2] == 1
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise UndecodableImageError("input is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except UnidentifiedImageError:
+        raise UndecodableImageError("not a recognised image format (or a truncated file)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError, struct.error, zlib.error) as exc:
+        raise UndecodableImageError(f"cannot decode image: {exc}") from exc
+    return image
+
+
+def _exif_upright(image: Image.Image) -> tuple[Image.Image, bytes | None]:
+    exif = image.getexif()
+    upright = ImageOps.exif_transpose(image) if exif.get(ORIENTATION_TAG, 1) != 1 else image
+    if not exif:
+        return upright, None
+    exif[ORIENTATION_TAG] = 1  # the pixels are upright now; viewers must not rotate them again
+    return upright, exif.tobytes()
+
+
+def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation 1..8 applied to an HxW[xC] array (same result as ImageOps.exif_transpose)."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+           7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1], 8: lambda a: np.swapaxes(a, 0, 1)[::-1]}
+    return np.ascontiguousarray(ops[orientation](array)) if orientation in ops else array
+
+
+def _png_is_16bit(data: bytes) -> bool:
+    return data.startswith(PNG_SIGNATURE) and len(data) > 24 and data[12:16] == b"IHDR" and data[24] == 16
+
+
+def _decode_png16(data: bytes, image: Image.Image) -> Picture:
+    try:
+        width, height, rows, info = png.Reader(bytes=data).asDirect()
+        array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    except png.Error as exc:
+        raise UndecodableImageError(f"cannot decode 16-bit PNG: {exc}") from exc
+    planes = info["planes"]
+    array = array.reshape(height, width, planes).astype(np.float32) / 65535.0
+    exif = image.getexif()
+    orientation = int(exif.get(ORIENTATION_TAG, 1))
+    array = _orient_array(array, orientation)
+    exif_bytes = None
+    if exif:
+        exif[ORIENTATION_TAG] = 1
+        exif_bytes = exif.tobytes()
+    has_alpha = info.get("alpha", False)
+    color = array[..., : planes - 1] if has_alpha else array
+    alpha = array[..., planes - 1] if has_alpha else None
+    return Picture(np.ascontiguousarray(color), alpha, 16, "png", image.info.get("icc_profile"), exif_bytes)
+
+
+def _cmyk_to_rgb(image: Image.Image, warnings_out: list[str]) -> tuple[Image.Image, bytes | None]:
+    icc = image.info.get("icc_profile")
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB",
+                                                  renderingIntent=ImageCms.Intent.PERCEPTUAL)
+            if converted is not None:
+                return converted, ImageCms.ImageCmsProfile(srgb).tobytes()
+        except (ImageCms.PyCMSError, OSError) as exc:
+            warnings_out.append(f"CMYK ICC profile unusable ({exc}); converted without colour management")
+    return image.convert("RGB"), None
+
+
+def decode(data: bytes) -> Picture:
+    image = _open(data)
+    source_format = (image.format or "").lower() or None
+    source_format = FORMATS.get(image.format or "", source_format)
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    if _png_is_16bit(data):
+        return _decode_png16(data, image)
+
+    icc = image.info.get("icc_profile")
+    image, exif = _exif_upright(image)
+    notes: list[str] = []
+    mode = image.mode
+    if mode == "CMYK":
+        image, icc = _cmyk_to_rgb(image, notes)
+        mode = "RGB"
+    if mode == "P" or mode == "PA":
+        image = image.convert("RGBA" if ("transparency" in image.info or mode == "PA") else "RGB")
+    elif mode in ("1", "L", "LA", "La", "RGB", "RGBA"):
+        image = image.convert({"1": "L", "La": "LA"}.get(mode, mode)) if mode in ("1", "La") else image
+    elif mode == "RGBa":
+        image = image.convert("RGBA")
+    elif mode.startswith("I;16") or mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float32)
+        scale = 65535.0 if (mode != "F" and array.max(initial=0) <= 65535) else max(1.0, float(array.max(initial=1)))
+        pixels = np.clip(array / scale, 0.0, 1.0)[..., None]
+        return Picture(pixels, None, 16, source_format, icc, exif, notes)
+    else:
+        notes.append(f"converted {mode} to RGB")
+        image = image.convert("RGB")
+
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[..., None]
+    alpha = None
+    if image.mode in ("RGBA", "LA"):
+        alpha, array = array[..., -1], array[..., :-1]
+    return Picture(np.ascontiguousarray(array), alpha, 8, source_format, icc, exif, notes)
+
+
+def choose_format(picture: Picture, requested: str | None) -> str:
+    if requested:
+        fmt = requested.lower().replace("jpg", "jpeg")
+        if fmt not in CONTENT_TYPES:
+            raise OutputNotEncodableError(f"unsupported output format {requested!r}; use jpeg, png or webp")
+        return fmt
+    return picture.source_format if picture.source_format in CONTENT_TYPES else "png"
+
+
+def check_encodable(fmt: str, width: int, height: int) -> None:
+    """Fail before any inference when the output could not be written in this format."""
+    limit = WEBP_MAX_SIDE if fmt == "webp" else JPEG_MAX_SIDE if fmt == "jpeg" else 2**31 - 1
+    if max(width, height) > limit:
+        raise OutputNotEncodableError(
+            f"a {width}x{height} output exceeds the {fmt.upper()} limit of {limit} px per side; "
+            "choose a smaller scale or another format (png)")
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None) -> bytes:
+    height, width, channels = color.shape
+    planes = [color] if alpha is None else [color, alpha[..., None]]
+    array = np.concatenate(planes, axis=2) if len(planes) > 1 else color
+    writer = png.Writer(width, height, greyscale=channels == 1, alpha=alpha is not None, bitdepth=16,
+                        compression=6)
+    stream = io.BytesIO()
+    big_endian = np.ascontiguousarray(array, dtype=">u2").reshape(height, -1)
+    writer.write_packed(stream, (row.tobytes() for row in big_endian))
+    data = stream.getvalue()
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
+    if exif:
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    ihdr_end = 8 + 8 + 13 + 4  # signature + IHDR chunk: ancillary chunks go right after it
+    return data[:ihdr_end] + extra + data[ihdr_end:]
+
+
+def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: int, quality: int,
+           icc: bytes | None, exif: bytes | None, notes: list[str]) -> bytes:
+    """color: HxWxC uint8 (or uint16 when bit_depth 16); alpha: HxW of the same dtype or None."""
+    if bit_depth == 16 and fmt == "png":
+        return _encode_png16(color, alpha, icc, exif)
+    if bit_depth == 16:
+        notes.append(f"{fmt.upper()} holds 8 bits per channel: 16-bit input reduced to 8 bits")
+        color = (color.astype(np.float32) / 257.0).round().astype(np.uint8)
+        alpha = None if alpha is None else (alpha.astype(np.float32) / 257.0).round().astype(np.uint8)
+    gray = color.shape[2] == 1
+    image = Image.fromarray(color[..., 0] if gray else color, "L" if gray else "RGB")
+    if alpha is not None:
+        if fmt == "jpeg":
+            notes.append("JPEG has no transparency: transparent areas flattened onto white")
+            background = Image.new(image.mode, image.size, 255 if gray else (255, 255, 255))
+            background.paste(image, mask=Image.fromarray(alpha, "L"))
+            image = background
+        else:
+            image.putalpha(Image.fromarray(alpha, "L"))
+    options: dict[str, object] = {}
+    if icc:
+        options["icc_profile"] = icc
+    if exif:
+        options["exif"] = exif
+    stream = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(stream, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True,
+                   **options)
+    elif fmt == "webp":
+        image.save(stream, "WEBP", quality=quality, method=4, **options)
+    else:
+        image.save(stream, "PNG", compress_level=6, **options)
+    return stream.getvalue()

@@ -1,0 +1,247 @@
+"""Build an ONNX graph from parsed ncnn layers and their weights.
+
+Only the layer types Real-ESRGAN networks use are supported; anything else raises, so a new
+model never converts silently wrong. The graph takes RGB float32 0..1 NCHW of any height and
+width and returns the unclamped network output, as ncnn does. With `precision="fp16"` the
+weights and activations are float16 while the graph's input and output stay float32 (a Cast at
+each end), so callers feed and read the same arrays for both precisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .ncnn_bin import WeightReader
+from .ncnn_param import Layer
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+CONVERTER_VERSION = "2"
+
+# ncnn activation_type of Convolution (param 9)
+ACT_NONE, ACT_RELU, ACT_LEAKY = 0, 1, 2
+# ncnn Eltwise op_type (param 0) / BinaryOp op_type (param 0)
+ELTWISE_SUM = 1
+BINARY_ADD = 0
+# ncnn Interp resize_type (param 0)
+INTERP_NEAREST, INTERP_BICUBIC = 1, 3
+
+
+class UnsupportedLayerError(ValueError):
+    """The network uses an ncnn layer or option this converter does not translate."""
+
+
+class _GraphBuilder:
+    def __init__(self, precision: str) -> None:
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+        self.dtype = np.float16 if precision == "fp16" else np.float32
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.blob: dict[str, str] = {}  # ncnn blob name -> ONNX value name
+        # Conv outputs with no activation -> their weight/bias initializer indexes, so a constant factor
+        # applied to them can be folded into the weights (ONNX Runtime's fused NCHWc kernels then take the
+        # following Add as part of the convolution instead of leaving the fast layout for a Mul and a Sum).
+        self.linear_convs: dict[str, tuple[int, ...]] = {}
+
+    def const(self, name: str, array: np.ndarray, *, keep_dtype: bool = False) -> str:
+        value = array if keep_dtype else array.astype(self.dtype)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def scale_linear_conv(self, value: str, factor: float) -> bool:
+        """Multiply a linear Conv's weights and bias by `factor` (conv(x) * f == conv_f(x)); False if not one."""
+        indexes = self.linear_convs.pop(value, None)
+        if indexes is None:
+            return False
+        for index in indexes:
+            tensor = self.initializers[index]
+            scaled = numpy_helper.to_array(tensor).astype(np.float32) * np.float32(factor)
+            self.initializers[index] = numpy_helper.from_array(scaled.astype(self.dtype), tensor.name)
+        return True
+
+    def node(self, op: str, inputs: Sequence[str], output: str, name: str, **attrs: object) -> str:
+        self.nodes.append(helper.make_node(op, list(inputs), [output], name=name, **attrs))
+        return output
+
+    @staticmethod
+    def out(layer: Layer) -> str:
+        return f"blob.{layer.outputs[0]}"  # prefixed: ncnn blob names may clash with the graph's IO names
+
+    def value(self, blob: str) -> str:
+        try:
+            return self.blob[blob]
+        except KeyError:
+            raise UnsupportedLayerError(f"blob {blob!r} is used before any layer produces it") from None
+
+
+def _convolution(g: _GraphBuilder, layer: Layer, weights: WeightReader) -> None:
+    out_channels = layer.int(0, 0)
+    kernel_w = layer.int(1, 0)
+    kernel_h = layer.int(11, kernel_w)
+    dilation_w = layer.int(2, 1)
+    dilation_h = layer.int(12, dilation_w)
+    stride_w = layer.int(3, 1)
+    stride_h = layer.int(13, stride_w)
+    pad_left = layer.int(4, 0)
+    pad_right = layer.int(15, pad_left)
+    pad_top = layer.int(14, pad_left)
+    pad_bottom = layer.int(16, pad_top)
+    has_bias = layer.int(5, 0)
+    weight_count = layer.int(6, 0)
+    activation = layer.int(9, ACT_NONE)
+    if min(pad_left, pad_right, pad_top, pad_bottom) < 0:
+        raise UnsupportedLayerError(f"{layer.name}: 'same' padding modes are not supported")
+    if layer.int(8, 0) != 0:
+        raise UnsupportedLayerError(f"{layer.name}: int8 convolution is not supported")
+    in_channels, remainder = divmod(weight_count, out_channels * kernel_h * kernel_w)
+    if remainder:
+        raise UnsupportedLayerError(f"{layer.name}: weight count {weight_count} does not fit the kernel")
+
+    kernel = weights.tagged(weight_count).reshape(out_channels, in_channels, kernel_h, kernel_w)
+    first_initializer = len(g.initializers)
+    inputs = [g.value(layer.inputs[0]), g.const(f"{layer.name}.weight", kernel)]
+    if has_bias:
+        inputs.append(g.const(f"{layer.name}.bias", weights.raw_float32(out_channels)))
+    if activation == ACT_NONE:
+        g.linear_convs[g.out(layer)] = tuple(range(first_initializer, len(g.initializers)))
+    conv_out = f"{layer.name}.conv" if activation != ACT_NONE else g.out(layer)
+    g.node("Conv", inputs, conv_out, layer.name, kernel_shape=[kernel_h, kernel_w],
+           pads=[pad_top, pad_left, pad_bottom, pad_right], strides=[stride_h, stride_w],
+           dilations=[dilation_h, dilation_w])
+    if activation == ACT_LEAKY:
+        slope = layer.array(10)[0] if layer.array(10) else 0.0
+        g.node("LeakyRelu", [conv_out], g.out(layer), f"{layer.name}.act", alpha=float(slope))
+    elif activation == ACT_RELU:
+        g.node("Relu", [conv_out], g.out(layer), f"{layer.name}.act")
+    elif activation != ACT_NONE:
+        raise UnsupportedLayerError(f"{layer.name}: activation type {activation} is not supported")
+    g.blob[layer.outputs[0]] = g.out(layer)
+
+
+def _prelu(g: _GraphBuilder, layer: Layer, weights: WeightReader) -> None:
+    slopes = weights.raw_float32(layer.int(0, 1)).reshape(-1, 1, 1)
+    g.blob[layer.outputs[0]] = g.node(
+        "PRelu", [g.value(layer.inputs[0]), g.const(f"{layer.name}.slope", slopes)], g.out(layer), layer.name)
+
+
+def _eltwise(g: _GraphBuilder, layer: Layer) -> None:
+    if layer.int(0, ELTWISE_SUM) != ELTWISE_SUM:
+        raise UnsupportedLayerError(f"{layer.name}: only Eltwise sum is supported")
+    coeffs = layer.array(1) or (1.0,) * len(layer.inputs)
+    terms: list[str] = []
+    for i, (blob, coeff) in enumerate(zip(layer.inputs, coeffs, strict=True)):
+        source = g.value(blob)
+        if coeff != 1.0 and not g.scale_linear_conv(source, coeff):
+            scale = g.const(f"{layer.name}.coeff{i}", np.array(coeff))
+            source = g.node("Mul", [source, scale], f"{layer.name}.term{i}", f"{layer.name}.mul{i}")
+        terms.append(source)
+    g.blob[layer.outputs[0]] = g.node("Add" if len(terms) == 2 else "Sum", terms, g.out(layer), layer.name)
+
+
+def _binary_op(g: _GraphBuilder, layer: Layer) -> None:
+    if layer.int(0, BINARY_ADD) != BINARY_ADD or len(layer.inputs) != 2 or layer.int(1, 0):
+        raise UnsupportedLayerError(f"{layer.name}: only BinaryOp add of two blobs is supported")
+    g.blob[layer.outputs[0]] = g.node(
+        "Add", [g.value(layer.inputs[0]), g.value(layer.inputs[1])], g.out(layer), layer.name)
+
+
+def _interp(g: _GraphBuilder, layer: Layer) -> None:
+    resize_type = layer.int(0, 0)
+    scales = g.const(f"{layer.name}.scales",
+                     np.array([1.0, 1.0, layer.float(1, 1.0), layer.float(2, 1.0)], dtype=np.float32),
+                     keep_dtype=True)
+    if layer.int(6, 0):
+        raise UnsupportedLayerError(f"{layer.name}: align_corner Interp is not supported")
+    if resize_type == INTERP_NEAREST:
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    elif resize_type == INTERP_BICUBIC:
+        attrs = {"mode": "cubic", "coordinate_transformation_mode": "half_pixel", "cubic_coeff_a": -0.75}
+    else:
+        raise UnsupportedLayerError(f"{layer.name}: Interp resize type {resize_type} is not supported")
+    g.blob[layer.outputs[0]] = g.node(
+        "Resize", [g.value(layer.inputs[0]), "", scales], g.out(layer), layer.name, **attrs)
+
+
+def _pixel_shuffle(g: _GraphBuilder, layer: Layer) -> None:
+    if layer.int(1, 0) != 0:
+        raise UnsupportedLayerError(f"{layer.name}: only PixelShuffle mode 0 is supported")
+    g.blob[layer.outputs[0]] = g.node("DepthToSpace", [g.value(layer.inputs[0])], g.out(layer), layer.name,
+                                      blocksize=layer.int(0, 1), mode="CRD")
+
+
+def _concat(g: _GraphBuilder, layer: Layer) -> None:
+    if layer.int(0, 0) != 0:
+        raise UnsupportedLayerError(f"{layer.name}: only channel Concat is supported")
+    g.blob[layer.outputs[0]] = g.node("Concat", [g.value(b) for b in layer.inputs], g.out(layer),
+                                      layer.name, axis=1)
+
+
+def build_model(layers: Sequence[Layer], weight_data: bytes, *, precision: str = "fp32",
+                metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """Translate ncnn layers + weights into an ONNX model with dynamic batch, height and width."""
+    g = _GraphBuilder(precision)
+    weights = WeightReader(weight_data)
+    input_blobs = [layer.outputs[0] for layer in layers if layer.type == "Input"]
+    if len(input_blobs) != 1:
+        raise UnsupportedLayerError(f"expected exactly one Input layer, found {len(input_blobs)}")
+    if precision == "fp16":
+        g.blob[input_blobs[0]] = g.node("Cast", [INPUT_NAME], "input.fp16", "cast_input", to=TensorProto.FLOAT16)
+    else:
+        g.blob[input_blobs[0]] = INPUT_NAME
+
+    consumed: set[str] = set()
+    for layer in layers:
+        consumed.update(layer.inputs)
+        if layer.type == "Input":
+            continue
+        if layer.type == "Split":
+            for out in layer.outputs:
+                g.blob[out] = g.value(layer.inputs[0])
+        elif layer.type == "Convolution":
+            _convolution(g, layer, weights)
+        elif layer.type == "PReLU":
+            _prelu(g, layer, weights)
+        elif layer.type == "Eltwise":
+            _eltwise(g, layer)
+        elif layer.type == "BinaryOp":
+            _binary_op(g, layer)
+        elif layer.type == "Interp":
+            _interp(g, layer)
+        elif layer.type == "PixelShuffle":
+            _pixel_shuffle(g, layer)
+        elif layer.type == "Concat":
+            _concat(g, layer)
+        else:
+            raise UnsupportedLayerError(f"{layer.name}: ncnn layer type {layer.type} is not supported")
+    if weights.remaining:
+        raise UnsupportedLayerError(f"{weights.remaining} bytes of weights were not used by any layer")
+
+    final = [out for layer in layers for out in layer.outputs if out not in consumed]
+    if len(final) != 1:
+        raise UnsupportedLayerError(f"expected one network output, found {final}")
+    last = g.value(final[0])
+    if precision == "fp16":
+        g.node("Cast", [last], OUTPUT_NAME, "cast_output", to=TensorProto.FLOAT)
+    else:
+        g.node("Identity", [last], OUTPUT_NAME, "output_identity")
+
+    graph = helper.make_graph(
+        g.nodes, "realesrgan",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 3, "out_height", "out_width"])],
+        initializer=g.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="upscaler-ncnn2onnx", producer_version=CONVERTER_VERSION)
+    model.ir_version = 8
+    for key, value in sorted((metadata or {}).items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    return model

@@ -1,0 +1,226 @@
+"""The engine: image bytes in, upscaled image bytes out. Knows nothing of AWS."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from common.settings import Settings
+
+from . import codec
+from .alpha import bleed_colour
+from .errors import EngineError
+from .models import model_spec
+from .runtime import CUDA, RunnerCache, available_gpu_memory, available_host_memory, resolve_device
+from .tiling import MIN_TILE, TILE_SIZES, upscale_with_retry
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+# Peak runtime memory per pixel of a tile's padded input, fp32 on CPU (measured, rounded up; see docs/engine.md).
+# fp16 on CUDA needs about half.
+WORK_BYTES_PER_PIXEL = {"x4plus": 14_000, "x4plus-anime": 14_000, "animevideov3": 2_000}
+CPU_MAX_TILE = 512
+GPU_MAX_BATCH = 8
+MIN_SCALE, MAX_SCALE = 1.0, 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpscaleResult:
+    data: bytes
+    format: str
+    content_type: str
+    input_width: int
+    input_height: int
+    output_width: int
+    output_height: int
+    model: str
+    scale: float
+    provider: str
+    decode_seconds: float
+    inference_seconds: float
+    encode_seconds: float
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TilePlan:
+    tile: int
+    batch: int
+
+
+def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _check_scale(scale: float) -> float:
+    scale = float(scale)
+    if not (MIN_SCALE <= scale <= MAX_SCALE) or math.isnan(scale):
+        raise EngineError(f"scale must be within {MIN_SCALE:g}..{MAX_SCALE:g}, got {scale}")
+    return scale
+
+
+def _resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """High-quality (Lanczos, antialiased) resize of one float plane."""
+    return np.asarray(Image.fromarray(plane.astype(np.float32), "F").resize(size, Image.Resampling.LANCZOS))
+
+
+def _resize_channels(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWxC uint8/uint16 -> size (w, h), Lanczos; 8-bit RGB/L goes through Pillow's integer path."""
+    if array.shape[1] == size[0] and array.shape[0] == size[1]:
+        return array
+    if array.dtype == np.uint8:
+        mode = "L" if array.shape[2] == 1 else "RGB"
+        resized = Image.fromarray(array[..., 0] if mode == "L" else array, mode).resize(size, Image.Resampling.LANCZOS)
+        out = np.asarray(resized)
+        return out[..., None] if out.ndim == 2 else out
+    peak = float(np.iinfo(array.dtype).max)
+    planes = [np.clip(np.rint(_resize_plane(array[..., c], size)), 0, peak) for c in range(array.shape[2])]
+    return np.stack(planes, axis=2).astype(array.dtype)
+
+
+def _to_gray(array: np.ndarray, rows: int = 512) -> np.ndarray:
+    """Mean of R, G, B (the network may tint a gray picture slightly), in row blocks to bound memory."""
+    gray = np.empty((*array.shape[:2], 1), dtype=array.dtype)
+    for top in range(0, array.shape[0], rows):
+        block = array[top : top + rows].sum(axis=2, dtype=np.uint32, keepdims=True)
+        gray[top : top + rows] = (block + 1) // 3
+    return gray
+
+
+class Engine:
+    """Real-ESRGAN upscaler. Cheap to construct; sessions load lazily, once per model, shared by threads."""
+
+    def __init__(self, device: str = "auto", *, settings: Settings | None = None,
+                 model_dir: Path | None = None, colour_fix: bool = True) -> None:
+        self.settings = settings or Settings.from_env()
+        self.colour_fix = colour_fix  # keep the input's low-frequency colour (see colour.py)
+        self.device = resolve_device(device)
+        self._runners = RunnerCache(self.device, model_dir)
+
+    # --- sessions -------------------------------------------------------------------------------
+    def preload(self, model: str = "x4plus") -> None:
+        model_spec(model)
+        self._runners.get(model)
+
+    def provider(self, model: str = "x4plus") -> str:
+        return self._runners.get(model).provider
+
+    def tile_pad(self, model: str) -> int:
+        """Overlap around each tile: settings.tile_pad, raised to what the model needs for invisible seams."""
+        return max(self.settings.tile_pad, model_spec(model).min_tile_pad)
+
+    # --- tiles ----------------------------------------------------------------------------------
+    def plan_tiles(self, model: str, width: int, height: int, tile_size: int = 0,
+                   output_bytes: int = 0) -> TilePlan:
+        """Tile from the caller, else settings, else the largest that fits in the memory available."""
+        pad = self.tile_pad(model)
+        on_gpu = self.provider(model) == CUDA
+        per_pixel = WORK_BYTES_PER_PIXEL.get(model, 14_000) // (2 if on_gpu else 1)
+        if on_gpu:
+            free = available_gpu_memory()
+            budget = int((free if free is not None else 8 << 30) * 0.7)
+        else:
+            budget = int((available_host_memory() - output_bytes) * 0.5)
+        requested = tile_size or self.settings.tile_size
+        if requested:
+            tile = max(MIN_TILE, requested)
+        else:
+            cap = 10_000 if on_gpu else CPU_MAX_TILE
+            fitting = [t for t in TILE_SIZES if t <= cap and (t + 2 * pad) ** 2 * per_pixel <= budget]
+            tile = fitting[0] if fitting else MIN_TILE
+        tiles = math.ceil(height / min(tile, height)) * math.ceil(width / min(tile, width))
+        tile_pixels = (min(tile, height) + 2 * pad) * (min(tile, width) + 2 * pad)
+        batch = max(1, min(GPU_MAX_BATCH, tiles, budget // max(1, tile_pixels * per_pixel))) if on_gpu else 1
+        return TilePlan(tile, batch)
+
+    def _upscale_array(self, pixels: np.ndarray, model: str, *, tile_size: int, out_dtype: type[np.integer],
+                       progress: Progress | None, notes: list[str]) -> np.ndarray:
+        """HxWx3 float32 0..1 -> 4x HxWx3 out_dtype via the network."""
+        runner = self._runners.get(model)
+        factor = model_spec(model).scale
+        h, w = pixels.shape[:2]
+        plan = self.plan_tiles(model, w, h, tile_size,
+                               output_bytes=h * w * factor * factor * 3 * np.dtype(out_dtype).itemsize)
+        log.debug("upscaling %dx%d with %s: tile %d, batch %d", w, h, model, plan.tile, plan.batch)
+        return upscale_with_retry(pixels, runner.run, factor=factor, tile=plan.tile, pad=self.tile_pad(model),
+                                  batch=plan.batch, out_dtype=out_dtype, progress=progress, on_retry=notes.append,
+                                  colour_fix=self.colour_fix, border=model_spec(model).border_pad)
+
+    def _upscale_picture(self, picture: codec.Picture, model: str, scale: float, size: tuple[int, int],
+                         tile_size: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray | None]:
+        out_dtype = np.uint16 if picture.bit_depth == 16 else np.uint8
+        color = picture.pixels
+        if picture.alpha is not None:
+            color = bleed_colour(color, picture.alpha)
+        rgb = np.repeat(color, 3, axis=2) if picture.is_gray else color
+        upscaled = self._upscale_array(np.ascontiguousarray(rgb, dtype=np.float32), model, tile_size=tile_size,
+                                       out_dtype=out_dtype, progress=progress, notes=picture.warnings)
+        upscaled = _resize_channels(upscaled, size)
+        if picture.is_gray:
+            upscaled = _to_gray(upscaled)
+        alpha = None
+        if picture.alpha is not None:
+            peak = float(np.iinfo(out_dtype).max)
+            # alpha is a coverage mask, not texture: an antialiased Lanczos resize keeps edges clean and costs
+            # nothing next to the network
+            alpha = np.clip(np.rint(_resize_plane(picture.alpha, size) * peak), 0, peak).astype(out_dtype)
+        return upscaled, alpha
+
+    # --- public API -----------------------------------------------------------------------------
+    def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
+                      output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
+                      progress: Progress | None = None) -> UpscaleResult:
+        model_spec(model)
+        scale = _check_scale(scale)
+        started = time.perf_counter()
+        picture = codec.decode(data)
+        fmt = codec.choose_format(picture, output_format)
+        size = output_size(picture.width, picture.height, scale)
+        codec.check_encodable(fmt, *size)
+        decoded = time.perf_counter()
+
+        color, alpha = self._upscale_picture(picture, model, scale, size, tile_size, progress)
+        inferred = time.perf_counter()
+
+        if quality is None:
+            quality = self.settings.webp_quality if fmt == "webp" else self.settings.jpeg_quality
+        encoded_data = codec.encode(color, alpha, fmt=fmt, bit_depth=picture.bit_depth, quality=quality,
+                                    icc=picture.icc_profile, exif=picture.exif, notes=picture.warnings)
+        finished = time.perf_counter()
+        return UpscaleResult(
+            data=encoded_data, format=fmt, content_type=codec.CONTENT_TYPES[fmt],
+            input_width=picture.width, input_height=picture.height, output_width=size[0], output_height=size[1],
+            model=model, scale=scale, provider=self.provider(model),
+            decode_seconds=decoded - started, inference_seconds=inferred - decoded,
+            encode_seconds=finished - inferred, warnings=tuple(picture.warnings))
+
+    def upscale_image(self, img: Image.Image, *, model: str = "x4plus", scale: float = 4.0, tile_size: int = 0,
+                      progress: Progress | None = None) -> Image.Image:
+        """PIL in, PIL out (8-bit modes; the byte API is the faithful path for 16-bit and metadata)."""
+        model_spec(model)
+        scale = _check_scale(scale)
+        mode = img.mode
+        base = img.convert("RGBA" if ("A" in mode or "transparency" in img.info) else "RGB") \
+            if mode not in ("L", "LA", "RGB", "RGBA") else img
+        array = np.asarray(base, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[..., None]
+        alpha = None
+        if base.mode in ("RGBA", "LA"):
+            alpha, array = array[..., -1], array[..., :-1]
+        picture = codec.Picture(np.ascontiguousarray(array), alpha, 8, None)
+        size = output_size(picture.width, picture.height, scale)
+        color, alpha_out = self._upscale_picture(picture, model, scale, size, tile_size, progress)
+        out = Image.fromarray(color[..., 0] if picture.is_gray else color, "L" if picture.is_gray else "RGB")
+        if alpha_out is not None:
+            out.putalpha(Image.fromarray(alpha_out, "L"))
+        return out

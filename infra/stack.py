@@ -1,0 +1,142 @@
+"""The whole pipeline in one stack: storage, intake, GPU batch, notifications, failure notifier, monitoring.
+
+The Lambdas and the Batch job get their environment from common.settings.Settings.to_env(), built
+from the deployment config with the generated resource names filled in, so every component reads
+the same names and limits the stack was built with.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, CfnOutput, Environment, Stack, Tags
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from common.settings import Settings
+from infra.config import LOG_RETENTION_DAYS, InfraConfig
+from infra.constructs.batch import GpuBatch
+from infra.constructs.bundling import lambda_code
+from infra.constructs.intake import JOB_TABLE_ACTIONS, Intake
+from infra.constructs.lambdas import powertools_layer
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.nag import acknowledge, acknowledge_object_prefix
+from infra.constructs.network import Network
+from infra.constructs.notifications import Notifications
+from infra.constructs.notifier import FailureNotifier
+from infra.constructs.storage import Storage
+
+
+class UpscalerStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: InfraConfig,
+                 env: Environment | None = None) -> None:
+        super().__init__(scope, construct_id, env=env,
+                         description="Real-ESRGAN image upscaling: S3 -> SQS -> Lambda -> Batch GPU -> S3 + SNS")
+        Tags.of(self).add("app", config.settings.app_name)
+        retention = log_retention(config.log_retention_days)
+
+        storage = Storage(self, "Storage", config=config, settings=config.settings)
+        notifications = Notifications(self, "Notifications", webhooks=config.webhooks)
+        network = Network(self, "Network", config=config, log_retention=retention)
+
+        # Names the stack generates replace the local defaults; the rest comes from the config.
+        shared = config.settings.replace(
+            region=Aws.REGION,
+            input_bucket=storage.input_bucket.bucket_name,
+            output_bucket=storage.output_bucket.bucket_name,
+            jobs_table=storage.table.table_name,
+            topic_arn=notifications.topic.topic_arn,
+            job_backend="batch",
+            endpoint_url=None,
+            local_job_queue_url="",
+        )
+        gpu = GpuBatch(self, "Batch", config=config, settings=config.settings,
+                       environment=component_environment(shared), network=network, log_retention=retention)
+        grant_worker_access(gpu, storage=storage, notifications=notifications, settings=config.settings)
+
+        # The Lambdas submit with ARNs: the definition ARN pins the revision this deployment created.
+        function_settings = shared.replace(job_queue=gpu.job_queue.job_queue_arn,
+                                           job_definition=gpu.job_definition.job_definition_arn)
+        code = lambda_code()
+        layers = [powertools_layer(self, version=config.powertools_version)]
+        function_environment = component_environment(function_settings)
+        intake = Intake(self, "Intake", config=config, settings=config.settings,
+                        environment=function_environment, code=code, layers=layers,
+                        input_bucket=storage.input_bucket, table=storage.table, notifications=notifications,
+                        job_queue=gpu.job_queue, job_definition=gpu.job_definition, log_retention=retention)
+        notifier = FailureNotifier(self, "FailureNotifier", config=config, environment=function_environment,
+                                   code=code, layers=layers, table=storage.table, notifications=notifications,
+                                   job_queue=gpu.job_queue, log_retention=retention)
+
+        self.monitoring = Monitoring(
+            self, "Monitoring",
+            dashboard_name=f"{construct_id}-pipeline",
+            key=notifications.key,
+            alarm_email=config.alarm_email,
+            dead_letter_queues={"Intake": intake.dead_letter_queue, "Notifier": notifier.dead_letter_queue,
+                                **{f"Webhook{i}": q for i, q in enumerate(notifications.webhook_dlqs.values(), 1)}},
+            functions={"Intake": intake.function, "Notifier": notifier.function},
+            intake_queue=intake.queue,
+            failed_jobs_rule=notifier.rule,
+        )
+        _acknowledge_cdk_internals(self)
+        self.storage, self.notifications, self.network, self.gpu = storage, notifications, network, gpu
+        self.intake, self.notifier = intake, notifier
+
+        s = config.settings
+        for name, value, description in (
+            ("InputBucketName", storage.input_bucket.bucket_name, f"Upload images under s3://<this>/{s.upload_prefix}"),
+            ("UploadPrefix", s.upload_prefix, "Key prefix that triggers processing"),
+            ("OutputBucketName", storage.output_bucket.bucket_name, f"Results under {s.output_prefix}"),
+            ("NotificationTopicArn", notifications.topic.topic_arn, "Subscribe webhooks here"),
+            ("AlarmTopicArn", self.monitoring.alarm_topic.topic_arn, "CloudWatch alarms publish here"),
+            ("JobsTableName", storage.table.table_name, "Job records (state, timings, errors)"),
+            ("JobQueueArn", gpu.job_queue.job_queue_arn, "AWS Batch GPU job queue"),
+            ("JobDefinitionArn", gpu.job_definition.job_definition_arn, "Worker job definition (this revision)"),
+            ("DashboardName", self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+        ):
+            CfnOutput(self, name, value=value, description=description)
+
+
+def component_environment(settings: Settings) -> dict[str, str]:
+    """Settings.to_env() without empty values: "" means "use the default", and an empty variable would
+    override what the worker image sets itself (UPSCALER_MODEL_DIR=/opt/models)."""
+    return {name: value for name, value in settings.to_env().items() if value != ""}
+
+
+def _acknowledge_cdk_internals(stack: Stack) -> None:
+    """Findings on resources CDK itself adds (the S3 notification custom resource), not on ours."""
+    for child in stack.node.children:
+        if child.node.id.startswith("BucketNotificationsHandler"):
+            acknowledge(child.node.find_child("Role"),
+                        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                        "AWSLambdaBasicExecutionRole]",
+                        "CDK's singleton that configures S3 bucket notifications at deploy time; it only logs.")
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """CloudWatch's retention enum for a number of days (the config validated the number)."""
+    members = [m for m in logs.RetentionDays if m is not logs.RetentionDays.INFINITE]
+    return dict(zip(LOG_RETENTION_DAYS, members, strict=True))[days]
+
+
+def grant_worker_access(gpu: GpuBatch, *, storage: Storage, notifications: Notifications, settings: Settings) -> None:
+    """The worker reads uploads and writes outputs; nothing else in either bucket."""
+    role = gpu.job_role
+    role.add_to_policy(iam.PolicyStatement(
+        sid="ReadUploads", actions=["s3:GetObject", "s3:GetObjectVersion"],
+        resources=[storage.input_bucket.arn_for_objects(f"{settings.upload_prefix}*")],
+    ))
+    # Get on outputs too: the worker signs the (version-pinned) presigned URL, and S3 authorises a
+    # presigned GET as the signer. Abort: a failed multipart upload of a large output is cleaned up.
+    role.add_to_policy(iam.PolicyStatement(
+        sid="WriteAndPresignOutputs",
+        actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject", "s3:GetObjectVersion"],
+        resources=[storage.output_bucket.arn_for_objects(f"{settings.output_prefix}*")],
+    ))
+    role.add_to_policy(iam.PolicyStatement(sid="JobRecords", actions=JOB_TABLE_ACTIONS,
+                                           resources=[storage.table.table_arn]))
+    notifications.grant_publish(role)
+    acknowledge_object_prefix(role, storage.input_bucket, settings.upload_prefix,
+                              "The worker reads whichever upload its job names: any object under the upload prefix.")
+    acknowledge_object_prefix(role, storage.output_bucket, settings.output_prefix,
+                              "The worker writes (and presigns) the output its job names, under the output prefix.")

@@ -1,0 +1,139 @@
+"""Run a real Lambda handler the way the Lambda service does: in its own process, with its own environment.
+
+Each function gets up to `concurrency` host processes (execution environments), started with exactly
+the environment the CDK stack gives the function (Settings.to_env() + credentials), so the handler's
+init code sees what it sees in AWS and nothing leaks into the caller's process. A host that dies is
+replaced on the next invocation (a new cold start), as Lambda does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import IO, Any
+
+from local_stack.lambda_context import LocalLambdaContext
+
+
+class LambdaInvocationError(RuntimeError):
+    """The handler raised, or its environment died: Lambda reports a function error."""
+
+
+class _Host:
+    def __init__(self, handler: str, environment: Mapping[str, str], log: IO[str] | None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "local_stack.lambda_host", handler],
+            env=dict(environment), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            start_new_session=True,
+        )
+        hello = self._read()
+        if "init_error" in hello:
+            self.close()
+            raise LambdaInvocationError(f"{handler}: init failed: {hello['init_error']}\n{hello['trace']}")
+
+    def _read(self) -> dict[str, Any]:
+        stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+        line = stdout.readline()
+        if not line:
+            raise LambdaInvocationError(f"execution environment exited (code {self.process.wait()})")
+        return dict(json.loads(line))
+
+    def invoke(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+        try:
+            stdin.write(json.dumps(request) + "\n")
+            stdin.flush()
+        except OSError as exc:
+            raise LambdaInvocationError(f"execution environment is gone: {exc}") from exc
+        return self._read()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def request_exit(self) -> None:
+        """EOF on stdin: the host finishes its current invocation and exits."""
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+
+    def close(self) -> None:
+        self.request_exit()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+class LambdaRuntime:
+    """One function: `invoke(event)` runs `module:function` in one of its execution environments."""
+
+    def __init__(self, *, function_name: str, handler: str, environment: Mapping[str, str], region: str,
+                 concurrency: int = 1, memory_mb: int = 1024, timeout_seconds: int = 60,
+                 log: IO[str] | None = None) -> None:
+        """`log`: a real file for the function's logs (default: this process's stderr)."""
+        self._log = log
+        self.function_name = function_name
+        self.handler = handler
+        self._environment = dict(environment)
+        self._region = region
+        self._memory_mb = memory_mb
+        self._timeout = timeout_seconds
+        self._idle: queue.Queue[_Host | None] = queue.Queue()
+        for _ in range(concurrency):
+            self._idle.put(None)  # a slot without an environment yet: started on first use (cold start)
+        self._all: list[_Host] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def warm(self) -> None:
+        """Start one execution environment now (import the handler) so the first event is not a cold start."""
+        slot = self._idle.get()
+        try:
+            slot = slot if slot is not None and slot.alive() else self._start_host()
+        finally:
+            self._idle.put(slot)
+
+    def invoke(self, event: Mapping[str, Any]) -> Any:
+        """Synchronous invocation (RequestResponse). Raises LambdaInvocationError on a function error."""
+        context = LocalLambdaContext(function_name=self.function_name, memory_limit_in_mb=self._memory_mb,
+                                     timeout_seconds=self._timeout, region=self._region,
+                                     aws_request_id=str(uuid.uuid4()))
+        host = self._idle.get()
+        try:
+            if self._closed:
+                raise LambdaInvocationError(f"{self.function_name}: runtime closed")
+            if host is None or not host.alive():
+                host = self._start_host()
+            outcome = host.invoke({"event": dict(event), "context": dataclasses.asdict(context)})
+        except LambdaInvocationError:
+            if host is not None and not host.alive():
+                host = None
+            raise
+        finally:
+            self._idle.put(host)
+        if "error" in outcome:
+            raise LambdaInvocationError(f"{self.function_name}: {outcome['error']}\n{outcome['trace']}")
+        return outcome["result"]
+
+    def _start_host(self) -> _Host:
+        host = _Host(self.handler, self._environment, self._log)
+        with self._lock:
+            self._all.append(host)
+        return host
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            hosts, self._all = self._all, []
+        for host in hosts:  # all at once: each takes a moment to tear down
+            host.request_exit()
+        for host in hosts:
+            host.close()

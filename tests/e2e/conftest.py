@@ -1,0 +1,48 @@
+"""Fixtures for the local stack tests: an emulator per module, receivers, helpers that wait."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from common.settings import Settings
+from local_stack.emulator import MotoServer
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def emulator_settings() -> Iterator[Settings]:
+    """A fresh moto server (with the local stack's S3-event shim) and settings pointing at it."""
+    added = [name for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if name not in os.environ]
+    for name in added:
+        os.environ[name] = "local"  # any credentials work against the emulator
+    server = MotoServer()
+    server.start()
+    yield Settings(endpoint_url=server.endpoint_url, app_name=f"t{uuid.uuid4().hex[:8]}")
+    server.stop()
+    for name in added:
+        os.environ.pop(name, None)
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1,
+               what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def wait() -> Callable[..., object]:
+    """`wait(condition, timeout=..., what=...)`: poll until truthy (test modules cannot import conftest)."""
+    return wait_until

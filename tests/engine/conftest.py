@@ -1,0 +1,51 @@
+"""Fixtures for the engine tests: one CPU engine, small real photo crops, encoders."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from gpu_batch.engine import Engine
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    return Engine(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A real photo (scikit-image's astronaut), HxWx3 uint8."""
+    return data.astronaut()
+
+
+def crop(photo: np.ndarray, height: int, width: int, top: int = 100, left: int = 180) -> np.ndarray:
+    return np.ascontiguousarray(photo[top : top + height, left : left + width])
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    stream = io.BytesIO()
+    image.save(stream, fmt, **options)
+    return stream.getvalue()
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)
+
+
+@pytest.fixture(scope="session")
+def tools() -> SimpleNamespace:
+    """Helper functions for the test modules (importlib import mode: test modules cannot import conftest)."""
+    return SimpleNamespace(crop=crop, encode=encode, decode=decode, psnr=psnr)

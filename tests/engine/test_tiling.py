@@ -1,0 +1,113 @@
+"""Tiled inference equals whole-image inference, fails whole on errors, and is safe across threads."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gpu_batch.engine import EngineError, EngineOutOfMemoryError
+from gpu_batch.engine.models import model_spec
+from gpu_batch.engine.tiling import tile_spots, upscale_tiled, upscale_with_retry
+
+
+def test_tile_spots_cover_the_image_with_one_tile_shape() -> None:
+    spots = tile_spots(100, 70, 32, 32)
+    covered = np.zeros((100, 70), dtype=int)
+    for spot in spots:
+        assert 0 <= spot.y <= 100 - 32 and 0 <= spot.x <= 70 - 32  # same shape, never past the edge
+        covered[spot.y : spot.y + 32, spot.x : spot.x + 32] += 1
+    assert covered.min() >= 1
+    assert len(spots) == 4 * 3
+
+
+def _nearest4(batch: np.ndarray) -> np.ndarray:
+    return batch.repeat(4, axis=2).repeat(4, axis=3)
+
+
+def test_tiles_land_where_they_belong() -> None:
+    image = np.random.default_rng(1).random((37, 53, 3), dtype=np.float32)
+    out = upscale_tiled(image, _nearest4, factor=4, tile=16, pad=5, batch=3, out_dtype=np.uint8)
+    expected = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
+    np.testing.assert_array_equal(out, expected)
+
+
+def _seam_psnr(tiled: np.ndarray, whole: np.ndarray, tile: int, psnr) -> float:
+    """Worst PSNR over the bands within 4 input px (16 output px) of each interior seam."""
+    worst = float("inf")
+    height, width = whole.shape[:2]
+    for seam in range(tile * 4, height, tile * 4):
+        band = slice(seam - 16, seam + 16)
+        worst = min(worst, psnr(tiled[band], whole[band]))
+    for seam in range(tile * 4, width, tile * 4):
+        band = slice(seam - 16, seam + 16)
+        worst = min(worst, psnr(tiled[:, band], whole[:, band]))
+    return worst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "size", "tile"), [("animevideov3", (96, 96), 32), ("x4plus", (32, 96), 32)])
+def test_tiled_output_equals_whole_image_output(engine, astronaut, tools, model, size, tile) -> None:
+    image = Image.fromarray(tools.crop(astronaut, *size))
+    whole = np.asarray(engine.upscale_image(image, model=model, tile_size=max(size)))
+    tiled = np.asarray(engine.upscale_image(image, model=model, tile_size=tile))
+    assert engine.tile_pad(model) >= engine.settings.tile_pad == 24
+    # the tile windows must not see the whole image, or this would compare a run with itself
+    assert tile + 2 * engine.tile_pad(model) < size[1] + 2 * model_spec(model).border_pad
+    assert tools.psnr(tiled, whole) >= 45
+    assert _seam_psnr(tiled, whole, tile, tools.psnr) >= 45
+
+
+def test_out_of_memory_retries_with_smaller_tiles_and_gives_a_whole_image() -> None:
+    image = np.random.default_rng(2).random((64, 64, 3), dtype=np.float32)
+    seen: list[tuple[int, ...]] = []
+
+    def picky(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape)
+        if batch.shape[0] > 1 or batch.shape[2] > 40:
+            raise EngineOutOfMemoryError("simulated out of memory")
+        return _nearest4(batch)
+
+    notes: list[str] = []
+    out = upscale_with_retry(image, picky, factor=4, tile=64, pad=4, batch=4, out_dtype=np.uint8,
+                             on_retry=notes.append)
+    expected = np.rint(image * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
+    np.testing.assert_array_equal(out, expected)
+    assert notes and max(shape[2] for shape in seen[-4:]) <= 40
+
+
+def test_out_of_memory_at_the_smallest_tile_raises_instead_of_a_partial_image() -> None:
+    image = np.zeros((64, 64, 3), dtype=np.float32)
+
+    def always_oom(batch: np.ndarray) -> np.ndarray:
+        raise EngineOutOfMemoryError("simulated out of memory")
+
+    with pytest.raises(EngineOutOfMemoryError, match="even with"):
+        upscale_with_retry(image, always_oom, factor=4, tile=64, pad=4, batch=2, out_dtype=np.uint8)
+
+
+def test_a_failing_tile_fails_the_whole_call() -> None:
+    calls = []
+
+    def fails_third(batch: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 3:
+            raise EngineError("inference failed")
+        return _nearest4(batch)
+
+    with pytest.raises(EngineError, match="inference failed"):
+        upscale_with_retry(np.zeros((64, 64, 3), np.float32), fails_third, factor=4, tile=16, pad=2, batch=1,
+                           out_dtype=np.uint8)
+
+
+@pytest.mark.slow
+def test_concurrent_calls_on_one_engine_match_sequential_calls(engine, astronaut, tools) -> None:
+    inputs = [tools.encode(Image.fromarray(tools.crop(astronaut, 36 + 8 * i, 44, top=60 * i)), "PNG")
+              for i in range(3)]
+    sequential = [engine.upscale_bytes(data, model="animevideov3", tile_size=32).data for data in inputs]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        concurrent = list(pool.map(
+            lambda data: engine.upscale_bytes(data, model="animevideov3", tile_size=32).data, inputs * 2))
+    assert concurrent == sequential * 2

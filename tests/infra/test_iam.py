@@ -1,0 +1,86 @@
+"""Least privilege: each role can touch only the prefixes, table, queue and topic its job needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The only actions that may use Resource "*": AWS offers no resource-level permissions for them.
+UNSCOPABLE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ecr:GetAuthorizationToken"}
+
+
+def _objects(synth: Any, bucket: Any, prefix: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [synth.logical_id(bucket), "Arn"]}, f"/{prefix}*"]]}
+
+
+def _listify(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _s3_statements(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in statements if any(a.startswith("s3:") for a in _listify(s["Action"]))]
+
+
+def test_intake_reads_only_uploads_and_writes_only_rejected(default: Any) -> None:
+    role, settings = default.stack.intake.handler.role, default.config.settings
+    bucket = default.stack.storage.input_bucket
+    s3_statements = _s3_statements(default.role_statements(role))
+    assert {s["Sid"] for s in s3_statements} == {"ReadAndMoveUploads", "WriteRejected"}
+    read = default.statement(role, "ReadAndMoveUploads")
+    assert read["Resource"] == _objects(default, bucket, settings.upload_prefix)
+    assert not any(a.startswith("s3:Put") for a in read["Action"])
+    write = default.statement(role, "WriteRejected")
+    assert write["Resource"] == _objects(default, bucket, settings.rejected_prefix)
+    assert set(write["Action"]) == {"s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
+
+
+def test_intake_submits_only_to_this_queue_and_definition(default: Any) -> None:
+    gpu = default.stack.gpu
+    submit = default.statement(default.stack.intake.handler.role, "SubmitToThisQueueOnly")
+    assert submit["Action"] == "batch:SubmitJob"
+    assert submit["Resource"] == [{"Fn::GetAtt": [default.logical_id(gpu.job_queue), "JobQueueArn"]},
+                                  {"Ref": default.logical_id(gpu.job_definition)}]
+    tag = default.statement(default.stack.intake.handler.role, "TagSubmittedJobs")
+    assert tag["Condition"] == {"StringEquals": {"batch:CreateAction": "SubmitJob"}}
+
+
+def test_worker_reads_inputs_and_writes_outputs_only(default: Any) -> None:
+    role, settings, storage = default.stack.gpu.job_role, default.config.settings, default.stack.storage
+    s3_statements = _s3_statements(default.role_statements(role))
+    assert {s["Sid"] for s in s3_statements} == {"ReadUploads", "WriteAndPresignOutputs"}
+    read = default.statement(role, "ReadUploads")
+    assert read["Resource"] == _objects(default, storage.input_bucket, settings.upload_prefix)
+    assert set(read["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
+    write = default.statement(role, "WriteAndPresignOutputs")
+    assert write["Resource"] == _objects(default, storage.output_bucket, settings.output_prefix)
+    assert "s3:DeleteObject" not in write["Action"]
+
+
+def test_job_records_and_notifications_are_scoped_to_this_stack(default: Any) -> None:
+    table = {"Fn::GetAtt": [default.logical_id(default.stack.storage.table), "Arn"]}
+    topic = {"Ref": default.logical_id(default.stack.notifications.topic)}
+    key = {"Fn::GetAtt": [default.logical_id(default.stack.notifications.key), "Arn"]}
+    for role in (default.stack.intake.handler.role, default.stack.notifier.handler.role, default.stack.gpu.job_role):
+        assert default.statement(role, "JobRecords")["Resource"] == table
+        assert default.statement(role, "PublishNotifications")["Resource"] == topic
+        assert default.statement(role, "EncryptNotifications")["Resource"] == key
+        assert not any(a.startswith("dynamodb:Delete") or a == "dynamodb:Scan"
+                       for s in default.role_statements(role) for a in _listify(s["Action"]))
+
+
+def test_no_wildcard_resource_where_a_narrower_one_exists(default: Any, variant: Any) -> None:
+    for synth in (default, variant):
+        policies = [p["Properties"]["PolicyDocument"] for p in synth.resources("AWS::IAM::Policy").values()]
+        policies += [inline["PolicyDocument"] for role in synth.resources("AWS::IAM::Role").values()
+                     for inline in role["Properties"].get("Policies", [])]
+        for document in policies:
+            for statement in document["Statement"]:
+                actions = set(_listify(statement["Action"]))
+                assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
+                if "*" in _listify(statement["Resource"]):
+                    assert actions <= UNSCOPABLE_ACTIONS, statement
+
+
+def test_lambda_roles_use_no_managed_policies(default: Any) -> None:
+    for role in (default.stack.intake.handler.role, default.stack.notifier.handler.role, default.stack.gpu.job_role,
+                 default.stack.gpu.execution_role):
+        assert "ManagedPolicyArns" not in default.raw["Resources"][default.logical_id(role)]["Properties"]

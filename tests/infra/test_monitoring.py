@@ -1,0 +1,58 @@
+"""Alarms (dead letters, failed jobs, Lambda errors, backlog), the dashboard, the stack outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _alarms(synth: Any) -> list[dict[str, Any]]:
+    return [a["Properties"] for a in synth.resources("AWS::CloudWatch::Alarm").values()]
+
+
+def _alarm_on(synth: Any, metric: str, dimension_ref: str) -> dict[str, Any]:
+    (found,) = [a for a in _alarms(synth) if a["MetricName"] == metric
+                and {"Ref": dimension_ref} in [d["Value"] for d in a["Dimensions"]]]
+    return found
+
+
+def test_every_dead_letter_queue_has_a_not_empty_alarm(default: Any, variant: Any) -> None:
+    for synth in (default, variant):
+        queues = [synth.stack.intake.dead_letter_queue, synth.stack.notifier.dead_letter_queue,
+                  *synth.stack.notifications.webhook_dlqs.values()]
+        for queue in queues:
+            dimension = {"Fn::GetAtt": [synth.logical_id(queue), "QueueName"]}
+            (alarm,) = [a for a in _alarms(synth) if a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+                        and a["Dimensions"][0]["Value"] == dimension]
+            assert alarm["Threshold"] == 1
+            assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert len(queues) == (2 if synth is default else 4)
+
+
+def test_failed_jobs_alarm_counts_the_failed_job_rule(default: Any) -> None:
+    alarm = _alarm_on(default, "MatchedEvents", default.logical_id(default.stack.notifier.rule))
+    assert alarm["Namespace"] == "AWS/Events"
+    assert alarm["Statistic"] == "Sum" and alarm["Period"] == 3600
+
+
+def test_lambda_error_alarms_notify_the_alarm_topic(default: Any) -> None:
+    alarm_topic = {"Ref": default.logical_id(default.stack.monitoring.alarm_topic)}
+    for function in (default.stack.intake.function, default.stack.notifier.function):
+        alarm = _alarm_on(default, "Errors", default.logical_id(function))
+        assert alarm["Namespace"] == "AWS/Lambda" and alarm["Threshold"] == 1
+    assert all(a["AlarmActions"] == [alarm_topic] for a in _alarms(default))
+
+
+def test_alarm_email_is_subscribed_when_configured(default: Any, variant: Any) -> None:
+    assert not [s for s in default.resources("AWS::SNS::Subscription").values()]
+    (email,) = [s["Properties"] for s in variant.resources("AWS::SNS::Subscription").values()
+                if s["Properties"]["Protocol"] == "email"]
+    assert email["Endpoint"] == variant.config.alarm_email
+
+
+def test_dashboard_and_outputs_exist(default: Any) -> None:
+    assert len(default.resources("AWS::CloudWatch::Dashboard")) == 1
+    outputs = default.raw["Outputs"]
+    assert {"InputBucketName", "OutputBucketName", "NotificationTopicArn", "JobsTableName", "JobQueueArn",
+            "JobDefinitionArn", "UploadPrefix", "DashboardName", "AlarmTopicArn"} <= set(outputs)
+    assert outputs["InputBucketName"]["Value"] == {"Ref": default.logical_id(default.stack.storage.input_bucket)}
+    assert outputs["UploadPrefix"]["Value"] == default.config.settings.upload_prefix

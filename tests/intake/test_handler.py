@@ -1,0 +1,378 @@
+"""The intake Lambda against moto: S3 (versioned), DynamoDB, SNS -> SQS spy, SQS event shapes."""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from common import aws
+from common.contract import (
+    ATTR_EVENT_TYPE,
+    ATTR_UPLOAD_PREFIX,
+    JobParameters,
+    JobState,
+    OutputFormat,
+    validate_notification,
+)
+from common.jobs import dedupe_key, job_id_for
+from functions.intake import handler
+from functions.intake import intake as intake_module
+from functions.intake.intake import Intake
+
+BUCKET = "upscaler-input-test"
+
+
+@pytest.fixture
+def run(aws_stack: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Invoke the real Lambda handler with the stack's Intake (fake submitter, counting S3)."""
+    monkeypatch.setattr(handler, "get_intake", lambda: aws_stack.intake)
+
+    def invoke(*records: dict[str, Any]) -> dict[str, Any]:
+        return handler.lambda_handler({"Records": list(records)}, lambda_context)
+
+    return invoke
+
+
+@pytest.fixture
+def log_stream() -> Any:
+    """The Powertools logger's JSON lines (its handler keeps the stdout it was created with)."""
+    stream = io.StringIO()
+    previous = handler.logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+    yield stream
+    handler.logger.registered_handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+def job_id(obj: dict[str, Any]) -> str:
+    return job_id_for(dedupe_key(BUCKET, obj["key"], obj.get("versionId"), obj["eTag"], obj["size"]))
+
+
+def object_versions(stack: Any, key: str) -> list[dict[str, Any]]:
+    resp = stack.clients["s3"].list_object_versions(Bucket=BUCKET, Prefix=key)
+    return [v for v in resp.get("Versions", []) if v["Key"] == key]
+
+
+def test_valid_upload_is_recorded_and_submitted_once(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                     corpus: dict[str, bytes], capfd: pytest.CaptureFixture,
+                                                     log_stream: io.StringIO) -> None:
+    obj = aws_stack.put("uploads/holiday/beach photo.jpg", corpus["photo.jpg"],
+                        metadata={"scale": "2", "format": "webp", "model": "x4plus-anime"})
+    response = run(events.upload_message(obj))
+
+    assert response == {"batchItemFailures": []}
+    (params,) = aws_stack.submitter.submitted
+    assert isinstance(params, JobParameters)
+    assert params.job_id == job_id(obj)
+    assert (params.input_bucket, params.input_key, params.input_version) == (BUCKET, obj["key"], obj["versionId"])
+    assert (params.output_bucket, params.output_key) == ("upscaler-output", "outputs/holiday/beach photo.webp")
+    assert (str(params.options.model), params.options.scale, params.options.output_format) == (
+        "x4plus-anime", 2.0, OutputFormat.WEBP)
+    assert JobParameters.from_environment(params.to_environment()) == params
+
+    record = aws_stack.store.get(params.job_id)
+    assert record.state is JobState.SUBMITTED
+    attrs = record.attributes
+    assert attrs["batch_job_id"] == "batch-1"
+    assert (attrs["input_format"], attrs["input_width"], attrs["input_height"]) == ("jpeg", 96, 64)
+    assert attrs["input_version"] == obj["versionId"]
+    assert attrs["accepted_at"] <= attrs["submitted_at"]
+    assert aws_stack.notifications() == []  # acceptance is not a terminal event
+    # the upload stays where it is: the worker reads it
+    assert object_versions(aws_stack, obj["key"])
+
+    # EMF metrics and a structured log line carrying the job id as correlation id
+    emf = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf and emf[-1]["Submitted"] in (1.0, [1.0])
+    assert "ValidationMs" in emf[-1]
+    logged = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    (line,) = [entry for entry in logged if entry.get("message") == "intake submitted"]
+    assert line["correlation_id"] == line["job_id"] == params.job_id
+    assert (line["s3_key"], line["outcome"], line["bytes_read"]) == (obj["key"], "submitted", len(corpus["photo.jpg"]))
+
+
+def test_rejected_upload_is_moved_recorded_and_notified(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                        corpus: dict[str, bytes],
+                                                        capfd: pytest.CaptureFixture) -> None:
+    obj = aws_stack.put("uploads/report.jpg", corpus["doc.pdf"])
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+
+    assert aws_stack.submitter.calls == 0
+    # moved: a copy under rejected/ with the same bytes, the upload's version gone
+    moved = aws_stack.clients["s3"].get_object(Bucket=BUCKET, Key="rejected/report.jpg")["Body"].read()
+    assert moved == corpus["doc.pdf"]
+    assert object_versions(aws_stack, obj["key"]) == []
+
+    record = aws_stack.store.get(job_id(obj))
+    assert record.state is JobState.REJECTED
+    assert record.attributes["error_code"] == "UNSUPPORTED_FORMAT"
+    assert record.attributes["rejected_key"] == "rejected/report.jpg"
+    assert record.attributes["notified"] is True
+
+    (envelope,) = aws_stack.notifications()
+    assert envelope["MessageAttributes"][ATTR_EVENT_TYPE]["Value"] == "upscale.rejected"
+    assert envelope["MessageAttributes"][ATTR_UPLOAD_PREFIX]["Value"] == "uploads/"
+    message = json.loads(envelope["Message"])
+    validate_notification(message)
+    assert message["job_id"] == job_id(obj)
+    assert message["input"]["key"] == "uploads/report.jpg"
+    assert message["error"]["code"] == "UNSUPPORTED_FORMAT"
+    assert "PDF" in message["error"]["message"] and "rejected/report.jpg" in message["error"]["message"]
+    assert message["error"]["retryable"] is False
+
+    emf = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    by_reason = [m for m in emf if "RejectedByReason" in m]
+    assert by_reason and by_reason[0]["reason"] == "UNSUPPORTED_FORMAT"
+
+
+@pytest.mark.parametrize("key", [
+    "uploads/with space.png",
+    "uploads/a+b.png",
+    "uploads/ünïcødé/фото 東京.png",
+    "uploads/100%2Fpercent.png",
+])
+def test_odd_key_names(aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes],
+                       key: str) -> None:
+    obj = aws_stack.put(key, corpus["photo.png"])
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+    (params,) = aws_stack.submitter.submitted
+    assert params.input_key == key
+    assert params.output_key == "outputs/" + key.removeprefix("uploads/")
+
+
+def test_odd_key_rejected_is_moved_under_the_same_name(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                       corpus: dict[str, bytes]) -> None:
+    obj = aws_stack.put("uploads/ä b+c%2F.gif", corpus["still.gif"])
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+    head = aws_stack.clients["s3"].head_object(Bucket=BUCKET, Key="rejected/ä b+c%2F.gif")
+    assert head["ContentLength"] == len(corpus["still.gif"])
+
+
+def test_s3_test_event_is_skipped(aws_stack: Any, run: Any, events: SimpleNamespace) -> None:
+    assert run(events.sqs_record(events.test_event_body)) == {"batchItemFailures": []}
+    assert aws_stack.submitter.calls == 0
+    assert aws_stack.s3.calls == []
+
+
+def test_same_version_twice_makes_one_job(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                          corpus: dict[str, bytes]) -> None:
+    obj = aws_stack.put("uploads/twice.webp", corpus["photo.webp"])
+    # twice in one batch, then redelivered in a later batch
+    assert run(events.upload_message(obj), events.upload_message(obj)) == {"batchItemFailures": []}
+    reads_after_first = aws_stack.s3.bytes_read
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+    assert aws_stack.submitter.calls == 1
+    assert aws_stack.s3.bytes_read == reads_after_first, "a known duplicate costs no S3 reads"
+    assert aws_stack.store.get(job_id(obj)).state is JobState.SUBMITTED
+
+
+def test_multipart_upload_firing_two_events_makes_one_job(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                          corpus: dict[str, bytes]) -> None:
+    s3 = aws_stack.clients["s3"]
+    key = "uploads/multipart.jpg"
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=corpus["photo.jpg"])
+    done = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    obj = {"key": key, "size": len(corpus["photo.jpg"]), "eTag": done["ETag"].strip('"'),
+           "versionId": done["VersionId"]}
+    assert obj["eTag"].endswith("-1")
+    first = events.upload_message(obj, event_name="ObjectCreated:CompleteMultipartUpload")
+    second = events.upload_message({**obj, "sequencer": "0062E99A88DC407499"}, event_name="ObjectCreated:Put")
+    assert run(first) == {"batchItemFailures": []}
+    assert run(second) == {"batchItemFailures": []}
+    assert aws_stack.submitter.calls == 1
+
+
+def test_transient_submit_failure_is_retried_without_a_second_job(aws_stack: Any, run: Any,
+                                                                  events: SimpleNamespace,
+                                                                  corpus: dict[str, bytes]) -> None:
+    throttled = ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}},
+                            "SubmitJob")
+    aws_stack.submitter.failures.append(throttled)
+    obj = aws_stack.put("uploads/retry.jpg", corpus["photo.jpg"])
+    good = aws_stack.put("uploads/fine.png", corpus["photo.png"])
+    failing, passing = events.upload_message(obj), events.upload_message(good)
+
+    response = run(failing, passing)
+    assert response == {"batchItemFailures": [{"itemIdentifier": failing["messageId"]}]}
+    record = aws_stack.store.get(job_id(obj))
+    assert record.state is JobState.ACCEPTED
+    assert record.attributes["lease_until"] == 0, "a failed attempt releases the record for its retry"
+    assert [p.input_key for p in aws_stack.submitter.submitted] == ["uploads/fine.png"]
+
+    # SQS redelivers the failed message (and, at least once, the good one again)
+    assert run(failing, passing) == {"batchItemFailures": []}
+    assert [p.input_key for p in aws_stack.submitter.submitted] == ["uploads/fine.png", "uploads/retry.jpg"]
+    assert aws_stack.store.get(job_id(obj)).state is JobState.SUBMITTED
+    assert aws_stack.submitter.calls == 3  # fine once, retry.jpg failed once and succeeded once
+
+
+def test_dynamodb_failure_goes_back_to_the_queue(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                 corpus: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    obj = aws_stack.put("uploads/ddb.jpg", corpus["photo.jpg"])
+    real_create = aws_stack.store.create
+
+    def throttled(**_kwargs: Any) -> bool:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                          "PutItem")
+
+    monkeypatch.setattr(aws_stack.store, "create", throttled)
+    message = events.upload_message(obj)
+    assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    monkeypatch.setattr(aws_stack.store, "create", real_create)
+    assert run(message) == {"batchItemFailures": []}
+    assert aws_stack.submitter.calls == 1
+
+
+def test_a_record_being_processed_elsewhere_is_retried_later(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                              corpus: dict[str, bytes]) -> None:
+    obj = aws_stack.put("uploads/concurrent.jpg", corpus["photo.jpg"])
+    # another invocation created the record a moment ago and is still working on it
+    other = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
+                   notifier=aws_stack.intake._notifier)
+    assert other._claim(job_id(obj), _upload(obj), obj["size"], intake_module.default_options(aws_stack.settings),
+                        None)
+    message = events.upload_message(obj)
+    assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    assert aws_stack.submitter.calls == 0
+
+    # that invocation crashed: once its lease is over, the retry takes the record over and submits
+    late = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
+                  notifier=aws_stack.intake._notifier, clock=lambda: 2e10)
+    assert late.process(_upload(obj)).outcome == "submitted"
+    assert aws_stack.submitter.calls == 1
+
+
+def _upload(obj: dict[str, Any]) -> Any:
+    from functions.intake.s3_events import UploadEvent
+
+    return UploadEvent(BUCKET, obj["key"], obj["size"], obj["eTag"], obj.get("versionId"), "ObjectCreated:Put")
+
+
+def test_publish_failure_is_finished_by_the_retry_with_one_notification(
+        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    obj = aws_stack.put("uploads/bad.png", corpus["corrupt_crc.png"])
+    notifier = aws_stack.intake._notifier
+    real_publish = notifier.publish
+    calls: list[Any] = []
+
+    def flaky(notification: Any) -> str:
+        calls.append(notification)
+        if len(calls) == 1:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "Publish")
+        return real_publish(notification)
+
+    monkeypatch.setattr(notifier, "publish", flaky)
+    message = events.upload_message(obj)
+    assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    record = aws_stack.store.get(job_id(obj))
+    assert record.state is JobState.REJECTED and record.attributes["notified"] is False
+
+    assert run(message) == {"batchItemFailures": []}
+    assert run(message) == {"batchItemFailures": []}  # a further duplicate publishes nothing
+    (envelope,) = aws_stack.notifications()
+    assert json.loads(envelope["Message"])["error"]["code"] == "CORRUPT_IMAGE"
+    assert aws_stack.store.get(job_id(obj)).attributes["notified"] is True
+
+
+def test_malformed_message_fails_only_itself(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                             corpus: dict[str, bytes]) -> None:
+    bad = events.sqs_record("this is not an S3 notification")
+    good = events.upload_message(aws_stack.put("uploads/ok.jpg", corpus["photo.jpg"]))
+    assert run(bad, good) == {"batchItemFailures": [{"itemIdentifier": bad["messageId"]}]}
+    assert aws_stack.submitter.calls == 1
+
+
+def test_keys_outside_the_upload_prefix_are_ignored(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                    corpus: dict[str, bytes]) -> None:
+    obj = aws_stack.put("outputs/loop.jpg", corpus["photo.jpg"])
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+    assert aws_stack.submitter.calls == 0
+    assert aws_stack.s3.calls == []
+
+
+def test_object_deleted_before_intake_is_ignored(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                 corpus: dict[str, bytes]) -> None:
+    obj = aws_stack.put("uploads/gone.jpg", corpus["photo.jpg"])
+    aws_stack.clients["s3"].delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"])
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+    assert aws_stack.submitter.calls == 0
+    assert aws_stack.store.get(job_id(obj)) is None
+
+
+def test_rejecting_an_old_version_keeps_a_newer_upload(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                       corpus: dict[str, bytes]) -> None:
+    old = aws_stack.put("uploads/same-name.jpg", corpus["notes.txt"])
+    new = aws_stack.put("uploads/same-name.jpg", corpus["photo.jpg"])
+    assert run(events.upload_message(old), events.upload_message(new)) == {"batchItemFailures": []}
+    assert aws_stack.store.get(job_id(old)).state is JobState.REJECTED
+    assert aws_stack.store.get(job_id(new)).state is JobState.SUBMITTED
+    current = aws_stack.clients["s3"].get_object(Bucket=BUCKET, Key="uploads/same-name.jpg")
+    assert current["VersionId"] == new["versionId"]
+
+
+def test_unversioned_bucket_dedupes_on_etag_and_size(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                     corpus: dict[str, bytes]) -> None:
+    s3 = aws_stack.clients["s3"]
+    s3.create_bucket(Bucket="plain-bucket")
+    key = "uploads/plain.jpg"
+    s3.put_object(Bucket="plain-bucket", Key=key, Body=corpus["photo.jpg"])
+    etag = s3.head_object(Bucket="plain-bucket", Key=key)["ETag"].strip('"')
+    record = events.s3_record({"key": key, "size": len(corpus["photo.jpg"]), "eTag": etag}, bucket="plain-bucket")
+    message = events.sqs_record({"Records": [record]})
+    assert run(message) == {"batchItemFailures": []}
+    assert run(message) == {"batchItemFailures": []}
+    assert aws_stack.submitter.calls == 1
+    assert aws_stack.submitter.submitted[0].input_version is None
+
+
+def test_local_queue_submitter_end_to_end(aws_stack: Any, events: SimpleNamespace, corpus: dict[str, bytes],
+                                          lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fake: Settings -> Intake.from_settings -> make_submitter(local) -> the local job queue."""
+    sqs = aws_stack.clients["sqs"]
+    queue_url = sqs.create_queue(QueueName="local-jobs")["QueueUrl"]
+    settings = aws_stack.settings.replace(job_backend="local", local_job_queue_url=queue_url)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    handler.get_intake.cache_clear()
+    try:
+        obj = aws_stack.put("uploads/local.jpg", corpus["photo.jpg"])
+        response = handler.lambda_handler({"Records": [events.upload_message(obj)]}, lambda_context)
+    finally:
+        handler.get_intake.cache_clear()
+    assert response == {"batchItemFailures": []}
+    (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(message["Body"])
+    params = JobParameters.from_environment(body["environment"])
+    assert params.job_id == job_id(obj)
+    assert body["job_name"] == f"upscale-{params.job_id}"
+    record = aws_stack.store.get(params.job_id)
+    assert record.state is JobState.SUBMITTED
+    assert record.attributes["batch_job_id"] == f"local-{message['MessageId']}"
+    aws.clear_cache()
+
+
+def test_upload_deleted_after_acceptance_fails_the_job_once(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                                            corpus: dict[str, bytes]) -> None:
+    """An attempt crashed after recording ACCEPTED; before the retry, the person deleted the upload."""
+    obj = aws_stack.put("uploads/deleted-later.jpg", corpus["photo.jpg"])
+    crashed = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
+                     notifier=aws_stack.intake._notifier, lease_seconds=0)
+    assert crashed._claim(job_id(obj), _upload(obj), obj["size"],
+                          intake_module.default_options(aws_stack.settings), None)
+    aws_stack.clients["s3"].delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"])
+
+    assert run(events.upload_message(obj), events.upload_message(obj)) == {"batchItemFailures": []}
+    record = aws_stack.store.get(job_id(obj))
+    assert record.state is JobState.FAILED
+    assert record.attributes["error_code"] == "INPUT_MISSING"
+    (envelope,) = aws_stack.notifications()
+    message = json.loads(envelope["Message"])
+    validate_notification(message)
+    assert (message["event_type"], message["error"]["code"]) == ("upscale.failed", "INPUT_MISSING")
+    assert aws_stack.submitter.calls == 0

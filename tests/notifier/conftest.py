@@ -1,0 +1,69 @@
+"""Moto-backed job table and SNS topic with an SQS queue capturing what subscribers receive."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from common import aws
+from common.contract import JobOptions, JobState
+from common.jobs import JobStore, table_definition
+from common.notify import Notifier
+from common.settings import Settings
+
+
+@dataclass
+class NotifierWorld:
+    settings: Settings
+    sqs: Any
+    queue_url: str
+    store: JobStore
+    notifier: Notifier
+
+    def notifications(self) -> list[dict[str, Any]]:
+        found = []
+        while messages := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
+            for m in messages:
+                envelope = json.loads(m["Body"])
+                envelope["payload"] = json.loads(envelope["Message"])
+                found.append(envelope)
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return found
+
+    def job(self, job_id: str, state: JobState) -> None:
+        self.store.create(job_id=job_id, dedupe=f"d-{job_id}", input_bucket="in", input_key=f"uploads/{job_id}.png",
+                          attributes={"options": JobOptions(model="x4plus", scale=3.0).to_dict()})
+        path = {JobState.ACCEPTED: [], JobState.SUBMITTED: [JobState.SUBMITTED],
+                JobState.RUNNING: [JobState.SUBMITTED, JobState.RUNNING],
+                JobState.SUCCEEDED: [JobState.SUBMITTED, JobState.RUNNING, JobState.SUCCEEDED],
+                JobState.REJECTED: [JobState.REJECTED]}[state]
+        for step in path:
+            assert self.store.transition(job_id, step)
+
+
+@pytest.fixture
+def nworld(monkeypatch) -> NotifierWorld:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    aws.clear_cache()
+    with mock_aws():
+        base = Settings.from_env({}, jobs_table="jobs-notifier")
+        ddb = aws.client("dynamodb", base)
+        ddb.create_table(**table_definition(base.jobs_table))
+        sns = aws.client("sns", base)
+        topic_arn = sns.create_topic(Name="upscaler-events")["TopicArn"]
+        sqs = aws.client("sqs", base)
+        queue_url = sqs.create_queue(QueueName="capture")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+        settings = base.replace(topic_arn=topic_arn)
+        yield NotifierWorld(settings=settings, sqs=sqs, queue_url=queue_url,
+                            store=JobStore(dynamodb_client=ddb, table_name=settings.jobs_table),
+                            notifier=Notifier(sns_client=sns, topic_arn=topic_arn,
+                                              upload_prefix=settings.upload_prefix))
+    aws.clear_cache()
