@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from functions.intake.cli import validate
 from gpu_batch.engine.cli import models_app, upscale
 from local_stack.cli import demo, local_app

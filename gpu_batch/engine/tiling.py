@@ -22,7 +22,7 @@ from .errors import EngineOutOfMemoryError
 RunBatch = Callable[[np.ndarray], np.ndarray]  # float32 NCHW -> float32 NCHW at `factor` x
 Progress = Callable[[int, int], None]
 
-TILE_SIZES = (512, 384, 256, 192, 128, 96, 64, 48, 32)
+TILE_SIZES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32)  # CPU stops at 512
 MIN_TILE = 32
 BORDER_PAD = 10  # default reflect pad at the image edges (the ncnn reference's); models set their own
 

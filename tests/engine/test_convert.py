@@ -94,7 +94,7 @@ def _onnx(name: str, precision: str, chw: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["x4plus", "animevideov3"])
+@pytest.mark.parametrize("name", ["x4plus", "x4plus-anime", "animevideov3"])
 def test_onnx_matches_ncnn_on_a_real_photo(name: str, astronaut, tools) -> None:
     # the same input into both networks (the reference runner's 10 px reflect pad included)
     photo = tools.crop(astronaut, 36, 36).astype(np.float32) / 255.0

@@ -111,3 +111,16 @@ def test_concurrent_calls_on_one_engine_match_sequential_calls(engine, astronaut
         concurrent = list(pool.map(
             lambda data: engine.upscale_bytes(data, model="animevideov3", tile_size=32).data, inputs * 2))
     assert concurrent == sequential * 2
+
+
+def test_tile_size_follows_available_memory(engine, monkeypatch) -> None:
+    import gpu_batch.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "available_host_memory", lambda: 64 << 30)
+    roomy = engine.plan_tiles("x4plus", 4000, 3000)
+    monkeypatch.setattr(engine_module, "available_host_memory", lambda: 1 << 30)
+    tight = engine.plan_tiles("x4plus", 4000, 3000)
+    assert roomy.tile == 512 and tight.tile < roomy.tile
+    work = (tight.tile + 2 * engine.tile_pad("x4plus")) ** 2 * engine_module.WORK_BYTES_PER_PIXEL["x4plus"]
+    assert work <= (1 << 30) // 2
+    assert engine.plan_tiles("x4plus", 4000, 3000, tile_size=96).tile == 96  # an explicit size wins
