@@ -282,11 +282,16 @@ class Notification:
 
     def message_attributes(self, upload_prefix: str) -> dict[str, dict[str, str]]:
         """SNS MessageAttributes so subscriptions can filter by event type and prefix."""
-        return {
-            ATTR_EVENT_TYPE: {"DataType": "String", "StringValue": str(self.event_type)},
-            ATTR_UPLOAD_PREFIX: {"DataType": "String", "StringValue": upload_prefix},
-            ATTR_SCHEMA_VERSION: {"DataType": "String", "StringValue": SCHEMA_VERSION},
-        }
+        return message_attributes(str(self.event_type), upload_prefix)
+
+
+def message_attributes(event_type: str, upload_prefix: str) -> dict[str, dict[str, str]]:
+    """SNS MessageAttributes of a notification of `event_type` (subscription filter policies match these)."""
+    return {
+        ATTR_EVENT_TYPE: {"DataType": "String", "StringValue": str(EventType(event_type))},
+        ATTR_UPLOAD_PREFIX: {"DataType": "String", "StringValue": upload_prefix},
+        ATTR_SCHEMA_VERSION: {"DataType": "String", "StringValue": SCHEMA_VERSION},
+    }
 
 
 @cache

@@ -1,10 +1,25 @@
-"""Publishing the one terminal notification of a job to the SNS topic."""
+"""Publishing the one terminal notification of a job to the SNS topic, durably.
+
+The terminal notification is stored on the job record in the same conditional write that makes the
+job terminal (`outbox_attributes`), with `notified = False`. Whoever won that write publishes it and
+sets `notified = True`. If the publish fails, or the process dies in between, a later attempt (a Batch
+retry of the worker, a retried notifier invocation, a redelivered intake message) finds the record
+terminal but not notified and publishes the stored message (`deliver_pending`): the notification is
+never lost, and is sent twice only if SNS accepted it but the `notified` write was lost.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from common.contract import Notification, validate_notification
+from common.contract import Notification, message_attributes, validate_notification
+from common.jobs import JobRecord, JobStore
+
+OUTBOX_MESSAGE = "notification"  # the terminal notification's JSON, written with the terminal state
+OUTBOX_SENT = "notified"  # False until SNS accepted the message
+OUTBOX_MESSAGE_ID = "notification_message_id"
 
 
 class Notifier:
@@ -15,15 +30,34 @@ class Notifier:
 
     def publish(self, notification: Notification) -> str:
         """Validate against the published schema, then publish. Returns the SNS message id."""
-        payload = notification.to_dict()
+        return self.publish_payload(notification.to_dict())
+
+    def publish_payload(self, payload: Mapping[str, Any]) -> str:
         validate_notification(payload)  # a contract break is our bug: fail loudly, never send it
+        event_type = str(payload["event_type"])
         resp = self._sns.publish(
             TopicArn=self._topic_arn,
-            Subject=str(notification.event_type),
-            Message=notification.to_json(),
-            MessageAttributes={
-                name: {"DataType": attr["DataType"], "StringValue": attr["StringValue"]}
-                for name, attr in notification.message_attributes(self._upload_prefix).items()
-            },
+            Subject=event_type,
+            Message=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+            MessageAttributes=message_attributes(event_type, self._upload_prefix),
         )
         return str(resp["MessageId"])
+
+
+def outbox_attributes(notification: Notification) -> dict[str, Any]:
+    """Attributes to write with the terminal state so the notification survives a failed publish."""
+    return {OUTBOX_MESSAGE: notification.to_json(), OUTBOX_SENT: False}
+
+
+def has_pending_notification(record: JobRecord) -> bool:
+    attrs = record.attributes
+    return record.state.is_terminal and attrs.get(OUTBOX_SENT) is False and bool(attrs.get(OUTBOX_MESSAGE))
+
+
+def deliver_pending(record: JobRecord, *, notifier: Notifier, store: JobStore) -> str | None:
+    """Publish the stored terminal notification of `record` if it was not yet sent; its message id, or None."""
+    if not has_pending_notification(record):
+        return None
+    message_id = notifier.publish_payload(json.loads(str(record.attributes[OUTBOX_MESSAGE])))
+    store.update_attributes(record.job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})
+    return message_id

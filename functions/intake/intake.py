@@ -37,7 +37,7 @@ from common.contract import (
     utc_now_iso,
 )
 from common.jobs import JobRecord, JobStore, dedupe_key, job_id_for
-from common.notify import Notifier
+from common.notify import OUTBOX_SENT, Notifier
 from common.settings import Settings
 from common.submit import JobSubmitter, make_submitter
 from functions.intake.options import InvalidOption, default_options, parse_options
@@ -298,7 +298,7 @@ class Intake:
 
     def _already_handled(self, record: JobRecord, event: UploadEvent) -> IntakeResult:
         """A duplicate event. A rejection whose move or notification did not finish is finished here."""
-        if record.state is JobState.REJECTED and not record.attributes.get("notified"):
+        if record.state is JobState.REJECTED and not record.attributes.get(OUTBOX_SENT):
             if self._clock() < float(record.attributes.get("lease_until") or 0):
                 raise JobInFlightError(f"rejection of job {record.job_id} is being finished elsewhere")
             self._finish_rejection(record, event)
@@ -371,7 +371,7 @@ class Intake:
             "input_width": verdict.width,
             "input_height": verdict.height,
             "intake_warnings": list(verdict.warnings),
-            "notified": False,
+            OUTBOX_SENT: False,
         })
         result = IntakeResult(Outcome.REJECTED, job_id, verdict, None, reads.bytes,
                               reads.validation_s * 1000 if reads.validation_s else None)
@@ -385,7 +385,7 @@ class Intake:
     def _finish_rejection(self, record: JobRecord, event: UploadEvent, options: JobOptions | None = None) -> None:
         """Idempotent tail of a rejection: remove the upload (its copy exists), then notify once."""
         self._delete_upload(event)
-        if record.attributes.get("notified"):
+        if record.attributes.get(OUTBOX_SENT):
             return
         attrs = record.attributes
         options = options or record.options
@@ -401,7 +401,7 @@ class Intake:
             error=ErrorInfo(code=str(attrs["error_code"]), message=message, retryable=False),
             warnings=tuple(attrs.get("intake_warnings") or ()),
         ))
-        self._store.update_attributes(record.job_id, {"notified": True})
+        self._store.update_attributes(record.job_id, {OUTBOX_SENT: True})
 
     def _copy_to_rejected(self, event: UploadEvent, rejected_key: str) -> None:
         source: dict[str, str] = {"Bucket": event.bucket, "Key": event.key}

@@ -26,7 +26,7 @@ from common.contract import (
     Notification,
 )
 from common.jobs import JobStore
-from common.notify import Notifier
+from common.notify import Notifier, deliver_pending, outbox_attributes
 from common.submit import batch_job_name
 
 _JOB_NAME_PREFIX = batch_job_name("")  # "upscale-"
@@ -39,7 +39,7 @@ _INFRASTRUCTURE_MARKERS = ("CannotPullContainerError", "CannotStartContainerErro
 class Outcome:
     """What the handler did with one event (logged and returned for tests)."""
 
-    action: str  # "ignored" | "already_terminal" | "unknown_job" | "marked_failed"
+    action: str  # "ignored" | "already_terminal" | "unknown_job" | "marked_failed" | "delivered_stored"
     job_id: str | None = None
     code: FailureCode | None = None
     reason: str = ""
@@ -94,33 +94,41 @@ def handle_batch_state_change(event: Mapping[str, Any], *, store: JobStore, noti
         return Outcome("ignored", reason="not an upscaler job")
 
     code, reason = classify_batch_failure(detail)
+    record = store.get(job_id)
+    if record is None:
+        return Outcome("unknown_job", job_id, code, reason)
+    if record.state.is_terminal:
+        # A previous speaker (the worker, or this function's earlier invocation) made the job terminal
+        # but could not publish: its stored message goes out now. Otherwise there is nothing to say.
+        if deliver_pending(record, notifier=notifier, store=store):
+            return Outcome("delivered_stored", job_id, code, f"job is {record.state}")
+        return Outcome("already_terminal", job_id, code, f"job is {record.state}")
+    attrs = record.attributes
+    options = record.options
+    notification = Notification(
+        event_type=EventType.FAILED,
+        job_id=job_id,
+        input=ImageInfo(str(attrs.get("input_bucket") or "unknown"), str(attrs.get("input_key") or "unknown"),
+                        _positive(attrs.get("input_width")), _positive(attrs.get("input_height"))),
+        model=str(options.model),
+        scale=options.scale,
+        durations=Durations(total=_seconds_since(attrs.get("created_at"), now or datetime.now(UTC))),
+        error=ErrorInfo(code=str(code), message=reason[:1000],
+                        retryable=code in (FailureCode.INFRASTRUCTURE, FailureCode.TIMEOUT,
+                                           FailureCode.INTERNAL_ERROR)),
+    )
     won = store.transition(job_id, JobState.FAILED, attributes={
+        **outbox_attributes(notification),
         "error_code": str(code),
         "error_message": reason[:1000],
         "batch_job_id": detail.get("jobId"),
         "failed_by": "notifier",
     })
     if not won:
-        record = store.get(job_id)
-        if record is None:
-            return Outcome("unknown_job", job_id, code, reason)
-        return Outcome("already_terminal", job_id, code, f"job is {record.state}")
-
-    record = store.get(job_id)
-    attrs = record.attributes if record else {}
-    options = record.options if record else None
-    notifier.publish(Notification(
-        event_type=EventType.FAILED,
-        job_id=job_id,
-        input=ImageInfo(str(attrs.get("input_bucket") or "unknown"), str(attrs.get("input_key") or "unknown"),
-                        _positive(attrs.get("input_width")), _positive(attrs.get("input_height"))),
-        model=str(options.model) if options else None,
-        scale=options.scale if options else None,
-        durations=Durations(total=_seconds_since(attrs.get("created_at"), now or datetime.now(UTC))),
-        error=ErrorInfo(code=str(code), message=reason[:1000],
-                        retryable=code in (FailureCode.INFRASTRUCTURE, FailureCode.TIMEOUT,
-                                           FailureCode.INTERNAL_ERROR)),
-    ))
+        # Someone else made it terminal between our read and our write; they speak for it.
+        return Outcome("already_terminal", job_id, code, "job became terminal concurrently")
+    # A failed publish raises: the invocation is retried and finds the stored message above.
+    deliver_pending(store.get(job_id) or record, notifier=notifier, store=store)
     return Outcome("marked_failed", job_id, code, reason)
 
 

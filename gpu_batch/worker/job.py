@@ -33,7 +33,14 @@ from common.contract import (
     OutputFormat,
 )
 from common.jobs import JobStore
-from common.notify import Notifier
+from common.notify import (
+    OUTBOX_MESSAGE_ID,
+    OUTBOX_SENT,
+    Notifier,
+    deliver_pending,
+    has_pending_notification,
+    outbox_attributes,
+)
 from common.settings import Settings
 from gpu_batch.engine import EngineError, EngineOutOfMemoryError, UndecodableImageError
 
@@ -45,7 +52,7 @@ logger = Logger(service="upscaler-worker")
 
 # Batch can start the container before intake has recorded SUBMITTED; wait this long for it.
 ACCEPTED_WAIT_SECONDS = 30
-PUBLISH_ATTEMPTS = 3  # on top of botocore's own retries: the terminal write already happened
+PUBLISH_ATTEMPTS = 3  # on top of botocore's own retries; after that the stored message waits for a retry
 
 _EXTENSION_FORMATS = {".jpg": OutputFormat.JPEG, ".jpeg": OutputFormat.JPEG, ".png": OutputFormat.PNG,
                       ".webp": OutputFormat.WEBP}
@@ -104,7 +111,8 @@ def run_job(params: JobParameters, *, settings: Settings, engine: Any, s3: Any, 
     progress = _Progress()
     progress.timings.queued = _seconds_since(params.submitted_at, started_at)
 
-    claimed = _claim(params.job_id, store, attempt=attempt, runtime_info=runtime_info or {}, sleep=sleep)
+    claimed = _claim(params.job_id, store, notifier, attempt=attempt, runtime_info=runtime_info or {},
+                     sleep=sleep)
     progress.timings.claim = clock.monotonic() - started
     if claimed is not None:
         return claimed
@@ -126,9 +134,7 @@ def run_job(params: JobParameters, *, settings: Settings, engine: Any, s3: Any, 
         logger.error("job failed", extra={"error_code": str(failure.code), "error": failure.message,
                                           "last_attempt": last_attempt}, exc_info=exc)
         with critical_section():
-            _finish_failed(params, failure, settings=settings, store=store, notifier=notifier,
-                           progress=progress, sleep=sleep)
-        return EXIT_PERMANENT_FAILURE
+            return _finish_failed(params, failure, store=store, notifier=notifier, progress=progress, sleep=sleep)
 
     progress.timings.total = _total(progress.timings, clock.monotonic() - started)
     with critical_section():
@@ -164,7 +170,7 @@ def output_format_for(params: JobParameters, settings: Settings) -> str | None:
     return str(fmt) if fmt else None
 
 
-def _claim(job_id: str, store: JobStore, *, attempt: int, runtime_info: Mapping[str, Any],
+def _claim(job_id: str, store: JobStore, notifier: Notifier, *, attempt: int, runtime_info: Mapping[str, Any],
            sleep: Callable[[float], None]) -> int | None:
     """Move the job to RUNNING. None if this attempt owns it, else the exit code to stop with."""
     attributes = {"attempt": attempt, **{k: v for k, v in runtime_info.items() if v is not None}}
@@ -177,6 +183,8 @@ def _claim(job_id: str, store: JobStore, *, attempt: int, runtime_info: Mapping[
             logger.error("no job record: nothing to run or to report")
             return EXIT_PERMANENT_FAILURE
         if record.state.is_terminal:
+            if has_pending_notification(record):
+                return _deliver_stored(record, store=store, notifier=notifier)
             logger.info("job already finished; nothing to do", extra={"state": str(record.state)})
             return EXIT_OK
         if record.state is JobState.ACCEPTED:
@@ -258,8 +266,25 @@ def _finish_succeeded(params: JobParameters, result: Any, output_version: str | 
                       last_attempt: bool, sleep: Callable[[float], None]) -> int:
     timings = progress.timings
     t0 = clock.monotonic()
+    url, expires_at = presign_output(s3, params.output_bucket, params.output_key, output_version,
+                                     expires_in=settings.presigned_url_expiry_seconds, now=clock.now())
+    notification = Notification(
+        event_type=EventType.SUCCEEDED,
+        job_id=params.job_id,
+        input=ImageInfo(params.input_bucket, params.input_key, result.input_width, result.input_height,
+                        progress.input_format),
+        output=ImageInfo(params.output_bucket, params.output_key, result.output_width, result.output_height,
+                         result.format),
+        presigned_url=url,
+        presigned_url_expires_at=_iso(expires_at),
+        model=result.model,
+        scale=result.scale,
+        durations=timings.durations(),
+        warnings=_intake_warnings(params.job_id, store) + tuple(result.warnings),
+    )
     try:
         won = store.transition(params.job_id, JobState.SUCCEEDED, attributes={
+            **outbox_attributes(notification),
             "output_bucket": params.output_bucket,
             "output_key": params.output_key,
             "output_version": output_version,
@@ -283,27 +308,12 @@ def _finish_succeeded(params: JobParameters, result: Any, output_version: str | 
         return EXIT_OK
 
     t0 = clock.monotonic()
-    warnings = _intake_warnings(params.job_id, store) + tuple(result.warnings)
-    url, expires_at = presign_output(s3, params.output_bucket, params.output_key, output_version,
-                                     expires_in=settings.presigned_url_expiry_seconds, now=clock.now())
-    notification = Notification(
-        event_type=EventType.SUCCEEDED,
-        job_id=params.job_id,
-        input=ImageInfo(params.input_bucket, params.input_key, result.input_width, result.input_height,
-                        progress.input_format),
-        output=ImageInfo(params.output_bucket, params.output_key, result.output_width, result.output_height,
-                         result.format),
-        presigned_url=url,
-        presigned_url_expires_at=_iso(expires_at),
-        model=result.model,
-        scale=result.scale,
-        durations=timings.durations(),
-        warnings=warnings,
-    )
-    _publish(notification, notifier=notifier, store=store, sleep=sleep)
+    sent = _publish(notification, notifier=notifier, store=store, sleep=sleep)
     timings.publish = clock.monotonic() - t0
     logger.info("job succeeded", extra={"durations": timings.as_record()})
-    return EXIT_OK
+    # Unsent, the message waits on the record: a Batch retry, or the notifier Lambda once retries run
+    # out (the job then ends FAILED in Batch), finds it there and publishes it.
+    return EXIT_OK if sent else EXIT_RETRYABLE
 
 
 def _intake_warnings(job_id: str, store: JobStore) -> tuple[str, ...]:
@@ -316,16 +326,8 @@ def _intake_warnings(job_id: str, store: JobStore) -> tuple[str, ...]:
     return tuple(str(w) for w in (record.attributes.get("intake_warnings") or ())) if record else ()
 
 
-def _finish_failed(params: JobParameters, failure: Failure, *, settings: Settings, store: JobStore,
-                   notifier: Notifier, progress: _Progress, sleep: Callable[[float], None]) -> None:
-    won = store.transition(params.job_id, JobState.FAILED, attributes={
-        "error_code": str(failure.code),
-        "error_message": failure.message[:1000],
-        "durations": progress.timings.as_record(),
-    })
-    if not won:
-        logger.warning("job already terminal; not notifying")
-        return
+def _finish_failed(params: JobParameters, failure: Failure, *, store: JobStore, notifier: Notifier,
+                   progress: _Progress, sleep: Callable[[float], None]) -> int:
     notification = Notification(
         event_type=EventType.FAILED,
         job_id=params.job_id,
@@ -336,30 +338,51 @@ def _finish_failed(params: JobParameters, failure: Failure, *, settings: Setting
         durations=progress.timings.durations(),
         error=ErrorInfo(code=str(failure.code), message=failure.message[:1000], retryable=failure.retryable),
     )
-    _publish(notification, notifier=notifier, store=store, sleep=sleep)
+    won = store.transition(params.job_id, JobState.FAILED, attributes={
+        **outbox_attributes(notification),
+        "error_code": str(failure.code),
+        "error_message": failure.message[:1000],
+        "durations": progress.timings.as_record(),
+    })
+    if not won:
+        logger.warning("job already terminal; not notifying")
+        return EXIT_PERMANENT_FAILURE
+    sent = _publish(notification, notifier=notifier, store=store, sleep=sleep)
+    return EXIT_PERMANENT_FAILURE if sent else EXIT_RETRYABLE
 
 
 def _publish(notification: Notification, *, notifier: Notifier, store: JobStore,
-             sleep: Callable[[float], None]) -> None:
-    """Publish the one terminal notification this process won the right to send."""
+             sleep: Callable[[float], None]) -> bool:
+    """Publish the terminal notification this process stored with its winning write; True once SNS has it."""
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             message_id = notifier.publish(notification)
         except (ClientError, BotoCoreError) as exc:
             if attempt == PUBLISH_ATTEMPTS:
-                # The job record is terminal; log the whole message so it can be replayed.
-                logger.error("could not publish notification", extra={"notification": notification.to_dict()},
+                logger.error("could not publish the notification; it stays on the job record for a retry",
                              exc_info=exc)
-                return
+                return False
             sleep(2.0 * attempt)
             continue
         logger.info("notification published", extra={"event_type": str(notification.event_type),
                                                       "message_id": message_id})
         try:
-            store.update_attributes(notification.job_id, {"notification_message_id": message_id})
+            store.update_attributes(notification.job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})
         except (ClientError, BotoCoreError):
-            logger.warning("could not record the notification's message id")
-        return
+            logger.warning("could not mark the notification sent; a retry may send it once more")
+        return True
+    return False
+
+
+def _deliver_stored(record: Any, *, store: JobStore, notifier: Notifier) -> int:
+    """A previous attempt made the job terminal but could not publish: publish the stored message."""
+    try:
+        message_id = deliver_pending(record, notifier=notifier, store=store)
+    except (ClientError, BotoCoreError) as exc:
+        logger.error("stored notification still not published", exc_info=exc)
+        return EXIT_RETRYABLE
+    logger.info("published the notification a previous attempt stored", extra={"message_id": message_id})
+    return EXIT_OK
 
 
 def presign_output(s3: Any, bucket: str, key: str, version: str | None, *, expires_in: int,

@@ -98,6 +98,45 @@ def test_other_events_are_ignored(nworld, event):
     assert nworld.notifications() == []
 
 
+def test_a_failed_publish_is_retried_from_the_stored_message(nworld):
+    class DownNotifier:
+        def publish_payload(self, payload):
+            raise ConnectionError("SNS unreachable")
+
+    nworld.job("job-5", JobState.RUNNING)
+    event = batch_event("job-5", exit_code=137)
+    with pytest.raises(ConnectionError):
+        handle_batch_state_change(event, store=nworld.store, notifier=DownNotifier())
+    record = nworld.store.get("job-5")
+    assert record.state is JobState.FAILED and record.attributes["notified"] is False
+
+    # Lambda retries the invocation: the job is terminal now, so the stored message is what goes out.
+    retried = handle_batch_state_change(copy.deepcopy(event), store=nworld.store, notifier=nworld.notifier)
+    assert retried.action == "delivered_stored"
+    again = handle_batch_state_change(copy.deepcopy(event), store=nworld.store, notifier=nworld.notifier)
+    assert again.action == "already_terminal"
+    notes = nworld.notifications()
+    assert [n["payload"]["event_type"] for n in notes] == ["upscale.failed"]
+    assert notes[0]["payload"]["error"]["code"] == "WORKER_CRASHED"
+
+
+def test_success_the_worker_could_not_announce_is_announced_by_the_failed_event(nworld):
+    from common.contract import EventType, ImageInfo, Notification
+    from common.notify import outbox_attributes
+
+    nworld.job("job-6", JobState.RUNNING)
+    stored = Notification(event_type=EventType.SUCCEEDED, job_id="job-6", input=ImageInfo("in", "uploads/job-6.png"),
+                          output=ImageInfo("out", "outputs/job-6.png", 40, 40, "png"),
+                          presigned_url="https://out.s3.amazonaws.com/outputs/job-6.png?X-Amz-Signature=s")
+    assert nworld.store.transition("job-6", JobState.SUCCEEDED, attributes=outbox_attributes(stored))
+
+    outcome = handle_batch_state_change(batch_event("job-6", exit_code=75), store=nworld.store,
+                                        notifier=nworld.notifier)
+    assert outcome.action == "delivered_stored"
+    assert nworld.store.get("job-6").state is JobState.SUCCEEDED
+    assert [n["payload"]["event_type"] for n in nworld.notifications()] == ["upscale.succeeded"]
+
+
 def test_unknown_job_is_reported_not_created(nworld):
     outcome = handle_batch_state_change(batch_event("never-accepted"), store=nworld.store, notifier=nworld.notifier)
     assert outcome.action == "unknown_job"

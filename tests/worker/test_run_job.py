@@ -294,10 +294,24 @@ def test_publish_is_retried_after_the_terminal_write(world, kit):
     assert kit.event_types(world.notifications()) == ["upscale.succeeded"]
 
     params = world.submitted_job("job-nopub", "uploads/nopub.png", kit.image())
-    code = run_job(params, settings=world.settings, engine=kit.FakeEngine(), s3=world.s3, store=world.store,
+    engine = kit.FakeEngine()
+    code = run_job(params, settings=world.settings, engine=engine, s3=world.s3, store=world.store,
                    notifier=FlakyNotifier(world.notifier, failures=99), sleep=lambda s: None)
-    assert code == EXIT_OK  # the job did succeed; the lost message is logged in full
-    assert world.store.get("job-nopub").state is JobState.SUCCEEDED and world.notifications() == []
+    # The job succeeded, but SNS never took the message: it waits on the record and Batch retries.
+    assert code == EXIT_RETRYABLE
+    record = world.store.get("job-nopub")
+    assert record.state is JobState.SUCCEEDED and record.attributes["notified"] is False
+    assert world.notifications() == []
+
+    # The retry does not redo the job: it publishes the stored message, exactly once.
+    assert run(world, params, engine, attempt=2) == EXIT_OK
+    assert len(engine.calls) == 1
+    notes = world.notifications()
+    assert kit.event_types(notes) == ["upscale.succeeded"]
+    assert notes[0]["payload"]["output"]["key"] == params.output_key
+    assert world.store.get("job-nopub").attributes["notified"] is True
+    assert run(world, params, engine, attempt=3) == EXIT_OK
+    assert world.notifications() == []
 
 
 def test_transient_failure_recording_success_is_retried(world, kit):
