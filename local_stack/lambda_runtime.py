@@ -9,15 +9,14 @@ replaced on the next invocation (a new cold start), as Lambda does.
 from __future__ import annotations
 
 import dataclasses
-import json
 import queue
-import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Mapping
 from typing import IO, Any
 
+from local_stack.json_child import ChildExited, JsonLinesChild
 from local_stack.lambda_context import LocalLambdaContext
 
 
@@ -25,51 +24,28 @@ class LambdaInvocationError(RuntimeError):
     """The handler raised, or its environment died: Lambda reports a function error."""
 
 
-class _Host:
+class _Host(JsonLinesChild):
+    """One execution environment: `local_stack.lambda_host` importing the handler once, then invoking it."""
+
     def __init__(self, handler: str, environment: Mapping[str, str], log: IO[str] | None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack.lambda_host", handler],
-            env=dict(environment), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            start_new_session=True,
-        )
+        super().__init__([sys.executable, "-m", "local_stack.lambda_host", handler], environment, log)
         hello = self._read()
         if "init_error" in hello:
             self.close()
             raise LambdaInvocationError(f"{handler}: init failed: {hello['init_error']}\n{hello['trace']}")
 
     def _read(self) -> dict[str, Any]:
-        stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
-        line = stdout.readline()
-        if not line:
-            raise LambdaInvocationError(f"execution environment exited (code {self.process.wait()})")
-        return dict(json.loads(line))
+        try:
+            return self.read()
+        except ChildExited as exc:
+            raise LambdaInvocationError(f"execution environment {exc}") from exc
 
     def invoke(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
         try:
-            stdin.write(json.dumps(request) + "\n")
-            stdin.flush()
+            self.send(request)
         except OSError as exc:
             raise LambdaInvocationError(f"execution environment is gone: {exc}") from exc
         return self._read()
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def request_exit(self) -> None:
-        """EOF on stdin: the host finishes its current invocation and exits."""
-        if self.process.stdin and not self.process.stdin.closed:
-            self.process.stdin.close()
-
-    def close(self) -> None:
-        self.request_exit()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
 
 
 class LambdaRuntime:

@@ -3,7 +3,6 @@ pre-warmed template (local_stack.worker_zygote). Both give a separate process wi
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -14,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Protocol
 
 from common.contract import WORKER_MODULE
+from local_stack.json_child import ChildExited, JsonLinesChild
 
 
 class WorkerHandle(Protocol):
@@ -69,36 +69,17 @@ class SpawnLauncher:
 
 
 # --- prefork: a fresh process per attempt, forked from a warm template --------------------------
-class _Zygote:
+class _Zygote(JsonLinesChild):
     def __init__(self, env: Mapping[str, str], log: IO[str] | None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack.worker_zygote"], env=dict(env), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
-        )
+        super().__init__([sys.executable, "-m", "local_stack.worker_zygote"], env, log)
         if self._read() != {"ready": True}:
             raise RuntimeError("worker template failed to start")
 
     def _read(self) -> dict[str, object]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker template exited ({self.process.wait()})")
-        return dict(json.loads(line))
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def request_exit(self) -> None:
-        if self.process.stdin and not self.process.stdin.closed:
-            self.process.stdin.close()
-
-    def close(self) -> None:
-        self.request_exit()
         try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            return self.read()
+        except ChildExited as exc:
+            raise RuntimeError(f"worker template {exc}") from exc
 
 
 class _ForkedWorker:
@@ -107,9 +88,7 @@ class _ForkedWorker:
         self._release = release
         self._code: int | None = None
         self._done = threading.Event()
-        assert zygote.process.stdin is not None
-        zygote.process.stdin.write(json.dumps({"env": dict(env)}) + "\n")
-        zygote.process.stdin.flush()
+        zygote.send({"env": dict(env)})
         self.pid = int(zygote._read()["pid"])  # type: ignore[call-overload]
 
     def lines(self) -> Iterator[str]:
