@@ -121,3 +121,18 @@ def test_fp16_model_has_fp16_weights_and_fp32_io() -> None:
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims[0] and dims[2] and dims[3]  # dynamic batch, height, width
+
+
+def test_fp32_model_keeps_scales_as_depthwise_convs_and_fp16_as_mul():
+    """The CPU model must not contain scalar Muls (they leave ORT's NCHWc layout); the GPU one may."""
+    import onnx
+
+    from gpu_batch.engine.models import ensure_model
+
+    fp32 = onnx.load(str(ensure_model("x4plus", precision="fp32")))
+    fp16 = onnx.load(str(ensure_model("x4plus", precision="fp16")))
+    assert not [n for n in fp32.graph.node if n.op_type == "Mul"]
+    depthwise = [n for n in fp32.graph.node if n.op_type == "Conv"
+                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert len(depthwise) == 23  # one per RRDB residual
+    assert len([n for n in fp16.graph.node if n.op_type == "Mul"]) == 23
