@@ -135,7 +135,9 @@ def load_runner(model: str, device: str, model_dir: Path | None = None) -> Model
         raise EngineError(f"could not load model {model} ({path}): {exc}") from exc
     provider = session.get_providers()[0]
     if device == "cuda" and provider != CUDA:
-        log.warning("CUDA requested for %s but ONNX Runtime fell back to %s", model, provider)
+        # e.g. the CUDA provider failed to initialise: the fp16 model would crawl on the CPU, so load fp32.
+        log.warning("CUDA requested for %s but ONNX Runtime fell back to %s; using the CPU model", model, provider)
+        return load_runner(model, "cpu", model_dir)
     log.info("loaded model %s (%s) with %s", model, precision, provider)
     return ModelRunner(model, precision, provider, session)
 

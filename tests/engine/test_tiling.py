@@ -124,3 +124,11 @@ def test_tile_size_follows_available_memory(engine, monkeypatch) -> None:
     work = (tight.tile + 2 * engine.tile_pad("x4plus")) ** 2 * engine_module.WORK_BYTES_PER_PIXEL["x4plus"]
     assert work <= (1 << 30) // 2
     assert engine.plan_tiles("x4plus", 4000, 3000, tile_size=96).tile == 96  # an explicit size wins
+
+
+def test_a_cuda_session_that_falls_back_to_cpu_uses_the_fp32_model():
+    """onnxruntime without a usable CUDA provider silently runs on the CPU: never with the fp16 model."""
+    from gpu_batch.engine.runtime import CPU, load_runner
+
+    runner = load_runner("animevideov3", "cuda")  # this machine has no CUDA provider
+    assert (runner.provider, runner.precision) == (CPU, "fp32")
