@@ -49,15 +49,32 @@ def outbox_attributes(notification: Notification) -> dict[str, Any]:
     return {OUTBOX_MESSAGE: notification.to_json(), OUTBOX_SENT: False}
 
 
-def has_pending_notification(record: JobRecord) -> bool:
+def pending_payload(record: JobRecord) -> dict[str, Any] | None:
+    """The stored terminal notification of `record` if it has not been sent yet, else None."""
     attrs = record.attributes
-    return record.state.is_terminal and attrs.get(OUTBOX_SENT) is False and bool(attrs.get(OUTBOX_MESSAGE))
+    if record.state.is_terminal and attrs.get(OUTBOX_SENT) is False and attrs.get(OUTBOX_MESSAGE):
+        return dict(json.loads(str(attrs[OUTBOX_MESSAGE])))
+    return None
+
+
+def has_pending_notification(record: JobRecord) -> bool:
+    return pending_payload(record) is not None
+
+
+def mark_sent(store: JobStore, job_id: str, message_id: str) -> None:
+    store.update_attributes(job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})
+
+
+def publish_and_mark(job_id: str, payload: Mapping[str, Any], *, notifier: Notifier, store: JobStore) -> str:
+    """Publish a terminal notification this caller stored with its winning write, then mark it sent."""
+    message_id = notifier.publish_payload(payload)
+    mark_sent(store, job_id, message_id)
+    return message_id
 
 
 def deliver_pending(record: JobRecord, *, notifier: Notifier, store: JobStore) -> str | None:
     """Publish the stored terminal notification of `record` if it was not yet sent; its message id, or None."""
-    if not has_pending_notification(record):
+    payload = pending_payload(record)
+    if payload is None:
         return None
-    message_id = notifier.publish_payload(json.loads(str(record.attributes[OUTBOX_MESSAGE])))
-    store.update_attributes(record.job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})
-    return message_id
+    return publish_and_mark(record.job_id, payload, notifier=notifier, store=store)

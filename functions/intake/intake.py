@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from common.contract import (
     utc_now_iso,
 )
 from common.jobs import JobRecord, JobStore, dedupe_key, job_id_for
-from common.notify import OUTBOX_SENT, Notifier
+from common.notify import Notifier, deliver_pending, outbox_attributes, pending_payload, publish_and_mark
 from common.settings import Settings
 from common.submit import JobSubmitter, make_submitter
 from functions.intake.options import InvalidOption, default_options, parse_options
@@ -297,12 +297,16 @@ class Intake:
             log.warning("could not release the lease of job %s", job_id, exc_info=True)
 
     def _already_handled(self, record: JobRecord, event: UploadEvent) -> IntakeResult:
-        """A duplicate event. A rejection whose move or notification did not finish is finished here."""
-        if record.state is JobState.REJECTED and not record.attributes.get(OUTBOX_SENT):
+        """A duplicate event. A terminal write whose tail (delete, notification) did not finish is finished here."""
+        payload = pending_payload(record)
+        if payload is not None:
             if self._clock() < float(record.attributes.get("lease_until") or 0):
-                raise JobInFlightError(f"rejection of job {record.job_id} is being finished elsewhere")
-            self._finish_rejection(record, event)
-            return IntakeResult(Outcome.REJECTED, record.job_id, detail="finished an interrupted rejection")
+                raise JobInFlightError(f"job {record.job_id} is being finished elsewhere")
+            if record.state is JobState.REJECTED:
+                self._finish_rejection(record.job_id, event, payload)
+                return IntakeResult(Outcome.REJECTED, record.job_id, detail="finished an interrupted rejection")
+            deliver_pending(record, notifier=self._notifier, store=self._store)
+            return IntakeResult(Outcome.DUPLICATE, record.job_id, detail="sent a notification left unsent")
         return IntakeResult(Outcome.DUPLICATE, record.job_id, detail=f"job already {record.state}")
 
     def _fail_missing_input(self, record: JobRecord, event: UploadEvent) -> IntakeResult:
@@ -310,15 +314,17 @@ class Intake:
         if self._clock() < float(record.attributes.get("lease_until") or 0):
             raise JobInFlightError(f"job {record.job_id} is being processed by another invocation; retry later")
         message = "The upload was deleted or replaced before it could be processed."
+        options = record.options
+        notification = Notification(
+            event_type=EventType.FAILED, job_id=record.job_id, input=ImageInfo(event.bucket, event.key),
+            model=str(options.model), scale=options.scale,
+            error=ErrorInfo(code=str(FailureCode.INPUT_MISSING), message=message, retryable=False))
         won = self._store.transition(record.job_id, JobState.FAILED, sources=frozenset({JobState.ACCEPTED}),
-                                     attributes={"error_code": str(FailureCode.INPUT_MISSING),
+                                     attributes={**outbox_attributes(notification),
+                                                 "error_code": str(FailureCode.INPUT_MISSING),
                                                  "error_message": message})
         if won:
-            options = record.options
-            self._notifier.publish(Notification(
-                event_type=EventType.FAILED, job_id=record.job_id, input=ImageInfo(event.bucket, event.key),
-                model=str(options.model), scale=options.scale,
-                error=ErrorInfo(code=str(FailureCode.INPUT_MISSING), message=message, retryable=False)))
+            publish_and_mark(record.job_id, notification.to_dict(), notifier=self._notifier, store=self._store)
         return IntakeResult(Outcome.IGNORED if won else Outcome.DUPLICATE, record.job_id, detail=message)
 
     # --- outcomes ----------------------------------------------------------------------------------
@@ -363,7 +369,19 @@ class Intake:
         rejected_key = rejected_key_for(event.key, s)
         self._copy_to_rejected(event, rejected_key)
         assert verdict.code is not None
+        notification = Notification(
+            event_type=EventType.REJECTED,
+            job_id=job_id,
+            input=ImageInfo(bucket=event.bucket, key=event.key, width=_positive(verdict.width),
+                            height=_positive(verdict.height), format=verdict.format),
+            model=str(options.model),
+            scale=options.scale,
+            error=ErrorInfo(code=str(verdict.code), retryable=False,
+                            message=f"{verdict.message} The file was moved to s3://{event.bucket}/{rejected_key}."),
+            warnings=tuple(verdict.warnings),
+        )
         won = self._store.transition(job_id, JobState.REJECTED, attributes={
+            **outbox_attributes(notification),
             "error_code": str(verdict.code),  # same names as the worker's and notifier's FAILED records
             "error_message": verdict.message,
             "rejected_key": rejected_key,
@@ -371,37 +389,18 @@ class Intake:
             "input_width": verdict.width,
             "input_height": verdict.height,
             "intake_warnings": list(verdict.warnings),
-            OUTBOX_SENT: False,
         })
         result = IntakeResult(Outcome.REJECTED, job_id, verdict, None, reads.bytes,
                               reads.validation_s * 1000 if reads.validation_s else None)
         if not won:
             return dataclasses.replace(result, outcome=Outcome.DUPLICATE, detail="another attempt decided first")
-        record = self._store.get(job_id)
-        assert record is not None
-        self._finish_rejection(record, event, options=options)
+        self._finish_rejection(job_id, event, notification.to_dict())
         return result
 
-    def _finish_rejection(self, record: JobRecord, event: UploadEvent, options: JobOptions | None = None) -> None:
-        """Idempotent tail of a rejection: remove the upload (its copy exists), then notify once."""
+    def _finish_rejection(self, job_id: str, event: UploadEvent, payload: Mapping[str, Any]) -> None:
+        """Idempotent tail of a rejection: remove the upload (its copy exists), then send the stored notification."""
         self._delete_upload(event)
-        if record.attributes.get(OUTBOX_SENT):
-            return
-        attrs = record.attributes
-        options = options or record.options
-        bucket, key = event.bucket, event.key
-        message = f"{attrs['error_message']} The file was moved to s3://{bucket}/{attrs['rejected_key']}."
-        self._notifier.publish(Notification(
-            event_type=EventType.REJECTED,
-            job_id=record.job_id,
-            input=ImageInfo(bucket=bucket, key=key, width=_positive(attrs.get("input_width")),
-                            height=_positive(attrs.get("input_height")), format=attrs.get("input_format")),
-            model=str(options.model),
-            scale=options.scale,
-            error=ErrorInfo(code=str(attrs["error_code"]), message=message, retryable=False),
-            warnings=tuple(attrs.get("intake_warnings") or ()),
-        ))
-        self._store.update_attributes(record.job_id, {OUTBOX_SENT: True})
+        publish_and_mark(job_id, payload, notifier=self._notifier, store=self._store)
 
     def _copy_to_rejected(self, event: UploadEvent, rejected_key: str) -> None:
         source: dict[str, str] = {"Bucket": event.bucket, "Key": event.key}

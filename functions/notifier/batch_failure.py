@@ -26,7 +26,7 @@ from common.contract import (
     Notification,
 )
 from common.jobs import JobStore
-from common.notify import Notifier, deliver_pending, outbox_attributes
+from common.notify import Notifier, deliver_pending, outbox_attributes, publish_and_mark
 from common.submit import batch_job_name
 
 _JOB_NAME_PREFIX = batch_job_name("")  # "upscale-"
@@ -128,7 +128,7 @@ def handle_batch_state_change(event: Mapping[str, Any], *, store: JobStore, noti
         # Someone else made it terminal between our read and our write; they speak for it.
         return Outcome("already_terminal", job_id, code, "job became terminal concurrently")
     # A failed publish raises: the invocation is retried and finds the stored message above.
-    deliver_pending(store.get(job_id) or record, notifier=notifier, store=store)
+    publish_and_mark(job_id, notification.to_dict(), notifier=notifier, store=store)
     return Outcome("marked_failed", job_id, code, reason)
 
 

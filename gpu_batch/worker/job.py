@@ -34,11 +34,10 @@ from common.contract import (
 )
 from common.jobs import JobStore
 from common.notify import (
-    OUTBOX_MESSAGE_ID,
-    OUTBOX_SENT,
     Notifier,
     deliver_pending,
     has_pending_notification,
+    mark_sent,
     outbox_attributes,
 )
 from common.settings import Settings
@@ -367,7 +366,7 @@ def _publish(notification: Notification, *, notifier: Notifier, store: JobStore,
         logger.info("notification published", extra={"event_type": str(notification.event_type),
                                                       "message_id": message_id})
         try:
-            store.update_attributes(notification.job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})
+            mark_sent(store, notification.job_id, message_id)
         except (ClientError, BotoCoreError):
             logger.warning("could not mark the notification sent; a retry may send it once more")
         return True

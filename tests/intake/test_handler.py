@@ -258,16 +258,16 @@ def test_publish_failure_is_finished_by_the_retry_with_one_notification(
         monkeypatch: pytest.MonkeyPatch) -> None:
     obj = aws_stack.put("uploads/bad.png", corpus["corrupt_crc.png"])
     notifier = aws_stack.intake._notifier
-    real_publish = notifier.publish
+    real_publish = notifier.publish_payload  # every publish goes through it
     calls: list[Any] = []
 
-    def flaky(notification: Any) -> str:
-        calls.append(notification)
+    def flaky(payload: Any) -> str:
+        calls.append(payload)
         if len(calls) == 1:
             raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "Publish")
-        return real_publish(notification)
+        return real_publish(payload)
 
-    monkeypatch.setattr(notifier, "publish", flaky)
+    monkeypatch.setattr(notifier, "publish_payload", flaky)
     message = events.upload_message(obj)
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
     record = aws_stack.store.get(job_id(obj))
@@ -376,3 +376,34 @@ def test_upload_deleted_after_acceptance_fails_the_job_once(aws_stack: Any, run:
     validate_notification(message)
     assert (message["event_type"], message["error"]["code"]) == ("upscale.failed", "INPUT_MISSING")
     assert aws_stack.submitter.calls == 0
+
+
+def test_input_missing_failure_whose_publish_failed_is_sent_by_the_retry(
+        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    obj = aws_stack.put("uploads/gone.jpg", corpus["photo.jpg"])
+    crashed = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
+                     notifier=aws_stack.intake._notifier, lease_seconds=0)
+    assert crashed._claim(job_id(obj), _upload(obj), obj["size"],
+                          intake_module.default_options(aws_stack.settings), None)
+    aws_stack.clients["s3"].delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"])
+    notifier = aws_stack.intake._notifier
+    real_publish = notifier.publish_payload
+    calls: list[Any] = []
+
+    def flaky(payload: Any) -> str:
+        calls.append(payload)
+        if len(calls) == 1:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "Publish")
+        return real_publish(payload)
+
+    monkeypatch.setattr(notifier, "publish_payload", flaky)
+    message = events.upload_message(obj)
+    assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    assert aws_stack.store.get(job_id(obj)).attributes["notified"] is False
+
+    assert run(message) == {"batchItemFailures": []}
+    assert run(message) == {"batchItemFailures": []}
+    (envelope,) = aws_stack.notifications()
+    assert json.loads(envelope["Message"])["error"]["code"] == "INPUT_MISSING"
+    assert aws_stack.store.get(job_id(obj)).attributes["notified"] is True
