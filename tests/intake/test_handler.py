@@ -253,12 +253,9 @@ def _upload(obj: dict[str, Any]) -> Any:
     return UploadEvent(BUCKET, obj["key"], obj["size"], obj["eTag"], obj.get("versionId"), "ObjectCreated:Put")
 
 
-def test_publish_failure_is_finished_by_the_retry_with_one_notification(
-        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    obj = aws_stack.put("uploads/bad.png", corpus["corrupt_crc.png"])
-    notifier = aws_stack.intake._notifier
-    real_publish = notifier.publish_payload  # every publish goes through it
+def _fail_first_publish(monkeypatch: pytest.MonkeyPatch, notifier: Any) -> None:
+    """SNS throttles the first publish (every publish goes through `publish_payload`), then recovers."""
+    real_publish = notifier.publish_payload
     calls: list[Any] = []
 
     def flaky(payload: Any) -> str:
@@ -268,6 +265,14 @@ def test_publish_failure_is_finished_by_the_retry_with_one_notification(
         return real_publish(payload)
 
     monkeypatch.setattr(notifier, "publish_payload", flaky)
+
+
+def test_publish_failure_is_finished_by_the_retry_with_one_notification(
+        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    obj = aws_stack.put("uploads/bad.png", corpus["corrupt_crc.png"])
+    notifier = aws_stack.intake._notifier
+    _fail_first_publish(monkeypatch, notifier)
     message = events.upload_message(obj)
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
     record = aws_stack.store.get(job_id(obj))
@@ -388,16 +393,7 @@ def test_input_missing_failure_whose_publish_failed_is_sent_by_the_retry(
                           intake_module.default_options(aws_stack.settings), None)
     aws_stack.clients["s3"].delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"])
     notifier = aws_stack.intake._notifier
-    real_publish = notifier.publish_payload
-    calls: list[Any] = []
-
-    def flaky(payload: Any) -> str:
-        calls.append(payload)
-        if len(calls) == 1:
-            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "Publish")
-        return real_publish(payload)
-
-    monkeypatch.setattr(notifier, "publish_payload", flaky)
+    _fail_first_publish(monkeypatch, notifier)
     message = events.upload_message(obj)
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
     assert aws_stack.store.get(job_id(obj)).attributes["notified"] is False
