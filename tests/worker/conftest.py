@@ -17,6 +17,8 @@ from common.contract import EventType, JobOptions, JobParameters, JobState, utc_
 from common.jobs import JobStore, table_definition
 from common.notify import Notifier
 from common.settings import Settings
+from gpu_batch.engine import UpscaleResult
+from gpu_batch.engine.codec import CONTENT_TYPES
 from gpu_batch.engine.errors import UndecodableImageError
 
 _PATH_TO = {
@@ -26,7 +28,6 @@ _PATH_TO = {
     JobState.SUCCEEDED: [JobState.SUBMITTED, JobState.RUNNING, JobState.SUCCEEDED],
     JobState.FAILED: [JobState.SUBMITTED, JobState.FAILED],
 }
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
 @dataclass
@@ -125,24 +126,6 @@ def image_bytes(width: int = 24, height: int = 16, fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-@dataclass(frozen=True)
-class FakeResult:
-    data: bytes
-    format: str
-    content_type: str
-    input_width: int
-    input_height: int
-    output_width: int
-    output_height: int
-    model: str
-    scale: float
-    provider: str
-    decode_seconds: float = 0.001
-    inference_seconds: float = 0.002
-    encode_seconds: float = 0.001
-    warnings: tuple[str, ...] = ()
-
-
 @dataclass
 class FakeEngine:
     """The Engine API with PIL resizing instead of a network: fast, deterministic, and it can fail on cue."""
@@ -160,7 +143,7 @@ class FakeEngine:
 
     def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
                       output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
-                      progress: Any = None) -> FakeResult:
+                      progress: Any = None) -> UpscaleResult:
         self.calls.append({"model": model, "scale": scale, "output_format": output_format, "quality": quality})
         if self.during_upscale:
             self.during_upscale()
@@ -178,9 +161,10 @@ class FakeEngine:
                 progress(done, 4)
         buf = io.BytesIO()
         img.convert("RGB").resize(out_size).save(buf, fmt.upper(), **({"quality": quality} if quality else {}))
-        return FakeResult(data=buf.getvalue(), format=fmt, content_type=CONTENT_TYPES[fmt],
-                          input_width=img.width, input_height=img.height, output_width=out_size[0],
-                          output_height=out_size[1], model=model, scale=scale, provider="CPUExecutionProvider")
+        return UpscaleResult(data=buf.getvalue(), format=fmt, content_type=CONTENT_TYPES[fmt],
+                             input_width=img.width, input_height=img.height, output_width=out_size[0],
+                             output_height=out_size[1], model=model, scale=scale, provider="CPUExecutionProvider",
+                             decode_seconds=0.001, inference_seconds=0.002, encode_seconds=0.001)
 
 
 def event_types(notes: list[dict[str, Any]]) -> list[str]:
