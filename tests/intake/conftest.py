@@ -19,6 +19,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from PIL import Image
+from sns_capture import capture_topic, drain_notifications
 
 from common import aws
 from common.contract import JobParameters
@@ -225,17 +226,7 @@ class Stack:
 
     def notifications(self) -> list[dict[str, Any]]:
         """SNS envelopes delivered to the subscribed queue."""
-        sqs = self.clients["sqs"]
-        found: list[dict[str, Any]] = []
-        while True:
-            resp = sqs.receive_message(QueueUrl=self.notifications_queue_url, MaxNumberOfMessages=10,
-                                       MessageAttributeNames=["All"])
-            messages = resp.get("Messages", [])
-            if not messages:
-                return found
-            for message in messages:
-                found.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=self.notifications_queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return drain_notifications(self.clients["sqs"], self.notifications_queue_url)
 
 
 def build_intake(stack: Stack, settings: Settings | None = None) -> Intake:
@@ -262,12 +253,8 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         ddb = aws.client("dynamodb", base)
         ddb.create_table(**table_definition(base.jobs_table))
         sns = aws.client("sns", base)
-        topic_arn = sns.create_topic(Name="upscaler-events")["TopicArn"]
         sqs = aws.client("sqs", base)
-        queue_url = sqs.create_queue(QueueName="webhook-spy")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"]
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        topic_arn, queue_url = capture_topic(sns, sqs, queue_name="webhook-spy")
         settings = base.replace(topic_arn=topic_arn)
         store = JobStore(dynamodb_client=ddb, table_name=settings.jobs_table)
         stack = Stack(settings=settings, s3=CountingS3(s3), store=store, submitter=FakeSubmitter(),

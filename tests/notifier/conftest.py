@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from moto import mock_aws
+from sns_capture import capture_topic, drain_notifications
 
 from common import aws
 from common.contract import JobOptions, JobState
@@ -25,14 +25,7 @@ class NotifierWorld:
     notifier: Notifier
 
     def notifications(self) -> list[dict[str, Any]]:
-        found = []
-        while messages := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
-            for m in messages:
-                envelope = json.loads(m["Body"])
-                envelope["payload"] = json.loads(envelope["Message"])
-                found.append(envelope)
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
-        return found
+        return drain_notifications(self.sqs, self.queue_url)
 
     def job(self, job_id: str, state: JobState) -> None:
         self.store.create(job_id=job_id, dedupe=f"d-{job_id}", input_bucket="in", input_key=f"uploads/{job_id}.png",
@@ -56,11 +49,8 @@ def nworld(monkeypatch) -> NotifierWorld:
         ddb = aws.client("dynamodb", base)
         ddb.create_table(**table_definition(base.jobs_table))
         sns = aws.client("sns", base)
-        topic_arn = sns.create_topic(Name="upscaler-events")["TopicArn"]
         sqs = aws.client("sqs", base)
-        queue_url = sqs.create_queue(QueueName="capture")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+        topic_arn, queue_url = capture_topic(sns, sqs)
         settings = base.replace(topic_arn=topic_arn)
         yield NotifierWorld(settings=settings, sqs=sqs, queue_url=queue_url,
                             store=JobStore(dynamodb_client=ddb, table_name=settings.jobs_table),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 from PIL import Image
+from sns_capture import capture_topic, drain_notifications
 
 from common import aws
 from common.contract import EventType, JobOptions, JobParameters, JobState, utc_now_iso
@@ -43,17 +43,7 @@ class AwsWorld:
 
     def notifications(self) -> list[dict[str, Any]]:
         """Every SNS message delivered to the capture queue so far (envelope with parsed payload)."""
-        found = []
-        while True:
-            resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            messages = resp.get("Messages", [])
-            if not messages:
-                return found
-            for m in messages:
-                envelope = json.loads(m["Body"])
-                envelope["payload"] = json.loads(envelope["Message"])
-                found.append(envelope)
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return drain_notifications(self.sqs, self.queue_url)
 
     def put_input(self, key: str, data: bytes) -> str | None:
         return self.s3.put_object(Bucket=self.settings.input_bucket, Key=key, Body=data).get("VersionId")
@@ -104,11 +94,8 @@ def make_world(base: Settings) -> AwsWorld:
     ddb = aws.client("dynamodb", base)
     ddb.create_table(**table_definition(base.jobs_table))
     sns = aws.client("sns", base)
-    topic_arn = sns.create_topic(Name="upscaler-events")["TopicArn"]
     sqs = aws.client("sqs", base)
-    queue_url = sqs.create_queue(QueueName="capture")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    topic_arn, queue_url = capture_topic(sns, sqs)
     settings = base.replace(topic_arn=topic_arn)
     return AwsWorld(
         settings=settings, s3=s3, ddb=ddb, sns=sns, sqs=sqs,
