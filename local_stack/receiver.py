@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from local_stack.http_server import BackgroundHttpServer
 from sns_webhook.confirm import confirm_subscription
 from sns_webhook.verify import SignatureError, verify_message
 
@@ -44,25 +45,18 @@ class WebhookReceiver:
         self.confirmed: list[str] = []  # TopicArn of each confirmed subscription
         self.rejected = 0  # deliveries that failed verification
         self.response_delay = 0.0  # seconds to wait before answering a Notification (a slow endpoint)
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundHttpServer(self._handler_class(), host=host, port=port, name="webhook-receiver")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{self._path}"
+        return self._server.base_url + self._path
 
     def start(self) -> WebhookReceiver:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(5)
+        self._server.stop()
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], *, count: int = 1,
                  timeout: float = 60.0) -> list[ReceivedNotification]:

@@ -7,15 +7,16 @@ GET /?Action=ConfirmSubscription&TopicArn=...&Token=...) and unsubscribes (Unsub
 from __future__ import annotations
 
 import logging
-import threading
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 if TYPE_CHECKING:
     from local_stack.webhooks import WebhookDelivery
+
+from local_stack.http_server import BackgroundHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +27,21 @@ class SnsEndpoint:
     def __init__(self, *, certificate_pem: bytes, host: str = "127.0.0.1", port: int = 0) -> None:
         self._cert = certificate_pem
         self.delivery: WebhookDelivery | None = None  # set once the topic exists
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundHttpServer(self._handler_class(), host=host, port=port, name="sns-endpoint")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.base_url
 
     @property
     def cert_url(self) -> str:
         return self.url + CERT_PATH
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sns-endpoint", daemon=True)
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(5)
+        self._server.stop()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         endpoint = self
