@@ -280,10 +280,6 @@ class Notification:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
-    def message_attributes(self, upload_prefix: str) -> dict[str, dict[str, str]]:
-        """SNS MessageAttributes so subscriptions can filter by event type and prefix."""
-        return message_attributes(str(self.event_type), upload_prefix)
-
 
 def message_attributes(event_type: str, upload_prefix: str) -> dict[str, dict[str, str]]:
     """SNS MessageAttributes of a notification of `event_type` (subscription filter policies match these)."""

@@ -15,6 +15,7 @@ from common.contract import (
     Notification,
     OutputFormat,
     allowed_sources,
+    message_attributes,
     validate_notification,
 )
 
@@ -90,6 +91,6 @@ def test_schema_refuses_success_without_output_and_failure_without_error():
 
 
 def test_message_attributes_carry_event_type_and_prefix():
-    attrs = _succeeded().message_attributes("uploads/")
+    attrs = message_attributes(_succeeded().to_dict()["event_type"], "uploads/")
     assert attrs["event_type"]["StringValue"] == "upscale.succeeded"
     assert attrs["upload_prefix"]["StringValue"] == "uploads/"
