@@ -5,8 +5,10 @@ ncnn: the reference runner's 10 px reflect pad, one run over the whole image), q
 JPEG at quality 95. Timings are interleaved (ort, ncnn, ort, ncnn, ...) and the best of N is kept, so a
 noisy shared machine hurts both alike; peak RSS is measured in a fresh child process per cell.
 On a machine with a GPU the same script adds CUDA fp16 rows (our engine only: ncnn here is CPU-only).
+Where the ncnn package is missing (the GPU check machine, see benchmarks/gpu/), its rows are left out.
 
     .venv/bin/python benchmarks/engine_speed.py [--sizes x4plus=64,128 animevideov3=128,256] [--repeats 3]
+        [--sides ort ncnn cuda]
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ class NcnnSide:
         return stream.getvalue()
 
 
+def available_sides() -> list[str]:
+    """ort always; ncnn where the package is installed; cuda where onnxruntime has the CUDA provider."""
+    from importlib.util import find_spec
+
+    from gpu_batch.engine.runtime import cuda_available
+
+    return ["ort"] + (["ncnn"] if find_spec("ncnn") else []) + (["cuda"] if cuda_available() else [])
+
+
 def make_side(side: str, model: str, threads: int):
     if side == "ncnn":
         return NcnnSide(model, threads)
@@ -104,22 +115,24 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", default=default_sizes)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--sides", nargs="*", choices=["ort", "ncnn", "cuda"],
+                        help="engines to time (default: every one this machine has)")
     parser.add_argument("--no-rss", action="store_true")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
-    from gpu_batch.engine.runtime import cuda_available
-
+    sides_wanted = args.sides or available_sides()
+    missing = set(sides_wanted) - set(available_sides())
+    if missing:
+        parser.error(f"not available on this machine: {', '.join(sorted(missing))}")
     rows = []
-    print(f"threads={args.threads} repeats={args.repeats} cuda={cuda_available()}", flush=True)
+    print(f"threads={args.threads} repeats={args.repeats} sides={','.join(sides_wanted)}", flush=True)
     header = f"{'model':13} {'size':>9} {'side':6} {'best s':>8} {'MP/s':>8} {'peak RSS MiB':>13} {'ORT/ncnn':>9}"
     print(header)
     print("-" * len(header))
     for spec in args.sizes:
         model, sizes = spec.split("=")
-        sides = {"ort": make_side("ort", model, args.threads), "ncnn": make_side("ncnn", model, args.threads)}
-        if cuda_available():
-            sides["cuda"] = make_side("cuda", model, args.threads)
+        sides = {name: make_side(name, model, args.threads) for name in sides_wanted}
         for size in (int(s) for s in sizes.split(",")):
             jpeg = photo_jpeg(size)
             best = {name: float("inf") for name in sides}
@@ -133,11 +146,11 @@ def main() -> None:
             for name in sides:
                 rss = 0 if args.no_rss else probe_rss(name, model, size, args.threads)
                 mps = size * size / best[name] / 1e6
-                ratio = best["ncnn"] / best[name] if name != "ncnn" else 1.0
+                ratio = best["ncnn"] / best[name] if "ncnn" in best else None
                 rows.append({"model": model, "size": size, "side": name, "seconds": best[name], "mp_per_s": mps,
                              "peak_rss_mib": rss, "speedup_vs_ncnn": ratio})
                 print(f"{model:13} {f'{size}x{size}':>9} {name:6} {best[name]:8.2f} {mps:8.4f} {rss:13d} "
-                      f"{ratio:8.2f}x", flush=True)
+                      f"{f'{ratio:.2f}x' if ratio is not None else '-':>9}", flush=True)
     print(f"(peak RSS of this process, all engines loaded: {peak_rss_mib()} MiB)")
     if args.json:
         with open(args.json, "w") as stream:

@@ -45,7 +45,20 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)
 
 
+def seam_psnr(tiled: np.ndarray, whole: np.ndarray, tile: int) -> float:
+    """Worst PSNR over the bands within 4 input px (16 output px) of each interior seam."""
+    worst = float("inf")
+    height, width = whole.shape[:2]
+    for seam in range(tile * 4, height, tile * 4):
+        band = slice(seam - 16, seam + 16)
+        worst = min(worst, psnr(tiled[band], whole[band]))
+    for seam in range(tile * 4, width, tile * 4):
+        band = slice(seam - 16, seam + 16)
+        worst = min(worst, psnr(tiled[:, band], whole[:, band]))
+    return worst
+
+
 @pytest.fixture(scope="session")
 def tools() -> SimpleNamespace:
     """Helper functions for the test modules (importlib import mode: test modules cannot import conftest)."""
-    return SimpleNamespace(crop=crop, encode=encode, decode=decode, psnr=psnr)
+    return SimpleNamespace(crop=crop, encode=encode, decode=decode, psnr=psnr, seam_psnr=seam_psnr)

@@ -34,19 +34,6 @@ def test_tiles_land_where_they_belong() -> None:
     np.testing.assert_array_equal(out, expected)
 
 
-def _seam_psnr(tiled: np.ndarray, whole: np.ndarray, tile: int, psnr) -> float:
-    """Worst PSNR over the bands within 4 input px (16 output px) of each interior seam."""
-    worst = float("inf")
-    height, width = whole.shape[:2]
-    for seam in range(tile * 4, height, tile * 4):
-        band = slice(seam - 16, seam + 16)
-        worst = min(worst, psnr(tiled[band], whole[band]))
-    for seam in range(tile * 4, width, tile * 4):
-        band = slice(seam - 16, seam + 16)
-        worst = min(worst, psnr(tiled[:, band], whole[:, band]))
-    return worst
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "size", "tile"), [("animevideov3", (96, 96), 32), ("x4plus", (32, 96), 32)])
 def test_tiled_output_equals_whole_image_output(engine, astronaut, tools, model, size, tile) -> None:
@@ -57,7 +44,7 @@ def test_tiled_output_equals_whole_image_output(engine, astronaut, tools, model,
     # the tile windows must not see the whole image, or this would compare a run with itself
     assert tile + 2 * engine.tile_pad(model) < size[1] + 2 * model_spec(model).border_pad
     assert tools.psnr(tiled, whole) >= 45
-    assert _seam_psnr(tiled, whole, tile, tools.psnr) >= 45
+    assert tools.seam_psnr(tiled, whole, tile) >= 45
 
 
 def test_out_of_memory_retries_with_smaller_tiles_and_gives_a_whole_image() -> None:
