@@ -21,6 +21,7 @@ import io
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,26 @@ def upscale(session: ort.InferenceSession, rgb: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(out[:, crop:-crop, crop:-crop].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
 
 
+def best_times(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best of `repeats` seconds per side, interleaved so that load on a shared host hurts every side alike."""
+    best = dict.fromkeys(sides, float("inf"))
+    for run in sides.values():
+        run()  # warm-up: planning, compilation and arena growth are not throughput
+    for _ in range(repeats):
+        for name, run in sides.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
+
+
+def quality_photos() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, 256x256 ground truth, its degraded input) for each photo of benchmarks/quality.py."""
+    for name in PHOTOS:
+        truth = centre_crop(getattr(data, name)(), 256)
+        yield name, truth, np.asarray(Image.open(io.BytesIO(degrade(truth))).convert("RGB"))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
@@ -142,14 +163,7 @@ def main() -> None:
         sides = {"ORT fp32": lambda: fp32.run(None, {"input": ours}),
                  "ORT int8": lambda: int8.run(None, {"input": ours}),
                  "ncnn fp32": lambda: ncnn_run(reference)}
-        best = dict.fromkeys(sides, float("inf"))
-        for run in sides.values():
-            run()
-        for _ in range(args.repeats):
-            for name, run in sides.items():
-                started = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - started)
+        best = best_times(sides, args.repeats)
         print(f"\nraw network, {args.size}x{args.size}, {args.threads} threads, best of {args.repeats}")
         for name, seconds in best.items():
             print(f"  {name:10} {seconds:7.2f} s   ncnn/this {best['ncnn fp32'] / seconds:5.2f}x")
@@ -157,9 +171,7 @@ def main() -> None:
         brisque = _install_brisque_shims()
         print(f"\n{'photo':10} {'int8 vs fp32':>12} {'fp32 vs truth':>13} {'int8 vs truth':>13} "
               f"{'BRISQUE fp32':>12} {'BRISQUE int8':>12}")
-        for name in PHOTOS:
-            truth = centre_crop(getattr(data, name)(), 256)
-            rgb = np.asarray(Image.open(io.BytesIO(degrade(truth))).convert("RGB"))
+        for name, truth, rgb in quality_photos():
             a, b = upscale(fp32, rgb), upscale(int8, rgb)
             print(f"{name:10} {psnr(a, b):9.2f} dB {psnr(a, truth):10.2f} dB {psnr(b, truth):10.2f} dB "
                   f"{brisque.score(a):12.1f} {brisque.score(b):12.1f}")

@@ -15,23 +15,27 @@ benchmarks/int8_cpu.py. bf16 needs AVX512_BF16 or AMX; elsewhere OpenVINO ignore
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
-from skimage import data
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.int8_cpu import OURS_PAD, flat_noise, ncnn_runner, psnr, upscale  # noqa: E402
-from benchmarks.quality import PHOTOS, centre_crop, degrade  # noqa: E402
+from benchmarks.int8_cpu import (  # noqa: E402
+    OURS_PAD,
+    best_times,
+    cpu_session,
+    flat_noise,
+    ncnn_runner,
+    psnr,
+    quality_photos,
+    upscale,
+)
 from gpu_batch.engine.models import ensure_model  # noqa: E402
 
 
@@ -44,14 +48,6 @@ def openvino_session(path: Path, threads: int, precision: str) -> ort.InferenceS
     if session.get_providers()[0] != "OpenVINOExecutionProvider":  # ORT falls back silently on a bad option
         raise SystemExit(f"the OpenVINO provider did not load: {session.get_providers()}")
     return session
-
-
-def cpu_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -78,21 +74,12 @@ def main() -> None:
             sides = {"OpenVINO bf16": lambda x=ours: bf16.run(None, {"input": x}),
                      "ORT CPU fp32": lambda x=ours: fp32.run(None, {"input": x}),
                      "ncnn fp32": lambda x=reference: ncnn_run(x)}
-            best = dict.fromkeys(sides, float("inf"))
-            for run in sides.values():
-                run()  # warm-up: OpenVINO compiles once per input shape
-            for _ in range(args.repeats):
-                for name, run in sides.items():
-                    started = time.perf_counter()
-                    run()
-                    best[name] = min(best[name], time.perf_counter() - started)
+            best = best_times(sides, args.repeats)  # its warm-up run is also OpenVINO's compile for this shape
             print(f"  {size}x{size}: " + "   ".join(f"{name} {seconds:.2f} s ({best['ncnn fp32'] / seconds:.2f}x ncnn)"
                                                    for name, seconds in best.items()), flush=True)
 
         print(f"\n{'photo':10} {'bf16 vs fp32':>12} {'max diff':>8} {'fp32 vs truth':>13} {'bf16 vs truth':>13}")
-        for name in PHOTOS:
-            truth = centre_crop(getattr(data, name)(), 256)
-            rgb = np.asarray(Image.open(io.BytesIO(degrade(truth))).convert("RGB"))
+        for name, truth, rgb in quality_photos():
             a, b = upscale(fp32, rgb), upscale(bf16, rgb)
             print(f"{name:10} {psnr(a, b):9.2f} dB {np.abs(a.astype(int) - b).max():8d} {psnr(a, truth):10.2f} dB "
                   f"{psnr(b, truth):10.2f} dB")
