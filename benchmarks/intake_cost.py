@@ -37,12 +37,13 @@ sys.path.insert(0, str(REPO))
 
 from common import aws  # noqa: E402
 from common.contract import JobOptions, JobParameters  # noqa: E402
-from common.jobs import JobStore, table_definition  # noqa: E402
+from common.jobs import JobStore  # noqa: E402
 from common.notify import Notifier  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from functions.intake.intake import Intake  # noqa: E402
 from functions.intake.s3_events import UploadEvent  # noqa: E402
 from functions.intake.validation import read_header, validate_bytes  # noqa: E402
+from local_stack.resources import create_bucket, create_jobs_table  # noqa: E402
 
 BUCKET = "bench-input"
 
@@ -103,10 +104,9 @@ def s3_reads(cases: dict[str, bytes]) -> dict[str, tuple[str, int, Counter[str]]
     with mock_aws():
         settings = Settings(input_bucket=BUCKET, jobs_table="bench-jobs")
         s3 = aws.client("s3", settings)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        create_bucket(s3, BUCKET, settings.region)
         ddb = aws.client("dynamodb", settings)
-        ddb.create_table(**table_definition(settings.jobs_table))
+        create_jobs_table(ddb, settings.jobs_table)
         sns = aws.client("sns", settings)
         settings = settings.replace(topic_arn=sns.create_topic(Name="bench")["TopicArn"])
 

@@ -31,9 +31,10 @@ sys.path.insert(0, str(REPO))
 
 from common import aws  # noqa: E402
 from common.contract import BATCH_ATTEMPT_ENV, WORKER_MODULE, JobOptions, JobParameters, JobState, utc_now_iso  # noqa: E402
-from common.jobs import JobStore, table_definition  # noqa: E402
+from common.jobs import JobStore  # noqa: E402
 from common.notify import Notifier  # noqa: E402
 from common.settings import Settings  # noqa: E402
+from local_stack.resources import create_bucket, create_jobs_table  # noqa: E402
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 PHASES = ("process_start", "setup", "claim", "model_load", "download", "inference", "upload", "record", "publish",
@@ -57,9 +58,8 @@ def setup(endpoint: str) -> tuple[Settings, JobStore, object]:
                                  output_bucket="bench-out")
     s3 = aws.client("s3", settings)
     for bucket in (settings.input_bucket, settings.output_bucket):
-        s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    aws.client("dynamodb", settings).create_table(**table_definition(settings.jobs_table))
+        create_bucket(s3, bucket, settings.region)
+    create_jobs_table(aws.client("dynamodb", settings), settings.jobs_table)
     topic = aws.client("sns", settings).create_topic(Name="bench-events")["TopicArn"]
     settings = settings.replace(topic_arn=topic)
     return settings, JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table), s3

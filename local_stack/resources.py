@@ -81,7 +81,6 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
 
     for bucket in (settings.input_bucket, settings.output_bucket):
         create_bucket(s3, bucket, settings.region)
-    s3.put_bucket_versioning(Bucket=settings.input_bucket, VersioningConfiguration={"Status": "Enabled"})
     # Like S3 itself (and moto), this call sends an s3:TestEvent message to the queue: intake ignores it.
     s3.put_bucket_notification_configuration(
         Bucket=settings.input_bucket,
@@ -97,11 +96,7 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
         },
     )
 
-    ddb.create_table(**table_definition(settings.jobs_table))
-    ddb.update_time_to_live(
-        TableName=settings.jobs_table,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-    )
+    create_jobs_table(ddb, settings.jobs_table)
 
     topic_arn = str(sns.create_topic(Name=topic_name(settings))["TopicArn"])
     return StackResources(
@@ -116,7 +111,17 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
 
 
 def create_bucket(s3: Any, bucket: str, region: str) -> None:
+    """A versioned bucket, as the CDK stack makes every bucket (intake keys each job on the object version)."""
     if region == "us-east-1":
         s3.create_bucket(Bucket=bucket)
     else:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def create_jobs_table(ddb: Any, table_name: str) -> None:
+    """The jobs table with its TTL attribute, as deployed."""
+    ddb.create_table(**table_definition(table_name))
+    ddb.update_time_to_live(
+        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+    )

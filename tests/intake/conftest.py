@@ -23,10 +23,11 @@ from sns_capture import capture_topic, drain_notifications
 
 from common import aws
 from common.contract import JobParameters
-from common.jobs import JobStore, table_definition
+from common.jobs import JobStore
 from common.notify import Notifier
 from common.settings import Settings
 from functions.intake.intake import Intake
+from local_stack.resources import create_bucket, create_jobs_table
 
 # --- corpus ------------------------------------------------------------------------------------
 
@@ -248,10 +249,9 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     with mock_aws():
         base = Settings(region=REGION, input_bucket=BUCKET, jobs_table="jobs-test")
         s3 = aws.client("s3", base)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        create_bucket(s3, BUCKET, REGION)
         ddb = aws.client("dynamodb", base)
-        ddb.create_table(**table_definition(base.jobs_table))
+        create_jobs_table(ddb, base.jobs_table)
         sns = aws.client("sns", base)
         sqs = aws.client("sqs", base)
         topic_arn, queue_url = capture_topic(sns, sqs, queue_name="webhook-spy")

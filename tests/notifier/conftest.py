@@ -11,9 +11,10 @@ from sns_capture import capture_topic, drain_notifications
 
 from common import aws
 from common.contract import JobOptions, JobState
-from common.jobs import JobStore, table_definition
+from common.jobs import JobStore
 from common.notify import Notifier
 from common.settings import Settings
+from local_stack.resources import create_jobs_table
 
 
 @dataclass
@@ -47,7 +48,7 @@ def nworld(monkeypatch) -> NotifierWorld:
     with mock_aws():
         base = Settings.from_env({}, jobs_table="jobs-notifier")
         ddb = aws.client("dynamodb", base)
-        ddb.create_table(**table_definition(base.jobs_table))
+        create_jobs_table(ddb, base.jobs_table)
         sns = aws.client("sns", base)
         sqs = aws.client("sqs", base)
         topic_arn, queue_url = capture_topic(sns, sqs)

@@ -14,12 +14,13 @@ from sns_capture import capture_topic, drain_notifications
 
 from common import aws
 from common.contract import EventType, JobOptions, JobParameters, JobState, utc_now_iso
-from common.jobs import JobStore, table_definition
+from common.jobs import JobStore
 from common.notify import Notifier
 from common.settings import Settings
 from gpu_batch.engine import UpscaleResult
 from gpu_batch.engine.codec import CONTENT_TYPES
 from gpu_batch.engine.errors import UndecodableImageError
+from local_stack.resources import create_bucket, create_jobs_table
 
 _PATH_TO = {
     JobState.ACCEPTED: [],
@@ -89,10 +90,9 @@ def world_factory():
 def make_world(base: Settings) -> AwsWorld:
     s3 = aws.client("s3", base)
     for bucket in (base.input_bucket, base.output_bucket):
-        s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        create_bucket(s3, bucket, base.region)
     ddb = aws.client("dynamodb", base)
-    ddb.create_table(**table_definition(base.jobs_table))
+    create_jobs_table(ddb, base.jobs_table)
     sns = aws.client("sns", base)
     sqs = aws.client("sqs", base)
     topic_arn, queue_url = capture_topic(sns, sqs)
