@@ -21,6 +21,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -49,19 +51,40 @@ class OrtSide:
         return self.engine.upscale_bytes(jpeg, model=self.model, output_format="jpeg", quality=95).data
 
 
+def load_ncnn_net(model: str, threads: int) -> Any:
+    """The `ncnn` package running the shipped .param/.bin on the CPU: the reference side of every comparison."""
+    import ncnn
+
+    from gpu_batch.engine.models import ncnn_files
+
+    param, weights = ncnn_files(model)
+    net = ncnn.Net()
+    net.opt.num_threads = threads
+    net.opt.use_vulkan_compute = False  # CPU, as ours; ncnn's other defaults (fp16 storage, winograd) kept
+    net.load_param(str(param))
+    net.load_model(str(weights))
+    return net
+
+
+def best_times(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best of `repeats` seconds per side, interleaved so that load on a shared host hurts every side alike."""
+    best = dict.fromkeys(sides, float("inf"))
+    for run in sides.values():
+        run()  # warm-up: planning, compilation and arena growth are not throughput
+    for _ in range(repeats):
+        for name, run in sides.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
+
+
 class NcnnSide:
     def __init__(self, model: str, threads: int) -> None:
         import ncnn
 
-        from gpu_batch.engine.models import ncnn_files
-
         self.ncnn = ncnn
-        param, weights = ncnn_files(model)
-        self.net = ncnn.Net()
-        self.net.opt.num_threads = threads
-        self.net.opt.use_vulkan_compute = False  # CPU, as ours; ncnn's other defaults (fp16 storage, winograd) kept
-        self.net.load_param(str(param))
-        self.net.load_model(str(weights))
+        self.net = load_ncnn_net(model, threads)
 
     def __call__(self, jpeg: bytes) -> bytes:
         rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.float32) / 255.0
@@ -121,8 +144,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
-    sides_wanted = args.sides or available_sides()
-    missing = set(sides_wanted) - set(available_sides())
+    available = available_sides()
+    sides_wanted = args.sides or available
+    missing = set(sides_wanted) - set(available)
     if missing:
         parser.error(f"not available on this machine: {', '.join(sorted(missing))}")
     rows = []
@@ -135,14 +159,8 @@ def main() -> None:
         sides = {name: make_side(name, model, args.threads) for name in sides_wanted}
         for size in (int(s) for s in sizes.split(",")):
             jpeg = photo_jpeg(size)
-            best = {name: float("inf") for name in sides}
-            for run in sides.values():
-                run(jpeg)  # warm-up: first-run planning and arena growth are not throughput
-            for _ in range(args.repeats):
-                for name, run in sides.items():
-                    started = time.perf_counter()
-                    run(jpeg)
-                    best[name] = min(best[name], time.perf_counter() - started)
+            best = best_times({name: (lambda run=run, jpeg=jpeg: run(jpeg)) for name, run in sides.items()},
+                              args.repeats)
             for name in sides:
                 rss = 0 if args.no_rss else probe_rss(name, model, size, args.threads)
                 mps = size * size / best[name] / 1e6

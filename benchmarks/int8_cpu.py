@@ -21,7 +21,7 @@ import io
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,9 @@ from skimage import data
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.engine_speed import best_times, load_ncnn_net  # noqa: E402
 from benchmarks.quality import PHOTOS, _install_brisque_shims, centre_crop, degrade  # noqa: E402
-from gpu_batch.engine.models import ensure_model, model_spec, ncnn_files  # noqa: E402
+from gpu_batch.engine.models import ensure_model, model_spec  # noqa: E402
 
 CALIBRATION = ("hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick", "grass", "page", "clock")
 SKY = (slice(0, 60), slice(20, 100))  # rows/cols of the rocket's 256x256 output that are plain sky
@@ -88,12 +89,7 @@ def cpu_session(path: Path, threads: int) -> ort.InferenceSession:
 def ncnn_runner(threads: int):
     import ncnn
 
-    param, weights = ncnn_files("x4plus")
-    net = ncnn.Net()
-    net.opt.num_threads = threads
-    net.opt.use_vulkan_compute = False
-    net.load_param(str(param))
-    net.load_model(str(weights))
+    net = load_ncnn_net("x4plus", threads)
 
     def run(batch: np.ndarray) -> None:
         extractor = net.create_extractor()
@@ -107,19 +103,6 @@ def upscale(session: ort.InferenceSession, rgb: np.ndarray) -> np.ndarray:
     out = session.run(None, {"input": to_batch(rgb, OURS_PAD)})[0][0]
     crop = 4 * OURS_PAD
     return np.rint(np.clip(out[:, crop:-crop, crop:-crop].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
-
-
-def best_times(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best of `repeats` seconds per side, interleaved so that load on a shared host hurts every side alike."""
-    best = dict.fromkeys(sides, float("inf"))
-    for run in sides.values():
-        run()  # warm-up: planning, compilation and arena growth are not throughput
-    for _ in range(repeats):
-        for name, run in sides.items():
-            started = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
 
 
 def quality_photos() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:

@@ -26,9 +26,9 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.engine_speed import best_times  # noqa: E402
 from benchmarks.int8_cpu import (  # noqa: E402
     OURS_PAD,
-    best_times,
     cpu_session,
     flat_noise,
     ncnn_runner,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.engine_speed import best_times
 from gpu_batch.engine.convert import INPUT_NAME, OUTPUT_NAME
 from gpu_batch.engine.models import ensure_model, model_spec
 
@@ -32,16 +32,6 @@ def session(path: str, options: dict[str, str]) -> ort.InferenceSession:
     settings.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     settings.log_severity_level = 3
     return ort.InferenceSession(path, settings, providers=[("CUDAExecutionProvider", options)])
-
-
-def best_of(repeats: int, call) -> float:
-    call()  # warm-up: algorithm search and arena growth are not throughput
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def time_cell(sess: ort.InferenceSession, batch: np.ndarray, repeats: int) -> tuple[float, float]:
@@ -61,7 +51,8 @@ def time_cell(sess: ort.InferenceSession, batch: np.ndarray, repeats: int) -> tu
         sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
-    return best_of(repeats, host), best_of(repeats, device)
+    best = best_times({"host": host, "device": device}, repeats)
+    return best["host"], best["device"]
 
 
 def main() -> None:
