@@ -7,10 +7,11 @@ PYTHON ?= python3
 
 setup: $(VENV)/.installed node_modules/.installed models
 
+# Extras by target (pyproject.toml): the local stack and CLI, the CDK app, the test tools.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[infra,dev]'
+	$(BIN)/pip install --quiet -e '.[local,infra,dev]'
 	touch $@
 
 node_modules/.installed: package.json
@@ -26,6 +27,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 synth: setup

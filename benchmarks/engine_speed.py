@@ -8,7 +8,13 @@ On a machine with a GPU the same script adds CUDA fp16 rows (our engine only: nc
 Where the ncnn package is missing (the GPU check machine, see benchmarks/gpu/), its rows are left out.
 
     .venv/bin/python benchmarks/engine_speed.py [--sizes x4plus=64,128 animevideov3=128,256] [--repeats 3]
-        [--sides ort ncnn cuda]
+        [--sides ort ncnn cuda] [--raw]
+
+A size list names a network (`illustration-x2=256,512` runs Real-CUGAN's 2x network at its native scale; its
+ncnn side pads as realcugan-ncnn-vulkan does). `--raw` adds rows for the network alone on one tensor (both
+sides get the same padded input, no decode/tiling/encode), so the engine's border and tiling overhead shows
+as the gap between the raw and end-to-end ratios. Each table row also gives the network's FLOP per input
+pixel (multiply-adds x 2 of every Conv/ConvTranspose, from ONNX shape inference at that size).
 """
 
 from __future__ import annotations
@@ -42,13 +48,97 @@ def photo_jpeg(size: int) -> bytes:
 class OrtSide:
     def __init__(self, model: str, device: str) -> None:
         from gpu_batch.engine import Engine
+        from gpu_batch.engine.models import network_for
 
         self.engine = Engine(device=device)
         self.engine.preload(model)
         self.model = model
+        self.scale = network_for(model, 4.0).scale
 
     def __call__(self, jpeg: bytes) -> bytes:
-        return self.engine.upscale_bytes(jpeg, model=self.model, output_format="jpeg", quality=95).data
+        return self.engine.upscale_bytes(jpeg, model=self.model, scale=self.scale, output_format="jpeg",
+                                         quality=95).data
+
+
+def reference_input(model: str, rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """The reference runner's padded CHW input for HxWx3 `rgb`, and the output pixels to crop per side:
+    realcugan-ncnn-vulkan's prepadding + alignment for Real-CUGAN (nothing to crop: the network eats it),
+    the 10 px reflect pad of the other ncnn runners."""
+    from gpu_batch.engine.models import network_for
+
+    spec = network_for(model, 4.0)
+    if spec.shrink:
+        extra = [-(side + 2 * spec.shrink) % spec.align for side in rgb.shape[:2]]
+        padded = np.pad(rgb, [(spec.shrink, spec.shrink + extra[0]), (spec.shrink, spec.shrink + extra[1]), (0, 0)],
+                        mode="reflect")
+        return np.ascontiguousarray(padded.transpose(2, 0, 1)), 0
+    padded = np.pad(rgb, [(10, 10), (10, 10), (0, 0)], mode="reflect")
+    return np.ascontiguousarray(padded.transpose(2, 0, 1)), 10 * spec.scale
+
+
+def blob_names(model: str) -> tuple[str, str]:
+    from gpu_batch.engine.models import network_for
+
+    return ("in0", "out0") if network_for(model, 4.0).shrink else ("data", "output")
+
+
+def flop_per_input_pixel(model: str, size: int) -> float:
+    """2 x multiply-adds of every Conv and ConvTranspose for one size x size input, per input pixel."""
+    import onnx
+
+    from gpu_batch.engine.models import ensure_model, network_for
+
+    spec = network_for(model, 4.0)
+    graph_model = onnx.load(str(ensure_model(spec.name)))
+    padded, _ = reference_input(model, np.zeros((size, size, 3), np.float32))
+    dims = graph_model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, (1, *padded.shape), strict=True):
+        dim.dim_value = value
+    inferred = onnx.shape_inference.infer_shapes(graph_model, data_prop=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    weights = {t.name: int(np.prod(t.dims)) for t in graph_model.graph.initializer}
+    macs = 0
+    for node in inferred.graph.node:
+        if node.op_type == "Conv" and len(shapes.get(node.output[0], [])) == 4:
+            macs += weights[node.input[1]] * int(np.prod(shapes[node.output[0]][2:]))
+        elif node.op_type == "ConvTranspose":
+            macs += weights[node.input[1]] * int(np.prod(shapes[node.input[0]][2:]))
+    return 2 * macs / (size * size)
+
+
+def raw_sides(model: str, size: int, threads: int, sides: list[str]) -> dict[str, Callable[[], object]]:
+    """The network alone on the same padded tensor: ORT session vs ncnn extractor (CPU sides only)."""
+    import onnxruntime as ort
+
+    from gpu_batch.engine.models import ensure_model, network_for
+    from gpu_batch.engine.runtime import _session_options
+
+    rgb = np.asarray(Image.open(io.BytesIO(photo_jpeg(size))).convert("RGB"), dtype=np.float32) / 255.0
+    chw, _ = reference_input(model, rgb)
+    runs: dict[str, Callable[[], object]] = {}
+    if "ort" in sides:
+        options = _session_options("cpu")
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(ensure_model(network_for(model, 4.0).name)), options,
+                                       providers=["CPUExecutionProvider"])
+        feeds: dict[str, np.ndarray] = {"input": chw[None]}
+        for item in session.get_inputs()[1:]:  # Real-CUGAN: its own global means
+            feeds[item.name] = np.array(False) if item.type == "tensor(bool)" else np.zeros(item.shape, np.float32)
+        runs["ort raw"] = lambda: session.run(["output"], feeds)
+    if "ncnn" in sides:
+        import ncnn
+
+        net = load_ncnn_net(model, threads)
+        names = blob_names(model)
+
+        def ncnn_run() -> object:
+            extractor = net.create_extractor()
+            extractor.input(names[0], ncnn.Mat(chw))
+            return extractor.extract(names[1])
+
+        runs["ncnn raw"] = ncnn_run
+    return runs
 
 
 def load_ncnn_net(model: str, threads: int) -> Any:
@@ -57,7 +147,7 @@ def load_ncnn_net(model: str, threads: int) -> Any:
 
     from gpu_batch.engine.models import ncnn_files
 
-    param, weights = ncnn_files(model)
+    param, weights = ncnn_files(model, fetch=True)
     net = ncnn.Net()
     net.opt.num_threads = threads
     net.opt.use_vulkan_compute = False  # CPU, as ours; ncnn's other defaults (fp16 storage, winograd) kept
@@ -83,16 +173,22 @@ class NcnnSide:
     def __init__(self, model: str, threads: int) -> None:
         import ncnn
 
+        from gpu_batch.engine.models import network_for
+
         self.ncnn = ncnn
         self.net = load_ncnn_net(model, threads)
+        self.model = model
+        self.scale = network_for(model, 4.0).scale
 
     def __call__(self, jpeg: bytes) -> bytes:
         rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.float32) / 255.0
-        padded = np.pad(rgb, [(10, 10), (10, 10), (0, 0)], mode="reflect").transpose(2, 0, 1)
+        padded, crop = reference_input(self.model, rgb)
+        names = blob_names(self.model)
         extractor = self.net.create_extractor()
-        extractor.input("data", self.ncnn.Mat(np.ascontiguousarray(padded)))
-        _, out = extractor.extract("output")
-        result = np.asarray(out)[:, 40:-40, 40:-40].transpose(1, 2, 0)
+        extractor.input(names[0], self.ncnn.Mat(padded))
+        _, out = extractor.extract(names[1])
+        height, width = rgb.shape[0] * self.scale, rgb.shape[1] * self.scale
+        result = np.asarray(out)[:, crop : crop + height, crop : crop + width].transpose(1, 2, 0)
         stream = io.BytesIO()
         Image.fromarray(np.rint(np.clip(result, 0, 1) * 255).astype(np.uint8)).save(stream, "JPEG", quality=95)
         return stream.getvalue()
@@ -141,6 +237,7 @@ def main() -> None:
     parser.add_argument("--sides", nargs="*", choices=["ort", "ncnn", "cuda"],
                         help="engines to time (default: every one this machine has)")
     parser.add_argument("--no-rss", action="store_true")
+    parser.add_argument("--raw", action="store_true", help="also time the network alone (see above)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
@@ -151,7 +248,8 @@ def main() -> None:
         parser.error(f"not available on this machine: {', '.join(sorted(missing))}")
     rows = []
     print(f"threads={args.threads} repeats={args.repeats} sides={','.join(sides_wanted)}", flush=True)
-    header = f"{'model':13} {'size':>9} {'side':6} {'best s':>8} {'MP/s':>8} {'peak RSS MiB':>13} {'ORT/ncnn':>9}"
+    header = (f"{'model':22} {'size':>9} {'side':9} {'best s':>8} {'MP/s':>8} {'peak RSS MiB':>13} {'ORT/ncnn':>9} "
+              f"{'MFLOP/px':>9}")
     print(header)
     print("-" * len(header))
     for spec in args.sizes:
@@ -159,16 +257,21 @@ def main() -> None:
         sides = {name: make_side(name, model, args.threads) for name in sides_wanted}
         for size in (int(s) for s in sizes.split(",")):
             jpeg = photo_jpeg(size)
-            best = best_times({name: (lambda run=run, jpeg=jpeg: run(jpeg)) for name, run in sides.items()},
-                              args.repeats)
-            for name in sides:
-                rss = 0 if args.no_rss else probe_rss(name, model, size, args.threads)
+            runs = {name: (lambda run=run, jpeg=jpeg: run(jpeg)) for name, run in sides.items()}
+            if args.raw:
+                runs.update(raw_sides(model, size, args.threads, sides_wanted))
+            best = best_times(runs, args.repeats)
+            mflop = flop_per_input_pixel(model, size) / 1e6
+            for name in runs:
+                raw = name.endswith(" raw")
+                rss = 0 if args.no_rss or raw else probe_rss(name, model, size, args.threads)
                 mps = size * size / best[name] / 1e6
-                ratio = best["ncnn"] / best[name] if "ncnn" in best else None
+                reference = "ncnn raw" if raw else "ncnn"
+                ratio = best[reference] / best[name] if reference in best else None
                 rows.append({"model": model, "size": size, "side": name, "seconds": best[name], "mp_per_s": mps,
-                             "peak_rss_mib": rss, "speedup_vs_ncnn": ratio})
-                print(f"{model:13} {f'{size}x{size}':>9} {name:6} {best[name]:8.2f} {mps:8.4f} {rss:13d} "
-                      f"{f'{ratio:.2f}x' if ratio is not None else '-':>9}", flush=True)
+                             "peak_rss_mib": rss, "speedup_vs_ncnn": ratio, "mflop_per_input_pixel": mflop})
+                print(f"{model:22} {f'{size}x{size}':>9} {name:9} {best[name]:8.2f} {mps:8.4f} {rss:13d} "
+                      f"{f'{ratio:.2f}x' if ratio is not None else '-':>9} {mflop:9.1f}", flush=True)
     print(f"(peak RSS of this process, all engines loaded: {peak_rss_mib()} MiB)")
     if args.json:
         with open(args.json, "w") as stream:

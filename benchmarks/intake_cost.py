@@ -2,13 +2,14 @@
 
   .venv/bin/python benchmarks/intake_cost.py [--skip-package] [--runs 5]
 
-1. Validation time of a 12 MP JPEG (header + limits + full decode), pinned to one CPU like a
-   1-vCPU Lambda (goal < 0.5 s).
+1. Validation time of a 12 MP JPEG, HEIC, AVIF and TIFF (header + limits + full decode), pinned to one
+   CPU like a 1-vCPU Lambda (goal < 0.5 s).
 2. Bytes read from S3 by the real intake (moto, in process; counted with a botocore event hook on
    every GetObject response) for: a 51 MB upload refused for size (goal: none beyond HEAD), a
-   decompression bomb padded to 5 MB (goal < 1 MB), and the 12 MP JPEG that is accepted.
-3. The Lambda package: functions/requirements.txt installed for the Lambda platform exactly as the
-   CDK bundling does (infra.constructs.bundling), plus common/ and functions/, zipped.
+   decompression bomb of each format padded to 5 MB (goal < 1 MB; the TIFF bomb's IFD lies after
+   the padding, as libtiff writes it), and the 12 MP files that are accepted.
+3. The Lambda package: built by the CDK bundling's own local step (infra.constructs.bundling: common/,
+   functions/ and pyproject.toml's `lambda` extra for the Lambda platform), zipped.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import argparse
 import io
 import os
 import random
-import shutil
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,21 +34,28 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "tests" / "support"))
+
+from format_bombs import isobmff_bomb, tiff_bomb  # noqa: E402
+
 from common import aws  # noqa: E402
-from common.contract import JobOptions, JobParameters  # noqa: E402
+from common.contract import JobOptions  # noqa: E402
+from common.heif import register_heif_opener  # noqa: E402
 from common.jobs import JobStore  # noqa: E402
+from common.lifecycle import JobLifecycle  # noqa: E402
 from common.notify import Notifier  # noqa: E402
 from common.settings import Settings  # noqa: E402
+from common.work_queue import WorkQueue  # noqa: E402
 from functions.intake.intake import Intake  # noqa: E402
 from functions.intake.s3_events import UploadEvent  # noqa: E402
-from functions.intake.validation import read_header, validate_bytes  # noqa: E402
+from functions.intake.validation import NeedMoreBytes, read_header, validate_bytes  # noqa: E402
 from local_stack.resources import create_bucket, create_jobs_table  # noqa: E402
 
 BUCKET = "bench-input"
 
 
-def twelve_mp_jpeg() -> bytes:
-    """4000×3000 photo-like JPEG: smooth gradients plus fine noise, quality 90 (~3-6 MB)."""
+def twelve_mp_photo() -> Image.Image:
+    """4000×3000 photo-like picture: smooth gradients plus fine noise."""
     width, height = 4000, 3000
     base = Image.linear_gradient("L").resize((width, height))
     rgb = Image.merge("RGB", (base, base.transpose(Image.Transpose.ROTATE_180), base.rotate(90)))
@@ -59,9 +65,21 @@ def twelve_mp_jpeg() -> bytes:
     for x in range(0, width, 500):
         for y in range(0, height, 500):
             noise.paste(tile, (x, y))
-    buf = io.BytesIO()
-    Image.blend(rgb, noise, 0.25).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return Image.blend(rgb, noise, 0.25)
+
+
+def twelve_mp(photo: Image.Image) -> dict[str, bytes]:
+    """The photo as each accepted format writes it: JPEG q90, HEIC (x265) q90, AVIF q90, TIFF LZW."""
+    register_heif_opener()
+    files = {}
+    for name, fmt, options in (("photo-12mp.jpg", "JPEG", {"quality": 90}),
+                               ("photo-12mp.heic", "HEIF", {"quality": 90}),
+                               ("photo-12mp.avif", "AVIF", {"quality": 90, "speed": 8}),
+                               ("photo-12mp.tif", "TIFF", {"compression": "tiff_lzw"})):
+        buf = io.BytesIO()
+        photo.save(buf, fmt, **options)
+        files[name] = buf.getvalue()
+    return files
 
 
 def png_bomb(padded_to: int) -> bytes:
@@ -79,19 +97,17 @@ def time_validation(data: bytes, runs: int) -> tuple[float, float]:
     settings, options = Settings(), JobOptions()
     header_times, full_times = [], []
     for _ in range(runs):
+        head, far = data[: settings.header_read_bytes], {}
         started = time.perf_counter()
-        read_header(data[: settings.header_read_bytes], complete=False)
+        # as intake reads: the first bytes, then a far range where the header continues (a TIFF's IFD)
+        while isinstance(found := read_header(head, complete=False, far=far, size=len(data)), NeedMoreBytes):
+            far[found.offset] = data[found.offset:found.offset + settings.header_read_bytes]
         header_times.append(time.perf_counter() - started)
         started = time.perf_counter()
         verdict = validate_bytes(data, options=options, settings=settings)
         full_times.append(time.perf_counter() - started)
         assert verdict.accepted, verdict.message
     return statistics.median(header_times), statistics.median(full_times)
-
-
-class NullSubmitter:
-    def submit(self, params: JobParameters) -> str:
-        return "bench"
 
 
 def s3_reads(cases: dict[str, bytes]) -> dict[str, tuple[str, int, Counter[str]]]:
@@ -108,7 +124,9 @@ def s3_reads(cases: dict[str, bytes]) -> dict[str, tuple[str, int, Counter[str]]
         ddb = aws.client("dynamodb", settings)
         create_jobs_table(ddb, settings.jobs_table)
         sns = aws.client("sns", settings)
-        settings = settings.replace(topic_arn=sns.create_topic(Name="bench")["TopicArn"])
+        sqs = aws.client("sqs", settings)
+        settings = settings.replace(topic_arn=sns.create_topic(Name="bench")["TopicArn"],
+                                    work_queue_url=sqs.create_queue(QueueName="bench-work")["QueueUrl"])
 
         counted = {"bytes": 0}
         calls: Counter[str] = Counter()
@@ -121,10 +139,11 @@ def s3_reads(cases: dict[str, bytes]) -> dict[str, tuple[str, int, Counter[str]]
 
         s3.meta.events.register("after-call.s3.GetObject", on_get)
         s3.meta.events.register("before-call.s3", on_call)
-        intake = Intake(settings, s3=s3, store=JobStore(dynamodb_client=ddb, table_name=settings.jobs_table),
-                        submitter=NullSubmitter(),
-                        notifier=Notifier(sns_client=sns, topic_arn=settings.topic_arn,
-                                          upload_prefix=settings.upload_prefix))
+        notifier = Notifier(sns_client=sns, topic_arn=settings.topic_arn, upload_prefix=settings.upload_prefix)
+        intake = Intake(settings, s3=s3,
+                        lifecycle=JobLifecycle(store=JobStore(dynamodb_client=ddb, table_name=settings.jobs_table),
+                                               notifier=notifier),
+                        work_queue=WorkQueue(sqs_client=sqs, queue_url=settings.work_queue_url), scaler=None)
         for name, data in cases.items():
             key = f"uploads/{name}"
             put = s3.put_object(Bucket=BUCKET, Key=key, Body=data)
@@ -141,17 +160,15 @@ def s3_reads(cases: dict[str, bytes]) -> dict[str, tuple[str, int, Counter[str]]
 def package_size() -> tuple[float, float, str]:
     """(zipped MB, unzipped MB, note) of common/ + functions/ + the Lambda-platform wheels."""
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")  # jsii banner: noise here
-    from infra.constructs.bundling import CODE_PACKAGES, REQUIREMENTS, pip_install_command
+    from infra.constructs.bundling import LocalPythonBundling, bundle_requirements
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "bundle"
-        for package in CODE_PACKAGES:
-            shutil.copytree(REPO / package, target / package,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
-        done = subprocess.run(pip_install_command(REPO / REQUIREMENTS, target), capture_output=True, text=True,
-                              check=False)
-        if done.returncode != 0:
-            return float("nan"), float("nan"), "pip failed: " + done.stderr.strip().splitlines()[-1][:100]
+        target.mkdir()
+        try:
+            LocalPythonBundling(source=REPO).try_bundle(str(target))
+        except RuntimeError as exc:
+            return float("nan"), float("nan"), "pip failed: " + str(exc).strip().splitlines()[-1][:100]
         archive = Path(tmp) / "lambda.zip"
         unzipped = 0
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
@@ -159,9 +176,7 @@ def package_size() -> tuple[float, float, str]:
                 if path.is_file():
                     unzipped += path.stat().st_size
                     zf.write(path, path.relative_to(target))
-        requirements = ", ".join(line for line in (REPO / REQUIREMENTS).read_text().splitlines()
-                                 if line and not line.startswith("#"))
-        return archive.stat().st_size / 1e6, unzipped / 1e6, requirements
+        return archive.stat().st_size / 1e6, unzipped / 1e6, ", ".join(bundle_requirements(source=REPO))
 
 
 def main() -> None:
@@ -170,22 +185,29 @@ def main() -> None:
     parser.add_argument("--skip-package", action="store_true", help="skip the pip download of the bundle")
     args = parser.parse_args()
 
+    photos = twelve_mp(twelve_mp_photo())  # encoded on every CPU, before pinning
     cpu = sorted(os.sched_getaffinity(0))[0]
     os.sched_setaffinity(0, {cpu})  # one vCPU, like a Lambda with <= 1769 MB
-    photo = twelve_mp_jpeg()
-    header_s, full_s = time_validation(photo, args.runs)
 
     print("| measure | value | goal |")
     print("| --- | --- | --- |")
-    print(f"| validation of a 12 MP JPEG ({len(photo) / 1e6:.1f} MB), 1 CPU, median of {args.runs} "
-          f"| {full_s:.3f} s (header only: {header_s * 1e6:.0f} µs) | < 0.5 s |")
+    for name, data in photos.items():
+        header_s, full_s = time_validation(data, args.runs)
+        print(f"| validation of a 12 MP {name.rsplit('.', 1)[1].upper()} ({len(data) / 1e6:.1f} MB), 1 CPU, median "
+              f"of {args.runs} | {full_s:.3f} s (header only: {header_s * 1e6:.0f} µs) | < 0.5 s |")
 
     limit = Settings().max_upload_bytes
+    five_mb = 5 * 1024 * 1024
+    photo = photos["photo-12mp.jpg"]
     cases = {"oversized.jpg": photo + bytes(limit + 1024 * 1024 - len(photo)),
-             "bomb.png": png_bomb(5 * 1024 * 1024),
-             "photo-12mp.jpg": photo}
+             "bomb.png": png_bomb(five_mb),
+             "bomb.heic": isobmff_bomb("HEIF", five_mb),
+             "bomb.avif": isobmff_bomb("AVIF", five_mb),
+             "bomb.tif": tiff_bomb(five_mb),
+             **photos}
     reads = s3_reads(cases)
-    goals = {"oversized.jpg": "0 (HEAD only)", "bomb.png": "< 1 MB", "photo-12mp.jpg": "its size, once"}
+    goals = {"oversized.jpg": "0 (HEAD only)", **dict.fromkeys([n for n in cases if n.startswith("bomb")], "< 1 MB"),
+             **dict.fromkeys(photos, "its size, once")}
     for name, (outcome, nbytes, calls) in reads.items():
         s3_calls = ", ".join(f"{op} ×{n}" for op, n in sorted(calls.items()))
         print(f"| S3 bytes read: {name} ({len(cases[name]) / 1e6:.1f} MB) -> {outcome} "

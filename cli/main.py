@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.doctor import doctor
 from functions.intake.cli import validate
 from gpu_batch.engine.cli import models_app, upscale
 from local_stack.cli import demo, local_app
@@ -17,6 +18,7 @@ app = typer.Typer(
 app.command("upscale")(upscale)
 app.command("validate")(validate)
 app.command("demo")(demo)
+app.command("doctor")(doctor)
 app.add_typer(models_app, name="models")
 app.add_typer(local_app, name="local")
 

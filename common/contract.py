@@ -19,9 +19,9 @@ SCHEMA_VERSION = "1.0"
 
 
 class JobState(enum.StrEnum):
-    ACCEPTED = "ACCEPTED"
-    SUBMITTED = "SUBMITTED"
-    RUNNING = "RUNNING"
+    ACCEPTED = "ACCEPTED"  # intake recorded the upload and is deciding
+    QUEUED = "QUEUED"  # a work item is on the work queue (or was released back to it)
+    RUNNING = "RUNNING"  # a worker holds a claim (token + lease) on it
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     REJECTED = "REJECTED"
@@ -33,11 +33,12 @@ class JobState(enum.StrEnum):
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED})
 
-# Which states a job may move to from each state. RUNNING -> RUNNING is a retried Batch attempt.
+# Which states a job may move to from each state (common.lifecycle adds the conditions: a claim token for
+# the holder's writes, an expired lease for a takeover of RUNNING by another delivery of the work item).
 ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
-    JobState.ACCEPTED: frozenset({JobState.SUBMITTED, JobState.REJECTED, JobState.FAILED}),
-    JobState.SUBMITTED: frozenset({JobState.RUNNING, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED}),
+    JobState.ACCEPTED: frozenset({JobState.QUEUED, JobState.REJECTED, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.REJECTED: frozenset(),
@@ -45,7 +46,7 @@ ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
 
 
 def allowed_sources(target: JobState) -> frozenset[JobState]:
-    """States from which `target` may be entered (used to build conditional writes)."""
+    """States from which `target` may be entered."""
     return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)
 
 
@@ -59,12 +60,18 @@ class ModelName(enum.StrEnum):
     X4PLUS = "x4plus"  # RRDBNet, real-world photos (default)
     X4PLUS_ANIME = "x4plus-anime"  # RRDBNet 6 blocks, illustrations
     ANIMEVIDEOV3 = "animevideov3"  # SRVGGNet compact, ~30x cheaper
+    PHOTO_JPEG = "photo-jpeg"  # RealSR DF2K-JPEG: JPEG-damaged photos, keeps texture x4plus smooths away
+    ILLUSTRATION = "illustration"  # Real-CUGAN SE 2x/3x/4x (network chosen by scale), no denoise
+    ILLUSTRATION_CONSERVATIVE = "illustration-conservative"  # Real-CUGAN, changes the least
+    ILLUSTRATION_DENOISE = "illustration-denoise"  # Real-CUGAN, strongest denoise
 
 
 class OutputFormat(enum.StrEnum):
     JPEG = "jpeg"
     PNG = "png"
     WEBP = "webp"
+    AVIF = "avif"
+    TIFF = "tiff"
 
 
 class RejectionCode(enum.StrEnum):
@@ -81,6 +88,7 @@ class RejectionCode(enum.StrEnum):
     OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"
     ANIMATED_IMAGE = "ANIMATED_IMAGE"
     INVALID_OPTION = "INVALID_OPTION"
+    DECODE_TOO_COSTLY = "DECODE_TOO_COSTLY"  # structure (JPEG scans, PNG chunks) beyond any real image
 
 
 class FailureCode(enum.StrEnum):
@@ -91,27 +99,27 @@ class FailureCode(enum.StrEnum):
     OUT_OF_MEMORY = "OUT_OF_MEMORY"  # after the engine's own retry with smaller tiles
     INFERENCE_ERROR = "INFERENCE_ERROR"
     STORAGE_ERROR = "STORAGE_ERROR"  # S3 5xx / throttling that outlived retries
-    SUBMIT_ERROR = "SUBMIT_ERROR"  # Batch refused the job
-    INFRASTRUCTURE = "INFRASTRUCTURE"  # spot reclaim, host terminated, image pull failed
-    TIMEOUT = "TIMEOUT"
-    WORKER_CRASHED = "WORKER_CRASHED"  # killed (OOM kill, signal) before it could report
+    WORKER_CRASHED = "WORKER_CRASHED"  # every attempt killed its worker (OOM kill, signal) before it could report
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
-# --- Worker process: how it is started and what its exit code tells AWS Batch ----------------
-WORKER_MODULE = "gpu_batch.worker"  # `python -m gpu_batch.worker`: container, local runner and tests
-EXIT_OK = 0  # job finished (SUCCEEDED), or was already terminal: nothing to do
-EXIT_PERMANENT_FAILURE = 2  # job marked FAILED and notified by the worker itself: do not retry
-EXIT_RETRYABLE = 75  # EX_TEMPFAIL: transient error, job left RUNNING; Batch retries (job definition)
-# Anything else (1 for an unhandled crash, 128+N for a signal) is not retried; the notifier
-# Lambda (EventBridge "Batch Job State Change" FAILED) then marks the job FAILED and notifies.
-BATCH_ATTEMPT_ENV = "AWS_BATCH_JOB_ATTEMPT"  # set by Batch (1-based); the local queue sets it too
+# --- Worker process: how it is started ---------------------------------------------------------
+WORKER_MODULE = "gpu_batch.worker"  # `python -m gpu_batch.worker`: container, local Batch and tests
+ENV_WORKER_SLOT = "UPSCALER_WORKER_SLOT"  # which worker slot (common.scaling) a Batch job fills
+ENV_WORKER_TOKEN = "UPSCALER_WORKER_TOKEN"  # the slot's token: only this worker may renew or free it
 
 
 # --- SNS message attributes: webhook subscriptions filter on these ---------------------------
 ATTR_EVENT_TYPE = "event_type"
 ATTR_UPLOAD_PREFIX = "upload_prefix"
 ATTR_SCHEMA_VERSION = "schema_version"
+
+
+MIN_STRENGTH, MAX_STRENGTH = 0.0, 1.0
+
+
+def strength_in_range(strength: float) -> bool:
+    return MIN_STRENGTH <= strength <= MAX_STRENGTH  # False for NaN
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +129,16 @@ class JobOptions:
     model: ModelName = ModelName.X4PLUS
     scale: float = 4.0
     output_format: OutputFormat | None = None  # None: follow the input format
+    # The network's share of the result, MIN_STRENGTH..MAX_STRENGTH: below 1 it is blended with a faithful
+    # Lanczos resize of the input (keeps more of the original's texture; 0 = no network at all).
+    strength: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": str(self.model),
             "scale": self.scale,
             "output_format": str(self.output_format) if self.output_format else None,
+            "strength": self.strength,
         }
 
     @classmethod
@@ -136,33 +148,37 @@ class JobOptions:
             model=ModelName(data.get("model", ModelName.X4PLUS)),
             scale=float(data.get("scale", 4.0)),
             output_format=OutputFormat(fmt) if fmt else None,
+            strength=float(data.get("strength", 1.0)),
         )
 
 
-# Environment variable names the worker reads. Batch gets them as containerOverrides.environment,
-# the local job queue as the child process environment, tests as a dict.
-ENV_JOB_ID = "UPSCALER_JOB_ID"
-ENV_INPUT_BUCKET = "UPSCALER_JOB_INPUT_BUCKET"
-ENV_INPUT_KEY = "UPSCALER_JOB_INPUT_KEY"
-ENV_INPUT_VERSION = "UPSCALER_JOB_INPUT_VERSION"
-ENV_OUTPUT_BUCKET = "UPSCALER_JOB_OUTPUT_BUCKET"
-ENV_OUTPUT_KEY = "UPSCALER_JOB_OUTPUT_KEY"
-ENV_OPTIONS = "UPSCALER_JOB_OPTIONS"  # JSON of JobOptions.to_dict()
-ENV_SUBMITTED_AT = "UPSCALER_JOB_SUBMITTED_AT"
+WORK_ITEM_VERSION = 1
+
+
+class WorkItemError(ValueError):
+    """A work queue message that is not a work item of this version."""
 
 
 @dataclass(frozen=True, slots=True)
-class JobParameters:
-    """Everything the worker needs to run one job. Built by intake, read by the worker."""
+class WorkItem:
+    """One accepted upload on the work queue: everything the worker needs, decided once by intake.
+
+    The job record stays the source of truth for the job's state; the item carries the facts so the
+    worker neither reads the record for them nor decides a format again.
+    """
 
     job_id: str
     input_bucket: str
     input_key: str
     output_bucket: str
     output_key: str
-    options: JobOptions = field(default_factory=JobOptions)
+    options: JobOptions  # output_format resolved by intake
     input_version: str | None = None
-    submitted_at: str = ""  # ISO-8601 UTC; lets the worker report queueing time
+    input_format: str | None = None
+    input_width: int | None = None
+    input_height: int | None = None
+    warnings: tuple[str, ...] = ()  # intake's, repeated in upscale.succeeded
+    enqueued_at: str = ""  # ISO-8601 UTC; lets the worker report time queued
 
     @property
     def input_uri(self) -> str:
@@ -172,36 +188,47 @@ class JobParameters:
     def output_uri(self) -> str:
         return f"s3://{self.output_bucket}/{self.output_key}"
 
-    def to_environment(self) -> dict[str, str]:
-        env = {
-            ENV_JOB_ID: self.job_id,
-            ENV_INPUT_BUCKET: self.input_bucket,
-            ENV_INPUT_KEY: self.input_key,
-            ENV_OUTPUT_BUCKET: self.output_bucket,
-            ENV_OUTPUT_KEY: self.output_key,
-            ENV_OPTIONS: json.dumps(self.options.to_dict(), sort_keys=True),
-            ENV_SUBMITTED_AT: self.submitted_at,
-        }
-        if self.input_version:
-            env[ENV_INPUT_VERSION] = self.input_version
-        return env
+    @property
+    def output_format(self) -> OutputFormat:
+        if self.options.output_format is None:
+            raise WorkItemError(f"work item {self.job_id} has no resolved output format")
+        return self.options.output_format
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": WORK_ITEM_VERSION,
+            "job_id": self.job_id,
+            "input": {"bucket": self.input_bucket, "key": self.input_key, "version": self.input_version,
+                      "format": self.input_format, "width": self.input_width, "height": self.input_height},
+            "output": {"bucket": self.output_bucket, "key": self.output_key},
+            "options": self.options.to_dict(),
+            "warnings": list(self.warnings),
+            "enqueued_at": self.enqueued_at,
+        }, sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> JobParameters:
-        missing = [k for k in (ENV_JOB_ID, ENV_INPUT_BUCKET, ENV_INPUT_KEY, ENV_OUTPUT_BUCKET, ENV_OUTPUT_KEY)
-                   if not env.get(k)]
-        if missing:
-            raise ValueError(f"job parameters missing from environment: {', '.join(missing)}")
-        return cls(
-            job_id=env[ENV_JOB_ID],
-            input_bucket=env[ENV_INPUT_BUCKET],
-            input_key=env[ENV_INPUT_KEY],
-            input_version=env.get(ENV_INPUT_VERSION) or None,
-            output_bucket=env[ENV_OUTPUT_BUCKET],
-            output_key=env[ENV_OUTPUT_KEY],
-            options=JobOptions.from_dict(json.loads(env.get(ENV_OPTIONS) or "{}")),
-            submitted_at=env.get(ENV_SUBMITTED_AT, ""),
-        )
+    def from_json(cls, text: str) -> WorkItem:
+        try:
+            data = json.loads(text)
+            if data.get("version") != WORK_ITEM_VERSION:
+                raise WorkItemError(f"work item version {data.get('version')!r}, expected {WORK_ITEM_VERSION}")
+            source, target = data["input"], data["output"]
+            item = cls(
+                job_id=str(data["job_id"]),
+                input_bucket=str(source["bucket"]), input_key=str(source["key"]),
+                input_version=source.get("version") or None, input_format=source.get("format"),
+                input_width=source.get("width"), input_height=source.get("height"),
+                output_bucket=str(target["bucket"]), output_key=str(target["key"]),
+                options=JobOptions.from_dict(data["options"]),
+                warnings=tuple(str(w) for w in data.get("warnings") or ()),
+                enqueued_at=str(data.get("enqueued_at") or ""),
+            )
+        except WorkItemError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise WorkItemError(f"not a work item: {type(exc).__name__}: {exc}") from exc
+        item.output_format  # noqa: B018 - raises WorkItemError when intake did not resolve it
+        return item
 
 
 # --- Notification message (schema: common/schemas/notification-v1.json) ----------------------
@@ -299,10 +326,37 @@ def notification_schema() -> dict[str, Any]:
 
 def validate_notification(payload: Mapping[str, Any]) -> None:
     """Raise jsonschema.ValidationError if `payload` breaks the published contract."""
+    error = next(iter(_notification_validator().iter_errors(dict(payload))), None)
+    if error is not None:
+        raise error
+
+
+@cache
+def _notification_validator() -> Any:
+    """Built once: jsonschema.validate would check the schema itself again on every call."""
     import jsonschema  # imported lazily: only tests and publishers need it
 
-    jsonschema.validate(dict(payload), notification_schema())
+    schema = notification_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
 
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds_since(iso: object, now: datetime) -> float | None:
+    """Seconds from an ISO-8601 UTC timestamp to `now` (None when absent or unreadable), rounded to ms."""
+    if not isinstance(iso, str) or not iso:
+        return None
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round(max(0.0, (now - then).total_seconds()), 3) if then.tzinfo else None
+
+
+def positive_or_none(value: object) -> int | None:
+    """A dimension for a notification: a positive int, else None (the schema has no zero-sized images)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

@@ -1,21 +1,28 @@
-"""The job record (DynamoDB) is the single source of truth for a job's state.
+"""The job record (DynamoDB): the single source of truth for a job's state.
 
-Every state change is a conditional write. The caller whose write moves a job into a terminal
-state is the one (and only one) that publishes its terminal notification.
+This module stores and reads records; common.lifecycle decides which conditional writes move a job
+and who speaks for it. Values go through boto3's own DynamoDB serializers, conditions through its
+condition builder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from common.contract import JobOptions, JobState, allowed_sources, utc_now_iso
+from common.contract import JobOptions, JobState, utc_now_iso
+
+TTL_ATTRIBUTE = "expires_at"
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 
 
 def dedupe_key(bucket: str, key: str, version_id: str | None, etag: str | None, size: int | None) -> str:
@@ -33,6 +40,11 @@ def job_id_for(dedupe: str) -> str:
     return hashlib.sha256(dedupe.encode()).hexdigest()[:32]
 
 
+def upload_job_id(bucket: str, key: str, version_id: str | None, etag: str | None, size: int | None) -> str:
+    """The job id of one uploaded object version (intake, its handler's logs and the tests agree on it)."""
+    return job_id_for(dedupe_key(bucket, key, version_id, etag, size))
+
+
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     job_id: str
@@ -44,7 +56,7 @@ class JobRecord:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> JobRecord:
-        plain = {k: _from_dynamo(v) for k, v in item.items()}
+        plain = {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
         return cls(
             job_id=plain["job_id"],
             state=JobState(plain["state"]),
@@ -58,6 +70,10 @@ class JobRecord:
     def options(self) -> JobOptions:
         return JobOptions.from_dict(self.attributes.get("options") or {})
 
+    def number(self, name: str, default: float = 0.0) -> float:
+        value = self.attributes.get(name)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
 
 class JobStore:
     """Conditional reads and writes of job records. Thread-safe (boto3 clients are)."""
@@ -66,6 +82,10 @@ class JobStore:
         self._ddb = dynamodb_client
         self._table = table_name
         self._ttl_seconds = ttl_days * 86_400
+
+    @property
+    def table_name(self) -> str:
+        return self._table
 
     def create(self, *, job_id: str, dedupe: str, input_bucket: str, input_key: str,
                attributes: Mapping[str, Any] | None = None) -> bool:
@@ -81,84 +101,97 @@ class JobStore:
             "created_at": now,
             "updated_at": now,
             "accepted_at": now,
-            "expires_at": int(time.time()) + self._ttl_seconds,
+            TTL_ATTRIBUTE: int(time.time()) + self._ttl_seconds,
         }
-        try:
-            self._ddb.put_item(
-                TableName=self._table,
-                Item={k: _to_dynamo(v) for k, v in item.items() if v is not None},
-                ConditionExpression="attribute_not_exists(job_id)",
-            )
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return self.put(item, Attr("job_id").not_exists())
+
+    def put(self, item: Mapping[str, Any], condition: ConditionBase) -> bool:
+        """A conditional PutItem; False when the condition does not hold."""
+        built = ConditionExpressionBuilder().build_expression(condition)
+        kwargs: dict[str, Any] = {"TableName": self._table, "Item": _item(item),
+                                  "ConditionExpression": built.condition_expression,
+                                  "ExpressionAttributeNames": built.attribute_name_placeholders}
+        if built.attribute_value_placeholders:
+            kwargs["ExpressionAttributeValues"] = _item(built.attribute_value_placeholders)
+        return _conditional(lambda: self._ddb.put_item(**kwargs))
 
     def get(self, job_id: str) -> JobRecord | None:
-        resp = self._ddb.get_item(TableName=self._table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
-        item = resp.get("Item")
+        item = self.get_item(job_id)
         return JobRecord.from_item(item) if item else None
 
-    def transition(self, job_id: str, target: JobState, *, attributes: Mapping[str, Any] | None = None,
-                   sources: frozenset[JobState] | None = None) -> bool:
-        """Move `job_id` to `target` if it is in one of the allowed source states.
+    def get_item(self, key: str) -> dict[str, Any] | None:
+        """The raw item under `key` (strongly consistent), or None."""
+        resp = self._ddb.get_item(TableName=self._table, Key={"job_id": {"S": key}}, ConsistentRead=True)
+        item = resp.get("Item")
+        return dict(item) if item else None
 
-        Returns True if this call made the change, False if the record was in another state
-        (someone else got there first, or the job is already terminal). Never overwrites a
-        terminal state.
-        """
-        sources = allowed_sources(target) if sources is None else sources
-        if not sources:
-            raise ValueError(f"no state may move to {target}")
-        now = utc_now_iso()
-        values: dict[str, Any] = {
-            **(attributes or {}),
-            "state": str(target),
-            "updated_at": now,
-            f"{target.lower()}_at": now,
-        }
-        names = {f"#a{i}": name for i, name in enumerate(values)}
-        expr_values = {f":a{i}": _to_dynamo(v) for i, v in enumerate(values.values())}
-        set_clause = ", ".join(f"#a{i} = :a{i}" for i in range(len(values)))
-        src_placeholders = []
-        for i, src in enumerate(sorted(sources)):
-            expr_values[f":s{i}"] = {"S": str(src)}
-            src_placeholders.append(f":s{i}")
-        names["#state"] = "state"
-        update = f"SET {set_clause}"
-        if target is JobState.RUNNING:
-            update += " ADD attempts :one"
-            expr_values[":one"] = {"N": "1"}
-        try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key={"job_id": {"S": job_id}},
-                UpdateExpression=update,
-                ConditionExpression=f"attribute_exists(job_id) AND #state IN ({', '.join(src_placeholders)})",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=expr_values,
-            )
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+    def get_plain(self, key: str) -> dict[str, Any] | None:
+        """The item under `key` as plain Python values (strongly consistent), or None."""
+        item = self.get_item(key)
+        return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()} if item else None
+
+    def update(self, key: str, values: Mapping[str, Any], *, condition: ConditionBase | None = None,
+               add: Mapping[str, int] | None = None, remove: Sequence[str] = ()) -> bool:
+        """SET `values` (None values are removed), ADD `add`, REMOVE `remove` on the item under `key` if
+        `condition` holds (and the item exists). False when it does not."""
+        kwargs = self._update_request(key, values, condition=condition, add=add, remove=remove)
+        return _conditional(lambda: self._ddb.update_item(**kwargs))
+
+    def update_record(self, key: str, values: Mapping[str, Any], *, condition: ConditionBase | None = None,
+                      add: Mapping[str, int] | None = None, remove: Sequence[str] = ()) -> JobRecord | None:
+        """As `update`, returning the record as written (one round trip), or None when the condition failed."""
+        kwargs = self._update_request(key, values, condition=condition, add=add, remove=remove)
+        written: list[JobRecord] = []
+
+        def call() -> None:
+            written.append(JobRecord.from_item(self._ddb.update_item(**kwargs, ReturnValues="ALL_NEW")["Attributes"]))
+
+        return written[0] if _conditional(call) else None
+
+    def _update_request(self, key: str, values: Mapping[str, Any], *, condition: ConditionBase | None,
+                        add: Mapping[str, int] | None, remove: Sequence[str]) -> dict[str, Any]:
+        condition = Attr("job_id").exists() & condition if condition is not None else Attr("job_id").exists()
+        built = ConditionExpressionBuilder().build_expression(condition)
+        names = dict(built.attribute_name_placeholders)
+        expr_values = _item(built.attribute_value_placeholders)
+        sets, removes, adds = [], [], []
+        for i, (name, value) in enumerate(values.items()):
+            names[f"#s{i}"] = name
+            if value is None:
+                removes.append(f"#s{i}")
+            else:
+                expr_values[f":s{i}"] = _serializer.serialize(_storable(value))
+                sets.append(f"#s{i} = :s{i}")
+        for i, name in enumerate(remove):
+            names[f"#r{i}"] = name
+            removes.append(f"#r{i}")
+        for i, (name, amount) in enumerate((add or {}).items()):
+            names[f"#d{i}"] = name
+            expr_values[f":d{i}"] = {"N": str(amount)}
+            adds.append(f"#d{i} :d{i}")
+        clauses = [f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("REMOVE", removes),
+                                                                    ("ADD", adds)) if parts]
+        kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"job_id": {"S": key}},
+                                  "UpdateExpression": " ".join(clauses),
+                                  "ConditionExpression": built.condition_expression,
+                                  "ExpressionAttributeNames": names}
+        if expr_values:
+            kwargs["ExpressionAttributeValues"] = expr_values
+        return kwargs
+
+    def delete(self, key: str, condition: ConditionBase) -> bool:
+        built = ConditionExpressionBuilder().build_expression(condition)
+        kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"job_id": {"S": key}},
+                                  "ConditionExpression": built.condition_expression,
+                                  "ExpressionAttributeNames": built.attribute_name_placeholders}
+        if built.attribute_value_placeholders:
+            kwargs["ExpressionAttributeValues"] = _item(built.attribute_value_placeholders)
+        return _conditional(lambda: self._ddb.delete_item(**kwargs))
 
     def update_attributes(self, job_id: str, attributes: Mapping[str, Any]) -> None:
-        """Set non-state attributes (e.g. the Batch job id) without touching the state."""
-        if not attributes:
-            return
-        names = {f"#a{i}": name for i, name in enumerate(attributes)}
-        values = {f":a{i}": _to_dynamo(v) for i, v in enumerate(attributes.values())}
-        self._ddb.update_item(
-            TableName=self._table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression="SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(attributes))),
-            ConditionExpression="attribute_exists(job_id)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        """Set non-state attributes (e.g. intake's lease) without touching the state."""
+        if attributes:
+            self.update(job_id, attributes)
 
 
 def table_definition(table_name: str) -> dict[str, Any]:
@@ -171,42 +204,39 @@ def table_definition(table_name: str) -> dict[str, Any]:
     }
 
 
-TTL_ATTRIBUTE = "expires_at"
+def _conditional(call: Any) -> bool:
+    try:
+        call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
-def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+def _item(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(_storable(v)) for k, v in values.items() if v is not None}
 
 
-def _to_dynamo(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float | Decimal):
-        return {"N": str(value)}
-    if isinstance(value, str):
-        return {"S": value}
-    if value is None:
-        return {"NULL": True}
+def _storable(value: Any) -> Any:
+    """Python values as boto3's serializer wants them: Decimal for numbers, lists for tuples, no None in maps."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | Decimal):
+        return value
+    if isinstance(value, int | float):
+        return Decimal(str(value))
     if isinstance(value, Mapping):
-        return {"M": {str(k): _to_dynamo(v) for k, v in value.items() if v is not None}}
+        return {str(k): _storable(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
-        return {"L": [_to_dynamo(v) for v in value]}
+        return [_storable(v) for v in value]
     raise TypeError(f"cannot store {type(value).__name__} in a job record")
 
 
-def _from_dynamo(value: Mapping[str, Any]) -> Any:
-    (kind, raw), = value.items()
-    if kind == "S":
-        return raw
-    if kind == "N":
-        number = Decimal(raw)
-        return int(number) if number == number.to_integral_value() and "." not in raw else float(number)
-    if kind == "BOOL":
-        return bool(raw)
-    if kind == "NULL":
-        return None
-    if kind == "M":
-        return {k: _from_dynamo(v) for k, v in raw.items()}
-    if kind == "L":
-        return [_from_dynamo(v) for v in raw]
-    raise TypeError(f"unsupported DynamoDB type {kind}")
+def _plain(value: Any) -> Any:
+    """Decimals back to int or float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [_plain(v) for v in value]
+    return value

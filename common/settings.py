@@ -12,7 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
+from common.presign import TASK_ROLE_CREDENTIAL_SECONDS
+
 ENV_PREFIX = "UPSCALER_"
+METRICS_NAMESPACE = "Upscaler"  # CloudWatch namespace of the Lambdas' EMF metrics (and the alarms on them)
+MIN_HEARTBEAT_SECONDS = 1  # a worker renews its lease every third of work_visibility_seconds
 
 
 class SettingsError(ValueError):
@@ -29,9 +33,10 @@ class Settings:
     output_bucket: str = "upscaler-output"
     jobs_table: str = "upscaler-jobs"
     topic_arn: str = ""
-    job_queue: str = "upscaler-gpu"
+    work_queue_url: str = ""  # the SQS work queue: one item per accepted upload
+    job_queue: str = "upscaler-gpu"  # the Batch job queue that worker jobs run in
     job_definition: str = "upscaler-worker"
-    # "batch": AWS Batch submit_job. "local": the local stack's job queue (an SQS queue).
+    # "batch": worker jobs go to AWS Batch. "local": to the local stack's Batch stand-in (an SQS queue).
     job_backend: str = "batch"
     local_job_queue_url: str = ""
 
@@ -60,13 +65,18 @@ class Settings:
     tile_pad: int = 24
     model_dir: str = ""  # ONNX model cache; "" = $XDG_CACHE_HOME/upscaler/models (the image bakes /opt/models)
 
-    # --- batch job (the CDK job definition and the local job queue both use these) ---
-    job_attempts: int = 3
-    job_timeout_seconds: int = 3600
+    # --- work queue and workers (the CDK stack and the local stack both use these) ---
+    max_attempts: int = 3  # deliveries of a work item (the DLQ's maxReceiveCount); then upscale.failed
+    work_visibility_seconds: int = 120  # a claim's lease; the worker renews it while it works on an image
+    worker_idle_seconds: int = 60  # a worker with nothing to do for this long exits (scale to zero)
+    worker_max_seconds: int = 3600  # a worker takes no new item after this long (finishes the one in hand)
+    max_workers: int = 0  # worker jobs running or waiting for a GPU at once; 0: what the compute environment holds
+    worker_start_grace_seconds: int = 900  # a submitted worker may wait this long for a GPU before its slot is reused
     worker_memory_mib: int = 15_000
 
     # --- notifications and records ---
-    presigned_url_expiry_seconds: int = 86_400
+    # 6 h: the longest a link signed with the Batch job role's temporary credentials can live (common.presign).
+    presigned_url_expiry_seconds: int = TASK_ROLE_CREDENTIAL_SECONDS
     job_record_ttl_days: int = 30
 
     # --- observability ---
@@ -101,6 +111,16 @@ class Settings:
             env[ENV_PREFIX + f.name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return env
 
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a worker renews its item's visibility and its claim: three chances per lease."""
+        return self.work_visibility_seconds / 3
+
+    @property
+    def worker_timeout_seconds(self) -> int:
+        """The Batch job timeout: the longest a worker takes items, plus the largest image's lease to finish it."""
+        return self.worker_max_seconds + self.work_visibility_seconds + 300
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -116,9 +136,14 @@ class Settings:
         if not 1.0 <= self.default_scale <= 4.0:
             raise SettingsError(f"default_scale must be within 1..4, got {self.default_scale}")
         for name in ("max_upload_bytes", "max_input_pixels", "max_input_side", "max_output_pixels",
-                     "header_read_bytes", "presigned_url_expiry_seconds"):
+                     "header_read_bytes", "presigned_url_expiry_seconds", "max_attempts",
+                     "worker_idle_seconds", "worker_max_seconds", "worker_start_grace_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.max_workers < 0:
+            raise SettingsError("max_workers must be 0 (derived) or positive")
+        if self.work_visibility_seconds < 3 * MIN_HEARTBEAT_SECONDS:
+            raise SettingsError(f"work_visibility_seconds must be at least {3 * MIN_HEARTBEAT_SECONDS}")
         if self.presigned_url_expiry_seconds > 604_800:
             raise SettingsError("presigned_url_expiry_seconds cannot exceed 7 days (SigV4 limit)")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from common.contract import ATTR_EVENT_TYPE, ATTR_SCHEMA_VERSION, ATTR_UPLOAD_PREFIX, EventType
+from common.presign import TASK_ROLE_CREDENTIAL_SECONDS
 from common.settings import ENV_PREFIX, Settings, SettingsError
 
 CONTEXT_PREFIX = "upscaler:"
@@ -28,11 +29,17 @@ STACK_OWNED_SETTINGS = frozenset({
     "job_backend", "local_job_queue_url",
 })
 
-# CUDA-capable x86_64 GPU families (g4ad is AMD, g5g is Graviton: the worker image cannot run there).
-_GPU_INSTANCE_TYPE = re.compile(r"^(g4dn|g5|g6|g6e|gr6|p3|p3dn|p4d|p4de|p5|p5e|p5en)(\.(\d*x?large|metal))?$")
+# CUDA-capable x86_64 GPU families the ECS AL2023 NVIDIA AMI runs (g4ad is AMD, g5g is Graviton: the worker
+# image cannot run there).
+_GPU_INSTANCE_TYPE = re.compile(r"^(g4dn|g5|g6|g6e|gr6|p4d|p4de|p5|p5e|p5en)(\.(\d*x?large|metal))?$")
+# V100 (Volta) families: the AL2023 NVIDIA AMI's driver (open kernel modules) does not support them.
+_UNSUPPORTED_GPU_FAMILIES = ("p3", "p3dn")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                        2557, 2922, 3288, 3653)
 _FILTER_ATTRIBUTES = (ATTR_EVENT_TYPE, ATTR_UPLOAD_PREFIX, ATTR_SCHEMA_VERSION)
+# Powertools for AWS Lambda (Python): the public layer version the Lambdas run; the dev environment's
+# aws-lambda-powertools is the same release (tests/infra check both agree).
+POWERTOOLS_VERSION = "3.37.0"
 
 
 class ConfigError(ValueError):
@@ -71,7 +78,10 @@ class InfraConfig:
     # --- intake (S3 -> SQS -> Lambda) ---
     intake_batch_size: int = 10
     intake_batch_window_seconds: int = 5
-    intake_reserved_concurrency: int | None = 5  # None: no reservation (new accounts may have no headroom)
+    # The throttle: the SQS event source's maximum concurrency (2..1000), which needs no account headroom.
+    intake_max_concurrency: int = 5
+    # None (default): no reservation. Reserving needs headroom a new account lacks (see docs/deploy.md).
+    intake_reserved_concurrency: int | None = None
     intake_max_receive_count: int = 5
     intake_timeout_seconds: int = 60
     intake_memory_mib: int = 1024
@@ -85,13 +95,29 @@ class InfraConfig:
     rejected_expiry_days: int = 7
     output_expiry_days: int = 30  # 0: keep outputs forever
     log_retention_days: int = 30
-    powertools_version: str = "latest"  # Powertools public layer version (SSM parameter suffix)
+    # Powertools' public layer version (never "latest": what the Lambdas run must not change under them).
+    powertools_version: str = POWERTOOLS_VERSION
 
     settings: Settings = field(default_factory=Settings)
 
     @property
     def on_demand_environment(self) -> bool:
         return self.use_spot and self.on_demand_max_vcpus > 0
+
+    @property
+    def intake_visibility_timeout_seconds(self) -> int:
+        """AWS guidance for Lambda consumers of SQS: 6x the function timeout plus the batching window."""
+        return 6 * self.intake_timeout_seconds + self.intake_batch_window_seconds
+
+    @property
+    def max_workers(self) -> int:
+        """`max_workers` as set, else as many workers as the compute environments hold at once."""
+        from common.scaling import max_workers_for
+
+        if self.settings.max_workers:
+            return self.settings.max_workers
+        on_demand = self.on_demand_max_vcpus if self.on_demand_environment else 0
+        return max_workers_for(self.max_vcpus + on_demand, self.worker_vcpus)
 
 
 _INFRA_FIELDS = {f.name: f for f in fields(InfraConfig) if f.name != "settings"}
@@ -201,8 +227,11 @@ def _validate(config: InfraConfig) -> None:
     if not config.instance_types:
         fail("instance_types", "needs at least one GPU instance type")
     for instance_type in config.instance_types:
+        if instance_type.partition(".")[0] in _UNSUPPORTED_GPU_FAMILIES:
+            fail("instance_types", f"{instance_type!r}: the ECS AL2023 NVIDIA AMI cannot run p3/p3dn (V100); "
+                                   "use g4dn, g5, g6 or p4d and newer")
         if not _GPU_INSTANCE_TYPE.match(instance_type):
-            fail("instance_types", f"{instance_type!r} is not an NVIDIA GPU x86_64 type (g4dn, g5, g6, p3...)")
+            fail("instance_types", f"{instance_type!r} is not an NVIDIA GPU x86_64 type (g4dn, g5, g6, p4d...)")
     if config.worker_vcpus < 1:
         fail("worker_vcpus", "must be at least 1")
     if config.max_vcpus < config.worker_vcpus:
@@ -229,9 +258,14 @@ def _validate(config: InfraConfig) -> None:
         fail("intake_batch_window_seconds", "must be within 0..300")
     if config.intake_batch_size > 10 and config.intake_batch_window_seconds < 1:
         fail("intake_batch_window_seconds", "must be at least 1 when intake_batch_size > 10 (SQS rule)")
-    if config.intake_reserved_concurrency is not None and config.intake_reserved_concurrency < 2:
-        fail("intake_reserved_concurrency", "must be at least 2 (the SQS event source's smallest maximum "
-                                            "concurrency; 0 would throttle every upload), or null")
+    if not 2 <= config.intake_max_concurrency <= 1000:
+        fail("intake_max_concurrency", "must be within 2..1000 (SQS event source maximum concurrency)")
+    reserved = config.intake_reserved_concurrency
+    if reserved is not None and reserved < config.intake_max_concurrency:
+        # Fewer reserved than the poller may run: Lambda throttles it, and throttled receives count
+        # towards maxReceiveCount, pushing healthy uploads to the DLQ (0 would throttle every upload).
+        fail("intake_reserved_concurrency", f"must be null (no reservation) or at least intake_max_concurrency "
+                                            f"({config.intake_max_concurrency}); fewer throttles the SQS poller")
     if not 1 <= config.intake_max_receive_count <= 1000:
         fail("intake_max_receive_count", "must be within 1..1000")
     if not 3 <= config.intake_timeout_seconds <= 900:
@@ -248,16 +282,24 @@ def _validate(config: InfraConfig) -> None:
         fail("output_expiry_days", "must be 0 (keep forever) or more")
     if config.alarm_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", config.alarm_email):
         fail("alarm_email", "is not an e-mail address")
-    if not re.fullmatch(r"latest|\d+\.\d+\.\d+", config.powertools_version):
-        fail("powertools_version", "must be 'latest' or a version such as 3.37.0")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", config.powertools_version):
+        fail("powertools_version", "must be a released version such as 3.37.0 (a pinned layer, never 'latest')")
+    if config.settings.presigned_url_expiry_seconds > TASK_ROLE_CREDENTIAL_SECONDS:
+        bound = TASK_ROLE_CREDENTIAL_SECONDS
+        raise ConfigError(
+            f"{CONTEXT_PREFIX}presigned_url_expiry_seconds={config.settings.presigned_url_expiry_seconds}: at most "
+            f"{bound} ({bound // 3600} h) on AWS: the worker signs with its job role's temporary credentials and a "
+            "link dies with them (each notification states the real expiry)")
     if config.settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"):
         raise ConfigError(f"{CONTEXT_PREFIX}log_level={config.settings.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
     if config.settings.worker_memory_mib < 1024:
         raise ConfigError(f"{CONTEXT_PREFIX}worker_memory_mib must be at least 1024")
-    if config.settings.job_attempts not in range(1, 11):
-        raise ConfigError(f"{CONTEXT_PREFIX}job_attempts must be within 1..10 (AWS Batch limit)")
-    if config.settings.job_timeout_seconds < 60:
-        raise ConfigError(f"{CONTEXT_PREFIX}job_timeout_seconds must be at least 60 (AWS Batch minimum)")
+    if config.settings.max_attempts not in range(1, 101):
+        raise ConfigError(f"{CONTEXT_PREFIX}max_attempts must be within 1..100")
+    if config.settings.worker_idle_seconds < 20:
+        raise ConfigError(f"{CONTEXT_PREFIX}worker_idle_seconds must be at least 20 (one long poll of the queue)")
+    if config.settings.worker_max_seconds < config.settings.worker_idle_seconds:
+        raise ConfigError(f"{CONTEXT_PREFIX}worker_max_seconds must be at least worker_idle_seconds")
     _validate_webhooks(config.webhooks)
 
 

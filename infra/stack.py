@@ -7,12 +7,14 @@ the same names and limits the stack was built with.
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, Environment, Stack, Tags
+from aws_cdk import Aws, CfnOutput, Duration, Environment, Stack, Tags
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from common.settings import Settings
+from common.settings import METRICS_NAMESPACE, Settings
 from infra.config import LOG_RETENTION_DAYS, InfraConfig
 from infra.constructs.batch import GpuBatch
 from infra.constructs.bundling import lambda_code
@@ -20,10 +22,12 @@ from infra.constructs.intake import JOB_TABLE_ACTIONS, Intake
 from infra.constructs.lambdas import powertools_layer
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.nag import acknowledge, acknowledge_object_prefix
-from infra.constructs.network import Network
+from infra.constructs.network import EndpointTargets, Network
 from infra.constructs.notifications import Notifications
 from infra.constructs.notifier import FailureNotifier
+from infra.constructs.scaler import WorkerScaler
 from infra.constructs.storage import Storage
+from infra.constructs.work_queue import WorkQueue
 
 
 class UpscalerStack(Stack):
@@ -37,6 +41,7 @@ class UpscalerStack(Stack):
         storage = Storage(self, "Storage", config=config, settings=config.settings)
         notifications = Notifications(self, "Notifications", webhooks=config.webhooks)
         network = Network(self, "Network", config=config, log_retention=retention)
+        work = WorkQueue(self, "Work", settings=config.settings)
 
         # Names the stack generates replace the local defaults; the rest comes from the config.
         shared = config.settings.replace(
@@ -45,13 +50,21 @@ class UpscalerStack(Stack):
             output_bucket=storage.output_bucket.bucket_name,
             jobs_table=storage.table.table_name,
             topic_arn=notifications.topic.topic_arn,
+            work_queue_url=work.queue.queue_url,
             job_backend="batch",
             endpoint_url=None,
             local_job_queue_url="",
+            max_workers=config.max_workers,
         )
         gpu = GpuBatch(self, "Batch", config=config, settings=config.settings,
                        environment=component_environment(shared), network=network, log_retention=retention)
         grant_worker_access(gpu, storage=storage, notifications=notifications, settings=config.settings)
+        work.grant_work(gpu.job_role)
+        # What the workers can reach through the VPC endpoints: this stack's resources, nothing else.
+        # queue_arns: the queues the workers use (the work queue and its DLQ).
+        network.limit_endpoints_to(EndpointTargets(
+            buckets=[storage.input_bucket, storage.output_bucket], table=storage.table,
+            topic=notifications.topic, queue_arns=[work.queue.queue_arn], log_groups=[gpu.log_group]))
 
         # The Lambdas submit with ARNs: the definition ARN pins the revision this deployment created.
         function_settings = shared.replace(job_queue=gpu.job_queue.job_queue_arn,
@@ -62,25 +75,33 @@ class UpscalerStack(Stack):
         intake = Intake(self, "Intake", config=config, settings=config.settings,
                         environment=function_environment, code=code, layers=layers,
                         input_bucket=storage.input_bucket, table=storage.table, notifications=notifications,
-                        job_queue=gpu.job_queue, job_definition=gpu.job_definition, log_retention=retention)
+                        work_queue=work, job_queue=gpu.job_queue, job_definition=gpu.job_definition,
+                        log_retention=retention)
         notifier = FailureNotifier(self, "FailureNotifier", config=config, environment=function_environment,
                                    code=code, layers=layers, table=storage.table, notifications=notifications,
-                                   job_queue=gpu.job_queue, log_retention=retention)
+                                   work_queue=work, log_retention=retention)
+        scaler = WorkerScaler(self, "Scaler", environment=function_environment, code=code, layers=layers,
+                              table=storage.table, work_queue=work, job_queue=gpu.job_queue,
+                              job_definition=gpu.job_definition, memory_mib=config.notifier_memory_mib,
+                              log_retention=retention)
 
         self.monitoring = Monitoring(
             self, "Monitoring",
             dashboard_name=f"{construct_id}-pipeline",
             key=notifications.key,
             alarm_email=config.alarm_email,
-            dead_letter_queues={"Intake": intake.dead_letter_queue, "Notifier": notifier.dead_letter_queue,
+            dead_letter_queues={"Intake": intake.dead_letter_queue, "Work": work.dead_letter_queue,
+                                "ScalerEvents": scaler.dead_letter_queue,
                                 **{f"Webhook{i}": q for i, q in enumerate(notifications.webhook_dlqs.values(), 1)}},
-            functions={"Intake": intake.function, "Notifier": notifier.function},
+            functions={"Intake": intake.function, "Notifier": notifier.function, "Scaler": scaler.function},
             intake_queue=intake.queue,
-            failed_jobs_rule=notifier.rule,
+            work_queue=work.queue,
+            worker_start_wait=scaler_metric("WorkerStartWaitSeconds"),
+            live_workers=scaler_metric("LiveWorkers"),
         )
         _acknowledge_cdk_internals(self)
         self.storage, self.notifications, self.network, self.gpu = storage, notifications, network, gpu
-        self.intake, self.notifier = intake, notifier
+        self.intake, self.notifier, self.scaler, self.work = intake, notifier, scaler, work
 
         s = config.settings
         for name, value, description in (
@@ -90,11 +111,19 @@ class UpscalerStack(Stack):
             ("NotificationTopicArn", notifications.topic.topic_arn, "Subscribe webhooks here"),
             ("AlarmTopicArn", self.monitoring.alarm_topic.topic_arn, "CloudWatch alarms publish here"),
             ("JobsTableName", storage.table.table_name, "Job records (state, timings, errors)"),
+            ("WorkQueueUrl", work.queue.queue_url, "One item per accepted upload; the GPU workers drain it"),
             ("JobQueueArn", gpu.job_queue.job_queue_arn, "AWS Batch GPU job queue"),
             ("JobDefinitionArn", gpu.job_definition.job_definition_arn, "Worker job definition (this revision)"),
             ("DashboardName", self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
         ):
             CfnOutput(self, name, value=value, description=description)
+
+
+def scaler_metric(name: str) -> cloudwatch.Metric:
+    """A metric the scaler Lambda publishes (Powertools EMF, namespace Upscaler, dimension service)."""
+    return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name,
+                             dimensions_map={"service": "upscaler-scaler"}, statistic="Maximum",
+                             period=Duration.minutes(1))
 
 
 def component_environment(settings: Settings) -> dict[str, str]:
@@ -111,6 +140,11 @@ def _acknowledge_cdk_internals(stack: Stack) -> None:
                         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                         "AWSLambdaBasicExecutionRole]",
                         "CDK's singleton that configures S3 bucket notifications at deploy time; it only logs.")
+        if child.node.id == f"AWS{cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace('-', '')}":
+            acknowledge(child.node.find_child("ServiceRole"),
+                        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                        "AWSLambdaBasicExecutionRole]",
+                        "CDK's AwsCustomResource singleton (deploy-time prefix-list lookups); the policy only logs.")
 
 
 def log_retention(days: int) -> logs.RetentionDays:

@@ -29,11 +29,11 @@ def up(
     filter_policy: Annotated[str | None, typer.Option(
         help='SNS filter policy (JSON) for the --webhook subscriptions, e.g. \'{"event_type": '
              '["upscale.succeeded"]}\'')] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes running jobs in parallel.")] = 2,
+    workers: Annotated[int, typer.Option(
+        min=1, help="max_workers: GPU worker jobs running (or being placed) at once.")] = 2,
+    batch_delay: Annotated[float, typer.Option(
+        min=0, help="Seconds Batch takes to place each worker job (instance, image pull, container start).")] = 0.0,
     port: Annotated[int, typer.Option(help="Emulator port on 127.0.0.1 (0: a free one).")] = 0,
-    worker_start: Annotated[str, typer.Option(
-        help="prefork: each job attempt is a fresh process forked from a warm template (~1 s faster); "
-             "spawn: `python -m gpu_batch.worker` from scratch, exactly the container's command.")] = "prefork",
     batch_window: Annotated[float | None, typer.Option(
         help="Intake batching window in seconds (default: the deployed one from cdk.json).")] = None,
     log_level: Annotated[str, typer.Option(help="Log level of the local stack itself (stderr).")] = "INFO",
@@ -46,10 +46,8 @@ def up(
     mapping = None
     if batch_window is not None:
         mapping = dataclasses.replace(deployed_shape().mapping, batching_window_seconds=batch_window)
-    if worker_start not in ("prefork", "spawn"):
-        raise typer.BadParameter("must be 'prefork' or 'spawn'", param_hint="--worker-start")
-    stack = LocalStack(LocalStackConfig(workers=workers, port=port, webhooks=tuple(webhook or ()),
-                                        filter_policy=policy, worker_start=worker_start, mapping=mapping))
+    stack = LocalStack(LocalStackConfig(workers=workers, batch_delay=batch_delay, port=port,
+                                        webhooks=tuple(webhook or ()), filter_policy=policy, mapping=mapping))
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -15,7 +15,7 @@ class BackgroundHttpServer:
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._server.socket.getsockname()[:2]  # the bound address (port 0 -> the real one)
         return f"http://{host}:{port}"
 
     def start(self) -> None:

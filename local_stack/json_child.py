@@ -1,6 +1,6 @@
 """A long-lived child process spoken to in JSON lines: requests on stdin, replies on stdout.
 
-Both the Lambda execution environments and the prefork worker templates are such children. EOF on
+The Lambda execution environments are such children. EOF on
 stdin asks the child to finish what it is doing and exit.
 """
 

@@ -3,7 +3,12 @@
 moto (5.x) leaves `versionId` and `sequencer` out of S3 event records and percent-encodes '/' in
 keys. Real S3 sends both fields for versioned buckets and keeps '/' (spaces become '+'). The intake
 derives the job id from the object version, so without this shim a local job would be keyed
-differently from the same upload in AWS. Everything else is moto as shipped.
+differently from the same upload in AWS.
+
+moto also checks a DynamoDB write's condition and applies it in two steps, so two concurrent requests
+can both pass the same condition; in DynamoDB a conditional write is atomic, and the job lifecycle's
+claims rely on it. `make_dynamodb_writes_atomic` serialises moto's item writes, as DynamoDB does.
+Everything else is moto as shipped.
 """
 
 from __future__ import annotations
@@ -36,8 +41,30 @@ def _patch_s3_events() -> None:
     notifications._get_s3_event = s3_shaped_event
 
 
+_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+_write_lock = threading.RLock()
+
+
+def make_dynamodb_writes_atomic() -> None:
+    """Serialise moto's DynamoDB item writes (idempotent), so conditional writes are atomic as in AWS."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in _WRITES:
+        original = getattr(DynamoDBBackend, name)
+        if getattr(original, "_atomic", False):
+            continue
+
+        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with _write_lock:
+                return __original(self, *args, **kwargs)
+
+        atomic._atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, atomic)
+
+
 def main() -> None:
     _patch_s3_events()
+    make_dynamodb_writes_atomic()
     from moto.server import main as moto_main
 
     moto_main()

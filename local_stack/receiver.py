@@ -16,7 +16,7 @@ from typing import Any
 
 from local_stack.http_server import BackgroundHttpServer
 from sns_webhook.confirm import confirm_subscription
-from sns_webhook.verify import SignatureError, verify_message
+from sns_webhook.verify import ANY_TOPIC, SignatureError, verify_message
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ class WebhookReceiver:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, topic_arns: list[str] | None = None,
                  cert_url_pattern: str = LOCAL_CERT_URL_PATTERN,
                  subscribe_url_pattern: str = LOCAL_SUBSCRIBE_URL_PATTERN, path: str = "/webhook") -> None:
-        self._verify_options: dict[str, Any] = {"cert_url_pattern": cert_url_pattern, "topic_arns": topic_arns}
+        # None: the one local topic, whatever its ARN (an explicit opt-out of the topic allow-list)
+        self._verify_options: dict[str, Any] = {"cert_url_pattern": cert_url_pattern,
+                                                "topic_arns": ANY_TOPIC if topic_arns is None else topic_arns}
         self._subscribe_url_pattern = subscribe_url_pattern
         self._path = path
         self._cond = threading.Condition()

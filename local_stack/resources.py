@@ -9,6 +9,7 @@ from typing import Any
 from common import aws
 from common.jobs import TTL_ATTRIBUTE, table_definition
 from common.settings import Settings
+from common.work_queue import WORK_RETENTION_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,11 @@ class StackResources:
     intake_queue_arn: str
     intake_dlq_url: str
     intake_dlq_arn: str
-    job_queue_url: str
+    work_queue_url: str
+    work_queue_arn: str
+    work_dlq_url: str
+    work_dlq_arn: str
+    job_queue_url: str  # the local Batch stand-in's submissions
     job_queue_arn: str
     topic_arn: str
 
@@ -38,6 +43,14 @@ def intake_queue_name(settings: Settings) -> str:
 
 def intake_dlq_name(settings: Settings) -> str:
     return f"{settings.app_name}-intake-dlq"
+
+
+def work_queue_name(settings: Settings) -> str:
+    return f"{settings.app_name}-work"
+
+
+def work_dlq_name(settings: Settings) -> str:
+    return f"{settings.app_name}-work-dlq"
 
 
 def topic_name(settings: Settings) -> str:
@@ -76,7 +89,10 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
             ),
         },
     )
-    # The Batch job queue's local stand-in: same name, an SQS queue the local job runner drains.
+    work_dlq_url, work_dlq_arn = create_queue(
+        sqs, work_dlq_name(settings), {"MessageRetentionPeriod": str(queue_config.dlq_retention_seconds)})
+    work_url, work_arn = create_queue(sqs, work_queue_name(settings), work_queue_attributes(settings, work_dlq_arn))
+    # The Batch job queue's local stand-in: same name, an SQS queue the local Batch drains.
     job_url, job_arn = create_queue(sqs, settings.job_queue, {"VisibilityTimeout": "60"})
 
     for bucket in (settings.input_bucket, settings.output_bucket):
@@ -104,10 +120,23 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
         intake_queue_arn=intake_arn,
         intake_dlq_url=dlq_url,
         intake_dlq_arn=dlq_arn,
+        work_queue_url=work_url,
+        work_queue_arn=work_arn,
+        work_dlq_url=work_dlq_url,
+        work_dlq_arn=work_dlq_arn,
         job_queue_url=job_url,
         job_queue_arn=job_arn,
         topic_arn=topic_arn,
     )
+
+
+def work_queue_attributes(settings: Settings, dlq_arn: str) -> dict[str, str]:
+    """The work queue as the CDK stack makes it: the claim lease as visibility, DLQ after max_attempts."""
+    return {
+        "VisibilityTimeout": str(settings.work_visibility_seconds),
+        "MessageRetentionPeriod": str(WORK_RETENTION_SECONDS),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_attempts)}),
+    }
 
 
 def create_bucket(s3: Any, bucket: str, region: str) -> None:

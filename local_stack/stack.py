@@ -1,31 +1,36 @@
-"""The whole pipeline on one machine: emulator, intake event source, job queue, notifier, webhooks."""
+"""The whole pipeline on one machine: emulator, intake, work queue, local Batch, scaler, notifier, webhooks."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from common import aws
 from common.settings import Settings
+from local_stack.batch import LocalBatch
 from local_stack.emulator import MotoServer
 from local_stack.event_source import MappingConfig, SqsEventSourceMapping
-from local_stack.job_queue import LocalJobQueue
 from local_stack.lambda_runtime import LambdaRuntime
 from local_stack.resources import QueueConfig, StackResources, create_resources
 from local_stack.sns_endpoint import SnsEndpoint
 from local_stack.webhooks import DeliveryPolicy, WebhookDelivery, WebhookSubscription
-from local_stack.worker_launch import PreforkLauncher, SpawnLauncher, WorkerLauncher
 from sns_webhook.sign import generate_signing_identity
 
 log = logging.getLogger(__name__)
 
 INTAKE_HANDLER = "functions.intake.handler:lambda_handler"
 NOTIFIER_HANDLER = "functions.notifier.handler:lambda_handler"
+SCALER_HANDLER = "functions.scaler.handler:lambda_handler"
+# The work DLQ's event source as deployed (infra/constructs/work_queue.py): small batches, no window.
+DLQ_MAPPING = MappingConfig(batch_size=10, batching_window_seconds=0.0, pollers=1)
 # Any credentials work against the emulator; these keep boto3 from looking for real ones.
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
@@ -61,9 +66,7 @@ def deployed_shape() -> DeployedShape:
         mapping=MappingConfig(batch_size=config.intake_batch_size,
                               batching_window_seconds=float(config.intake_batch_window_seconds),
                               pollers=concurrency),
-        # As infra/constructs/intake.py: 6 x the function timeout plus the batching window; 4 days' retention.
-        queue=QueueConfig(visibility_timeout_seconds=6 * config.intake_timeout_seconds
-                          + config.intake_batch_window_seconds,
+        queue=QueueConfig(visibility_timeout_seconds=config.intake_visibility_timeout_seconds,
                           max_receive_count=config.intake_max_receive_count),
         intake_concurrency=concurrency,
         intake_timeout_seconds=config.intake_timeout_seconds,
@@ -73,7 +76,9 @@ def deployed_shape() -> DeployedShape:
 
 @dataclass(frozen=True)
 class LocalStackConfig:
-    workers: int = 2
+    workers: int = 2  # max_workers: worker jobs running or waiting at once (the compute environment's size)
+    batch_delay: float = 0.0  # seconds Batch takes to place a worker job (instance, image, container start)
+    scaler_interval_seconds: float = 60.0  # the EventBridge schedule of the scaler Lambda
     port: int = 0  # emulator port; 0 = a free one
     webhooks: tuple[str, ...] = ()
     filter_policy: Mapping[str, Any] | None = None  # applied to `webhooks`
@@ -83,10 +88,9 @@ class LocalStackConfig:
     settings_overrides: Mapping[str, Any] = field(default_factory=dict)
     intake_handler: str = INTAKE_HANDLER
     notifier_handler: str = NOTIFIER_HANDLER
-    notifier_attempts: int = 3  # EventBridge retries a failed target invocation
-    # "prefork": each attempt is a fresh process forked from a warm template (local_stack.worker_zygote);
-    # "spawn": `python -m gpu_batch.worker` from scratch, exactly the container's command (~1 s more a job).
-    worker_start: str = "prefork"
+    scaler_handler: str = SCALER_HANDLER
+    scaler_attempts: int = 3  # EventBridge retries a failed target invocation
+    worker_command: tuple[str, ...] = ()  # default `python -m gpu_batch.worker`, the container's command
     log_stream: IO[str] | None = None  # worker and Lambda logs; default stderr
 
 
@@ -101,10 +105,12 @@ class LocalStack:
         self.sns_endpoint: SnsEndpoint | None = None
         self.webhooks: WebhookDelivery | None = None
         self.intake: SqsEventSourceMapping | None = None
-        self.jobs: LocalJobQueue | None = None
+        self.dead_items: SqsEventSourceMapping | None = None
+        self.batch: LocalBatch | None = None
         self.webhook_subscriptions: list[WebhookSubscription] = []
         self._runtimes: list[LambdaRuntime] = []
-        self._launcher: WorkerLauncher | None = None
+        self._schedule_stop = threading.Event()
+        self._schedule: threading.Thread | None = None
         self._env_added: list[str] = []
         self.started_seconds = 0.0
 
@@ -135,34 +141,28 @@ class LocalStack:
                 self._env_added.append(name)
         endpoint_url = self.emulator.start()
         base = Settings.from_env({**shape.settings.to_env(), **_upscaler_env(os.environ)})
-        settings = base.replace(endpoint_url=endpoint_url, job_backend="local", **cfg.settings_overrides)
+        settings = base.replace(endpoint_url=endpoint_url, job_backend="local", max_workers=cfg.workers,
+                                **cfg.settings_overrides)
         self.resources = create_resources(settings, cfg.queue or shape.queue)
-        settings = settings.replace(topic_arn=self.resources.topic_arn,
+        settings = settings.replace(topic_arn=self.resources.topic_arn, work_queue_url=self.resources.work_queue_url,
                                     local_job_queue_url=self.resources.job_queue_url)
         settings.check()
         self.settings = settings
         child_env = self.child_environment()
 
-        intake = LambdaRuntime(function_name=f"{settings.app_name}-intake", handler=cfg.intake_handler,
-                               environment={**child_env, "POWERTOOLS_SERVICE_NAME": "upscaler-intake"},
-                               region=settings.region, concurrency=shape.intake_concurrency,
-                               timeout_seconds=shape.intake_timeout_seconds, log=self._file_log())
-        notifier = LambdaRuntime(function_name=f"{settings.app_name}-notifier", handler=cfg.notifier_handler,
-                                 environment={**child_env, "POWERTOOLS_SERVICE_NAME": "upscaler-notifier"},
-                                 region=settings.region, concurrency=1, log=self._file_log())
-        self._runtimes = [intake, notifier]
-        launcher: WorkerLauncher
-        if cfg.worker_start == "prefork":
-            launcher = PreforkLauncher(env=child_env, slots=cfg.workers, log=self._file_log())
-        elif cfg.worker_start == "spawn":
-            launcher = SpawnLauncher()
-        else:
-            raise ValueError(f"worker_start must be 'prefork' or 'spawn', got {cfg.worker_start!r}")
-        self._launcher = launcher
-        warmer = ThreadPoolExecutor(max_workers=3)
-        warming = [warmer.submit(intake.warm), warmer.submit(notifier.warm)]  # cold starts, before traffic
-        if isinstance(launcher, PreforkLauncher):
-            warming += [warmer.submit(launcher.warm) for _ in range(cfg.workers)]
+        def runtime(name: str, handler: str, **kwargs: Any) -> LambdaRuntime:
+            return LambdaRuntime(function_name=f"{settings.app_name}-{name}", handler=handler,
+                                 environment={**child_env, "POWERTOOLS_SERVICE_NAME": f"upscaler-{name}"},
+                                 region=settings.region, log=self._file_log(), **kwargs)
+
+        intake = runtime("intake", cfg.intake_handler, concurrency=shape.intake_concurrency,
+                         timeout_seconds=shape.intake_timeout_seconds)
+        notifier = runtime("notifier", cfg.notifier_handler, concurrency=1)
+        scaler = runtime("scaler", cfg.scaler_handler, concurrency=1)  # reserved concurrency 1, as deployed
+        self._runtimes = [intake, notifier, scaler]
+        with ThreadPoolExecutor(max_workers=3) as warmer:  # cold starts before traffic; import errors surface
+            for future in [warmer.submit(r.warm) for r in self._runtimes]:
+                future.result()
 
         key_pem, cert_pem = generate_signing_identity("sns.local")
         self.sns_endpoint = SnsEndpoint(certificate_pem=cert_pem)
@@ -174,46 +174,46 @@ class LocalStack:
         )
         self.sns_endpoint.delivery = self.webhooks
 
-        for future in warming:  # import errors surface here
-            future.result()
-        warmer.shutdown()
-
+        sqs = aws.client("sqs", settings)
         self.intake = SqsEventSourceMapping(
-            sqs=aws.client("sqs", settings), queue_url=self.resources.intake_queue_url,
-            queue_arn=self.resources.intake_queue_arn, region=settings.region, invoke=intake.invoke,
-            config=cfg.mapping or shape.mapping, name="intake",
-        )
-        self.jobs = LocalJobQueue(
-            sqs=aws.client("sqs", settings), queue_url=self.resources.job_queue_url, settings=settings,
-            base_env=child_env, workers=cfg.workers, on_failed=self._deliver_batch_event,
-            log_stream=cfg.log_stream, launcher=launcher,
-        )
+            sqs=sqs, queue_url=self.resources.intake_queue_url, queue_arn=self.resources.intake_queue_arn,
+            region=settings.region, invoke=intake.invoke, config=cfg.mapping or shape.mapping, name="intake")
+        self.dead_items = SqsEventSourceMapping(
+            sqs=sqs, queue_url=self.resources.work_dlq_url, queue_arn=self.resources.work_dlq_arn,
+            region=settings.region, invoke=notifier.invoke, config=DLQ_MAPPING, name="work-dlq")
+        self.batch = LocalBatch(
+            sqs=sqs, queue_url=self.resources.job_queue_url, settings=settings, base_env=child_env,
+            capacity=cfg.workers, on_state_change=self._deliver_to_scaler, batch_delay=cfg.batch_delay,
+            log_stream=cfg.log_stream, command=cfg.worker_command or None)
         self.intake.start()
-        self.jobs.start()
+        self.dead_items.start()
+        self.batch.start()
+        self._schedule_stop.clear()
+        self._schedule = threading.Thread(target=self._run_schedule, name="scaler-schedule", daemon=True)
+        self._schedule.start()
         for url in cfg.webhooks:
             self.subscribe_webhook(url, cfg.filter_policy)
 
     def stop(self) -> None:
         """Stop the pollers and workers, then the Lambda processes, then the emulator; idempotent."""
-        stopping: list[Callable[[], None]] = []
-        if self.intake:
-            stopping.append(self.intake.stop)
-        if self.jobs:
-            stopping.append(self.jobs.stop)  # also closes the launcher
-        elif self._launcher is not None:
-            stopping.append(self._launcher.close)
+        self._schedule_stop.set()
+        if self._schedule:
+            self._schedule.join(10)
+        stopping: list[Callable[[], None]] = [m.stop for m in (self.intake, self.dead_items) if m]
+        if self.batch:
+            stopping.append(self.batch.stop)
         if self.webhooks:
             stopping.append(self.webhooks.close)
-        with ThreadPoolExecutor(max_workers=3) as pool:  # each waits out a long poll: wait once, together
+        with ThreadPoolExecutor(max_workers=4) as pool:  # each waits out a long poll: wait once, together
             for future in [pool.submit(stop) for stop in stopping]:
                 future.result()
-        self._launcher = None
         if self.sns_endpoint:
             self.sns_endpoint.stop()
         with ThreadPoolExecutor(max_workers=max(1, len(self._runtimes))) as closing:
             list(closing.map(LambdaRuntime.close, self._runtimes))
         self._runtimes = []
-        self.intake = self.jobs = self.webhooks = self.sns_endpoint = None
+        self.intake = self.dead_items = self.batch = self.webhooks = self.sns_endpoint = None
+        self._schedule = None
         self.emulator.stop()
         for name in self._env_added:
             os.environ.pop(name, None)
@@ -258,8 +258,11 @@ class LocalStack:
             "jobs_table": s.jobs_table,
             "intake_queue_url": r.intake_queue_url,
             "intake_dlq_url": r.intake_dlq_url,
+            "work_queue_url": r.work_queue_url,
+            "work_dlq_url": r.work_dlq_url,
             "job_queue_url": r.job_queue_url,
-            "workers": self.config.workers,
+            "max_workers": self.config.workers,
+            "batch_delay": self.config.batch_delay,
             "webhooks": [{"endpoint": w.endpoint, "subscription_arn": w.arn} for w in self.webhook_subscriptions],
             "signing_cert_url": self.sns_endpoint.cert_url,
             "credentials": "any, e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local",
@@ -272,26 +275,50 @@ class LocalStack:
         except (OSError, ValueError):  # not backed by a file (e.g. io.StringIO): inherit stderr
             return None
 
-    def dlq_depth(self) -> int:
+    def dlq_depth(self, *, work: bool = False) -> int:
+        """Messages in the intake DLQ (or, with work=True, the work DLQ), visible or in flight."""
         assert self.settings is not None and self.resources is not None
-        attrs = aws.client("sqs", self.settings).get_queue_attributes(
-            QueueUrl=self.resources.intake_dlq_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        url = self.resources.work_dlq_url if work else self.resources.intake_dlq_url
+        return queue_depth(aws.client("sqs", self.settings), url)
 
-    def _deliver_batch_event(self, event: dict[str, Any]) -> None:
-        """EventBridge rule -> notifier Lambda, with EventBridge's retry of failed invocations."""
-        runtime = self._runtimes[1]
-        for attempt in range(1, self.config.notifier_attempts + 1):
+    def scale_now(self) -> Any:
+        """Invoke the scaler as its schedule would (tests use it instead of waiting for the period)."""
+        return self._runtimes[2].invoke(_scheduled_event(self.settings.region if self.settings else "us-east-1"))
+
+    def _run_schedule(self) -> None:
+        while not self._schedule_stop.wait(self.config.scaler_interval_seconds):
             try:
-                runtime.invoke(event)
+                self.scale_now()
+            except Exception:
+                log.warning("scheduled scaler invocation failed", exc_info=True)
+
+    def _deliver_to_scaler(self, event: dict[str, Any]) -> None:
+        """EventBridge rule "worker job ended" -> scaler Lambda, with EventBridge's retry of failed invocations."""
+        for attempt in range(1, self.config.scaler_attempts + 1):
+            if self._schedule_stop.is_set():
+                return
+            try:
+                self._runtimes[2].invoke(event)
                 return
             except Exception as exc:
-                if attempt == self.config.notifier_attempts:
+                if attempt == self.config.scaler_attempts:
                     raise
-                log.warning("notifier invocation failed (attempt %d): %s", attempt, exc)
-                time.sleep(attempt)
+                log.warning("scaler invocation failed (attempt %d): %s", attempt, exc)
+                self._schedule_stop.wait(attempt)
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _scheduled_event(region: str) -> dict[str, Any]:
+    """EventBridge's "Scheduled Event" as a rate() rule delivers it."""
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "000000000000", "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": region, "resources": [], "detail": {}}
 
 
 def _upscaler_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ so they do not survive a restart of the local stack.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -189,7 +190,7 @@ class WebhookDelivery:
                 envelope = json.loads(message["Body"])
                 # From here the retry schedule owns the message (in memory, like SNS's own retries).
                 self._sqs.delete_message(QueueUrl=sub.queue_url, ReceiptHandle=message["ReceiptHandle"])
-                sub.scheduler.submit(lambda e=envelope: self._send_notification(sub, e, attempt=1))
+                sub.scheduler.submit(functools.partial(self._send_notification, sub, envelope, attempt=1))
 
     def _send_notification(self, sub: WebhookSubscription, envelope: Mapping[str, Any], attempt: int) -> None:
         if sub.status == "Deleted" or self._stop.is_set():

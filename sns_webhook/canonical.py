@@ -15,6 +15,7 @@ _CONFIRMATION_KEYS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Toke
 def string_to_sign(message: Mapping[str, Any]) -> bytes:
     """`Key\\nValue\\n` for each signed key in order; Subject only when present (Notification)."""
     kind = message.get("Type")
+    keys: tuple[str, ...]
     if kind == "Notification":
         keys = _NOTIFICATION_KEYS
     elif kind in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):

@@ -1,13 +1,14 @@
-"""The intake of one uploaded object version: validate cheaply, record the job once, submit or reject.
+"""The intake of one uploaded object version: validate cheaply, record the job once, queue or reject.
 
 Order (cheapest first, so a bad upload costs almost nothing):
   HEAD -> size limit -> ranged GET of the header -> dimension/output/animation limits
-  -> job record (conditional create: duplicates stop here) -> full GET + decode -> submit | reject.
+  -> job record (conditional create: duplicates stop here) -> full GET + decode
+  -> work item on the work queue + make sure a worker runs | reject.
 
 Exactly one job per object version: the job id is derived from the version (common.jobs), the
-record is created with a conditional write, and every state change is conditional. Any exception
-(throttling, DynamoDB, Batch, SNS) propagates so the SQS message is retried; the retry finds the
-record and carries on from where the last attempt stopped.
+record is created with a conditional write, and every state change goes through common.lifecycle.
+Any exception (throttling, DynamoDB, SQS, SNS) propagates so the SQS message is retried; the retry
+finds the record and carries on from where the last attempt stopped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,17 +30,21 @@ from common.contract import (
     FailureCode,
     ImageInfo,
     JobOptions,
-    JobParameters,
     JobState,
     Notification,
     OutputFormat,
     RejectionCode,
+    WorkItem,
+    positive_or_none,
     utc_now_iso,
 )
-from common.jobs import JobRecord, JobStore, dedupe_key, job_id_for
-from common.notify import Notifier, deliver_pending, outbox_attributes, pending_payload, publish_and_mark
+from common.jobs import JobRecord, JobStore, dedupe_key, upload_job_id
+from common.keys import output_key_for, rejected_key_for
+from common.lifecycle import WORK_ITEM_SENT, Holder, JobLifecycle, NotificationPending, pending_notification
+from common.notify import Notifier
+from common.scaling import ScaleResult, WorkerScaler
 from common.settings import Settings
-from common.submit import JobSubmitter, make_submitter
+from common.work_queue import WorkQueue
 from functions.intake.options import InvalidOption, default_options, parse_options
 from functions.intake.s3_events import UploadEvent
 from functions.intake.validation import (
@@ -63,13 +68,14 @@ DEFAULT_LEASE_SECONDS = 300
 # The header ranged GET grows (for JPEGs with large EXIF/ICC segments) up to this many times
 # settings.header_read_bytes; beyond that the object is read whole (its size is already bounded).
 HEADER_READ_GROWTH_CAP = 16
-_EXTENSIONS = {OutputFormat.JPEG: ".jpg", OutputFormat.PNG: ".png", OutputFormat.WEBP: ".webp"}
+# Ranged GETs away from the start (TIFF IFDs, HEIF boxes after `mdat`) before the object is read whole.
+MAX_FAR_READS = 8
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"})
 _MAX_COPY_OBJECT_BYTES = 5 * 1024**3  # larger objects need a multipart copy
 
 
 class Outcome(enum.StrEnum):
-    SUBMITTED = "submitted"
+    QUEUED = "queued"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"  # this object version was already handled
     IGNORED = "ignored"  # not an upload we act on (outside the prefix, gone, superseded)
@@ -84,27 +90,10 @@ class IntakeResult:
     outcome: Outcome
     job_id: str | None
     verdict: Verdict | None = None
-    batch_job_id: str | None = None
+    workers_started: int = 0
     bytes_read: int = 0  # object bytes fetched from S3 (HEAD excluded)
     validation_ms: float | None = None  # CPU-side validation time (parse, checks, decode)
     detail: str = ""
-
-
-def relative_key(key: str, settings: Settings) -> str:
-    return key[len(settings.upload_prefix):] if key.startswith(settings.upload_prefix) else key
-
-
-def output_key_for(key: str, output_format: OutputFormat, settings: Settings) -> str:
-    """outputs/<key relative to the upload prefix, extension replaced by the output format's>."""
-    rel = relative_key(key, settings)
-    folder, _, name = rel.rpartition("/")
-    stem, dot, _ext = name.rpartition(".")
-    base = stem if dot and stem else name
-    return f"{settings.output_prefix}{folder + '/' if folder else ''}{base}{_EXTENSIONS[output_format]}"
-
-
-def rejected_key_for(key: str, settings: Settings) -> str:
-    return settings.rejected_prefix + relative_key(key, settings)
 
 
 @dataclass
@@ -116,27 +105,30 @@ class _Reads:
 
 
 class Intake:
-    def __init__(self, settings: Settings, *, s3: Any, store: JobStore, submitter: JobSubmitter,
-                 notifier: Notifier, lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    def __init__(self, settings: Settings, *, s3: Any, lifecycle: JobLifecycle, work_queue: WorkQueue,
+                 scaler: WorkerScaler | None, lease_seconds: int = DEFAULT_LEASE_SECONDS,
                  clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._s3 = s3
-        self._store = store
-        self._submitter = submitter
-        self._notifier = notifier
+        self._lifecycle = lifecycle
+        self._store = lifecycle.store
+        self._queue = work_queue
+        self._scaler = scaler
         self._lease_seconds = lease_seconds
         self._clock = clock
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Intake:
+        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
+                         ttl_days=settings.job_record_ttl_days)
         return cls(
             settings,
             s3=aws.client("s3", settings),
-            store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                           ttl_days=settings.job_record_ttl_days),
-            submitter=make_submitter(settings),
-            notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                              upload_prefix=settings.upload_prefix),
+            lifecycle=JobLifecycle(store=store, notifier=Notifier(
+                sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
+                upload_prefix=settings.upload_prefix)),
+            work_queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
+            scaler=WorkerScaler.from_settings(settings, store),
         )
 
     # --- the one entry point ---------------------------------------------------------------------
@@ -145,7 +137,7 @@ class Intake:
         s = self._settings
         if not event.key.startswith(s.upload_prefix) or event.key.endswith("/"):
             return IntakeResult(Outcome.IGNORED, None, detail=f"key outside {s.upload_prefix!r} or a folder marker")
-        job_id = job_id_for(dedupe_key(event.bucket, event.key, event.version_id, event.etag, event.size))
+        job_id = upload_job_id(event.bucket, event.key, event.version_id, event.etag, event.size)
 
         # A redelivered event usually finds its record already past ACCEPTED: skip the S3 reads.
         existing = self._store.get(job_id)
@@ -193,7 +185,7 @@ class Intake:
                     verdict = decode_check(data, verdict)
                 reads.validation_s += time.perf_counter() - started
             if verdict.accepted:
-                return self._submit(job_id, event, options, verdict, reads)
+                return self._enqueue(job_id, event, options, verdict, reads)
             return self._reject(job_id, event, options, verdict, reads)
         except BaseException:
             self._release(job_id)
@@ -244,9 +236,10 @@ class Intake:
         s = self._settings
         cap = min(size, s.header_read_bytes * HEADER_READ_GROWTH_CAP)
         head = self._read(event, 0, min(size, s.header_read_bytes), reads)
+        far: dict[int, bytes] = {}  # ranges beyond `head` (a TIFF IFD written after the pixels, HEIF boxes)
         while True:
             started = time.perf_counter()
-            found = read_header(head, complete=len(head) >= size)
+            found = read_header(head, complete=len(head) >= size, far=far, size=size)
             if isinstance(found, ImageHeader):
                 verdict = check_header(found, file_size=size, options=options, settings=s)
                 reads.validation_s += time.perf_counter() - started
@@ -255,6 +248,10 @@ class Intake:
             if isinstance(found, Verdict):
                 return found, None, head
             assert isinstance(found, NeedMoreBytes)
+            if found.offset > len(head) and len(far) < MAX_FAR_READS and found.at_least <= size:
+                end = min(size, max(found.at_least, found.offset + s.header_read_bytes))
+                far[found.offset] = self._read(event, found.offset, end, reads)
+                continue
             if len(head) >= cap:
                 return None, None, head
             want = min(cap, max(found.at_least, 2 * len(head)))
@@ -297,20 +294,23 @@ class Intake:
             log.warning("could not release the lease of job %s", job_id, exc_info=True)
 
     def _already_handled(self, record: JobRecord, event: UploadEvent) -> IntakeResult:
-        """A duplicate event. A terminal write whose tail (delete, notification) did not finish is finished here."""
-        payload = pending_payload(record)
-        if payload is not None:
-            if self._clock() < float(record.attributes.get("lease_until") or 0):
-                raise JobInFlightError(f"job {record.job_id} is being finished elsewhere")
-            if record.state is JobState.REJECTED:
-                self._finish_rejection(record.job_id, event, payload)
-                return IntakeResult(Outcome.REJECTED, record.job_id, detail="finished an interrupted rejection")
-            deliver_pending(record, notifier=self._notifier, store=self._store)
+        """A duplicate event. Whatever an earlier attempt left unfinished (the work item unsent, the rejected
+        upload not yet deleted, the notification unsent) is finished here."""
+        unfinished = pending_notification(record) is not None or record.attributes.get(WORK_ITEM_SENT) is False
+        if unfinished and self._clock() < float(record.attributes.get("lease_until") or 0):
+            raise JobInFlightError(f"job {record.job_id} is being finished by another invocation; retry later")
+        if record.state is JobState.QUEUED and self._lifecycle.resend_unsent(record, self._queue.send):
+            started = self._ensure_workers()
+            return IntakeResult(Outcome.QUEUED, record.job_id, workers_started=started,
+                                detail="sent a work item left unsent")
+        if record.state is JobState.REJECTED:
+            self._delete_upload(event)  # idempotent: the copy in rejected/ was made before the REJECTED write
+        if self._lifecycle.resume(record):
             return IntakeResult(Outcome.DUPLICATE, record.job_id, detail="sent a notification left unsent")
         return IntakeResult(Outcome.DUPLICATE, record.job_id, detail=f"job already {record.state}")
 
     def _fail_missing_input(self, record: JobRecord, event: UploadEvent) -> IntakeResult:
-        """An ACCEPTED job whose upload was deleted before submission: FAILED, and say so once."""
+        """An ACCEPTED job whose upload was deleted before it was queued: FAILED, and say so once."""
         if self._clock() < float(record.attributes.get("lease_until") or 0):
             raise JobInFlightError(f"job {record.job_id} is being processed by another invocation; retry later")
         message = "The upload was deleted or replaced before it could be processed."
@@ -319,52 +319,56 @@ class Intake:
             event_type=EventType.FAILED, job_id=record.job_id, input=ImageInfo(event.bucket, event.key),
             model=str(options.model), scale=options.scale,
             error=ErrorInfo(code=str(FailureCode.INPUT_MISSING), message=message, retryable=False))
-        won = self._store.transition(record.job_id, JobState.FAILED, sources=frozenset({JobState.ACCEPTED}),
-                                     attributes={**outbox_attributes(notification),
-                                                 "error_code": str(FailureCode.INPUT_MISSING),
-                                                 "error_message": message})
-        if won:
-            publish_and_mark(record.job_id, notification.to_dict(), notifier=self._notifier, store=self._store)
-        return IntakeResult(Outcome.IGNORED if won else Outcome.DUPLICATE, record.job_id, detail=message)
+        finish = self._lifecycle.finish(notification, JobState.FAILED, holder=Holder.INTAKE, attributes={
+            "error_code": str(FailureCode.INPUT_MISSING), "error_message": message})
+        self._raise_if_unsent(finish.won and not finish.sent, record.job_id)
+        return IntakeResult(Outcome.IGNORED if finish.won else Outcome.DUPLICATE, record.job_id, detail=message)
 
     # --- outcomes ----------------------------------------------------------------------------------
 
-    def _submit(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
-                reads: _Reads) -> IntakeResult:
+    def _enqueue(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
+                 reads: _Reads) -> IntakeResult:
         s = self._settings
         out_format = OutputFormat(verdict.output_format)
-        params = JobParameters(
+        item = WorkItem(
             job_id=job_id,
             input_bucket=event.bucket,
             input_key=event.key,
             input_version=event.version_id,
+            input_format=verdict.format,
+            input_width=positive_or_none(verdict.width),
+            input_height=positive_or_none(verdict.height),
             output_bucket=s.output_bucket,
             output_key=output_key_for(event.key, out_format, s),
             options=dataclasses.replace(options, output_format=out_format),  # resolved: the worker need not guess
-            submitted_at=utc_now_iso(),
+            warnings=tuple(verdict.warnings),
+            enqueued_at=utc_now_iso(),
         )
-        batch_job_id = self._submitter.submit(params)
-        won = self._store.transition(job_id, JobState.SUBMITTED, attributes={
-            "batch_job_id": batch_job_id,
-            "output_bucket": params.output_bucket,
-            "output_key": params.output_key,
-            "options": params.options.to_dict(),
-            "input_format": verdict.format,
-            "input_width": verdict.width,
-            "input_height": verdict.height,
-            "intake_warnings": list(verdict.warnings),  # for the worker to add to upscale.succeeded
+        won = self._lifecycle.enqueue(item, self._queue.send, attributes={
+            "output_bucket": item.output_bucket, "output_key": item.output_key, "options": item.options.to_dict(),
+            "input_format": verdict.format, "input_width": verdict.width, "input_height": verdict.height,
+            "intake_warnings": list(verdict.warnings),
         })
-        result = IntakeResult(Outcome.SUBMITTED, job_id, verdict, batch_job_id, reads.bytes,
-                              reads.validation_s * 1000)
+        result = IntakeResult(Outcome.QUEUED, job_id, verdict, 0, reads.bytes, reads.validation_s * 1000)
         if not won:
-            log.error("job %s left ACCEPTED before our submit recorded; Batch job %s may be a duplicate "
-                      "(the worker's conditional RUNNING write keeps it from running twice)", job_id, batch_job_id)
-            return dataclasses.replace(result, outcome=Outcome.DUPLICATE, detail="lost the SUBMITTED write")
-        return result
+            return dataclasses.replace(result, outcome=Outcome.DUPLICATE, detail="another attempt queued it first")
+        return dataclasses.replace(result, workers_started=self._ensure_workers())
+
+    def _ensure_workers(self) -> int:
+        """One upload on an idle system starts a worker now. A failure here loses nothing: the item waits on
+        the queue and the scheduled scaler starts a worker within its period."""
+        if self._scaler is None:
+            return 0
+        try:
+            scaled: ScaleResult = self._scaler.ensure()
+        except Exception:
+            log.warning("could not check the GPU workers; the scheduled scaler will", exc_info=True)
+            return 0
+        return len(scaled.started)
 
     def _reject(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
                 reads: _Reads) -> IntakeResult:
-        """Copy to rejected/, record REJECTED (the winner notifies), then delete the upload."""
+        """Copy to rejected/, record REJECTED with its notification (the winner publishes), delete the upload."""
         s = self._settings
         rejected_key = rejected_key_for(event.key, s)
         self._copy_to_rejected(event, rejected_key)
@@ -372,16 +376,15 @@ class Intake:
         notification = Notification(
             event_type=EventType.REJECTED,
             job_id=job_id,
-            input=ImageInfo(bucket=event.bucket, key=event.key, width=_positive(verdict.width),
-                            height=_positive(verdict.height), format=verdict.format),
+            input=ImageInfo(bucket=event.bucket, key=event.key, width=positive_or_none(verdict.width),
+                            height=positive_or_none(verdict.height), format=verdict.format),
             model=str(options.model),
             scale=options.scale,
             error=ErrorInfo(code=str(verdict.code), retryable=False,
                             message=f"{verdict.message} The file was moved to s3://{event.bucket}/{rejected_key}."),
             warnings=tuple(verdict.warnings),
         )
-        won = self._store.transition(job_id, JobState.REJECTED, attributes={
-            **outbox_attributes(notification),
+        finish = self._lifecycle.finish(notification, JobState.REJECTED, holder=Holder.INTAKE, attributes={
             "error_code": str(verdict.code),  # same names as the worker's and notifier's FAILED records
             "error_message": verdict.message,
             "rejected_key": rejected_key,
@@ -390,17 +393,19 @@ class Intake:
             "input_height": verdict.height,
             "intake_warnings": list(verdict.warnings),
         })
-        result = IntakeResult(Outcome.REJECTED, job_id, verdict, None, reads.bytes,
+        result = IntakeResult(Outcome.REJECTED, job_id, verdict, 0, reads.bytes,
                               reads.validation_s * 1000 if reads.validation_s else None)
-        if not won:
+        if not finish.won:
             return dataclasses.replace(result, outcome=Outcome.DUPLICATE, detail="another attempt decided first")
-        self._finish_rejection(job_id, event, notification.to_dict())
+        self._delete_upload(event)
+        self._raise_if_unsent(not finish.sent, job_id)
         return result
 
-    def _finish_rejection(self, job_id: str, event: UploadEvent, payload: Mapping[str, Any]) -> None:
-        """Idempotent tail of a rejection: remove the upload (its copy exists), then send the stored notification."""
-        self._delete_upload(event)
-        publish_and_mark(job_id, payload, notifier=self._notifier, store=self._store)
+    @staticmethod
+    def _raise_if_unsent(unsent: bool, job_id: str) -> None:
+        """The terminal write won but SNS did not take the message: fail the SQS record so its redelivery sends it."""
+        if unsent:
+            raise NotificationPending(f"the notification of job {job_id} is stored but not yet sent")
 
     def _copy_to_rejected(self, event: UploadEvent, rejected_key: str) -> None:
         source: dict[str, str] = {"Bucket": event.bucket, "Key": event.key}
@@ -422,7 +427,3 @@ class Intake:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _positive(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and value > 0 else None

@@ -1,4 +1,4 @@
-"""Per-upload options from S3 user metadata (x-amz-meta-model, -scale, -format), with defaults.
+"""Per-upload options from S3 user metadata (x-amz-meta-model, -scale, -format, -strength), with defaults.
 
 An option a person got wrong is a rejection with a sentence they can act on, never a crash.
 """
@@ -9,15 +9,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.contract import JobOptions, ModelName, OutputFormat
+from common.contract import MAX_STRENGTH, MIN_STRENGTH, JobOptions, ModelName, OutputFormat, strength_in_range
+from common.formats import MAX_SCALE, MIN_SCALE, scale_in_range
 from common.settings import Settings
 
 MODEL_KEY = "model"
 SCALE_KEY = "scale"
 FORMAT_KEY = "format"
-MIN_SCALE = 1.0
-MAX_SCALE = 4.0
-_FORMAT_ALIASES = {"jpg": OutputFormat.JPEG, "jpe": OutputFormat.JPEG}
+STRENGTH_KEY = "strength"
+_FORMAT_ALIASES = {"jpg": OutputFormat.JPEG, "jpe": OutputFormat.JPEG, "tif": OutputFormat.TIFF}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ def parse_options(metadata: Mapping[str, str], settings: Settings) -> JobOptions
             scale = float(raw)
         except ValueError:
             scale = math.nan
-        if not (MIN_SCALE <= scale <= MAX_SCALE):  # also false for NaN
+        if not scale_in_range(scale):  # also false for NaN
             return InvalidOption(SCALE_KEY, meta[SCALE_KEY],
                                  f"Scale {meta[SCALE_KEY]!r} in x-amz-meta-scale is not a number from "
                                  f"{MIN_SCALE:g} to {MAX_SCALE:g} (for example 2 or 4).")
@@ -73,7 +73,25 @@ def parse_options(metadata: Mapping[str, str], settings: Settings) -> JobOptions
                                  f"Unknown output format {meta[FORMAT_KEY]!r} in x-amz-meta-format; "
                                  f"choose one of {choices}.")
 
-    return JobOptions(model=model, scale=scale, output_format=output_format)
+    strength = 1.0
+    if meta.get(STRENGTH_KEY):
+        strength = _parse_strength(meta[STRENGTH_KEY])
+        if not strength_in_range(strength):  # also false for NaN
+            return InvalidOption(STRENGTH_KEY, meta[STRENGTH_KEY],
+                                 f"Strength {meta[STRENGTH_KEY]!r} in x-amz-meta-strength is not a number from "
+                                 f"{MIN_STRENGTH:g} to {MAX_STRENGTH:g} (or 0% to 100%); lower keeps more of "
+                                 f"the original.")
+
+    return JobOptions(model=model, scale=scale, output_format=output_format, strength=strength)
+
+
+def _parse_strength(raw: str) -> float:
+    """'0.6' or '60%' -> 0.6; NaN when it is not a number."""
+    text = raw.strip()
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        return math.nan
 
 
 def _parse_format(raw: str) -> OutputFormat | None:

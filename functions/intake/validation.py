@@ -4,6 +4,7 @@ Pure functions (no AWS), in the order intake runs them, cheapest first:
   1. `sniff_format` + `read_header`: format and dimensions from the first bytes (a ranged GET).
      Our own small parsers, not Pillow: Pillow's WebP plugin reads the whole file and allocates
      the canvas on open, and its JPEG plugin cannot tell "need more bytes" from "corrupt".
+     HEIC/AVIF/TIFF headers: container_headers.py, which may ask for a range far into the file.
   2. `check_header`: size, pixel, side, output and animation limits, before anything is decoded.
      A small file that declares a huge image is refused here without allocating it.
   3. `decode_check`: the full decode (Pillow `load()`, PNG chunk CRCs) within a memory bound, so
@@ -18,32 +19,36 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from PIL import Image
 
 from common.contract import JobOptions, OutputFormat, RejectionCode
+from common.formats import OUTPUT_MAX_SIDE, default_output_format, output_size
+from common.heif import register_heif_opener
+from common.image_bounds import DecodeCostExceeded, decode_cost_problem
+from common.image_metadata import read_exif
 from common.settings import Settings
 
-ACCEPTED_FORMATS = ("jpeg", "png", "webp")
-_PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
-_DISPLAY_NAME = {"jpeg": "JPEG", "png": "PNG", "webp": "WebP"}
-# Largest side each output encoder can write: WebP's bitstream stores 14 bits, libjpeg 65500.
-OUTPUT_MAX_SIDE = {OutputFormat.JPEG: 65_500, OutputFormat.PNG: 2**31 - 1, OutputFormat.WEBP: 16_383}
+from . import container_headers as containers
+
+ACCEPTED_FORMATS = ("jpeg", "png", "webp", "heic", "avif", "tiff")
+_PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "avif": "AVIF", "tiff": "TIFF"}
+_DISPLAY_NAME = {"jpeg": "JPEG", "png": "PNG", "webp": "WebP", "heic": "HEIC", "avif": "AVIF", "tiff": "TIFF"}
+# What several images in one file are called in the sentences (animated WebP/PNG/AVIF, TIFF pages, HEIC bursts).
+_FRAME_WORD = {"tiff": "pages", "heic": "images"}
 # Declared decoded bytes per stored byte above which an over-limit image is called a bomb:
 # real photos compress ~5-50x, flat graphics rarely beyond a few hundred.
 BOMB_RATIO = 1_000
-_ORIENTATION_TAG = 0x0112
 
-_SUPPORTED = "Upload a JPEG, PNG or WebP image."
+_SUPPORTED = "Upload a JPEG, PNG, WebP, HEIC, AVIF or TIFF image."
 _DESCRIPTIONS = {
     "gif": "a GIF image; GIF is not supported, convert it to PNG",
-    "tiff": "a TIFF image; TIFF is not supported, convert it to PNG or JPEG",
     "bmp": "a BMP image; BMP is not supported, convert it to PNG",
-    "heic": "a HEIC/HEIF photo; export it as JPEG",
-    "avif": "an AVIF image; export it as JPEG, PNG or WebP",
     "jxl": "a JPEG XL image; export it as JPEG or PNG",
+    "video": "a video (MP4/QuickTime), not a still image",
     "ico": "an icon file",
     "psd": "a Photoshop document; export it as PNG or JPEG",
     "pdf": "a PDF document, not an image",
@@ -59,20 +64,26 @@ _DESCRIPTIONS = {
 class ImageHeader:
     """What the first bytes of an accepted-format file declare."""
 
-    format: str  # "jpeg" | "png" | "webp"
+    format: str  # one of ACCEPTED_FORMATS
     width: int
     height: int
     bits_per_sample: int = 8
     channels: int = 3
-    animated: bool = False
+    animated: bool = False  # more than one frame (animation, image sequence, burst, TIFF pages)
     frames: int | None = 1  # None: animated, count not known from the bytes read
+    work_pixels: int = 0  # pixels a decoder buffers beyond width x height (HEIF grid tiles, TIFF tiles)
 
 
 @dataclass(frozen=True, slots=True)
 class NeedMoreBytes:
-    """The header did not fit in the bytes given; read at least `at_least` bytes from the start."""
+    """The header did not fit in the bytes given; read at least `at_least` bytes from the start.
+
+    `offset` > 0: the header continues far from the start (a TIFF IFD after the pixel data, an ISOBMFF
+    box after `mdat`): reading [offset, at_least) is enough; pass it to `read_header` in `far`.
+    """
 
     at_least: int
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +131,14 @@ def sniff_format(head: bytes) -> str:
         return "webp"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic TIFF, BigTIFF
         return "tiff"
     if head[:2] == b"BM":
         return "bmp"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "avif"
-        if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
-            return "heic"
+        # A generic HEIF (mif1) counts as HEIC until its primary item's codec says otherwise.
+        kind = containers.isobmff_kind(head)
+        return "video" if kind is None else "heic" if kind == "heif" else kind
     if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
         return "jxl"
     if head[:4] == b"\x00\x00\x01\x00":
@@ -163,9 +172,12 @@ def _sniff_text(head: bytes) -> str:
     return "text" if text and printable / len(text) > 0.95 else "unknown"
 
 
-def read_header(head: bytes, *, complete: bool) -> ImageHeader | NeedMoreBytes | Verdict:
+def read_header(head: bytes, *, complete: bool, far: Mapping[int, bytes] | None = None,
+                size: int | None = None) -> ImageHeader | NeedMoreBytes | Verdict:
     """Parse dimensions from the first bytes. `complete`: `head` is the whole file.
 
+    `far`: ranges read further into the file (offset -> bytes) after a `NeedMoreBytes` with an offset;
+    `size`: the file's size when known (HEIF/TIFF pointers past it are corrupt).
     Returns the header, a request for more bytes, or a rejection (unsupported or corrupt).
     """
     if not head:
@@ -176,6 +188,8 @@ def read_header(head: bytes, *, complete: bool) -> ImageHeader | NeedMoreBytes |
             return NeedMoreBytes(16)
         return reject(RejectionCode.UNSUPPORTED_FORMAT, f"This file is {_DESCRIPTIONS[kind]}. {_SUPPORTED}",
                       format=kind)
+    if kind in ("heic", "avif", "tiff"):
+        return _container_header(kind, containers.ByteWindow(head, far, len(head) if complete else size))
     parser = {"jpeg": _jpeg_header, "png": _png_header, "webp": _webp_header}[kind]
     try:
         found = parser(head, complete)
@@ -185,11 +199,34 @@ def read_header(head: bytes, *, complete: bool) -> ImageHeader | NeedMoreBytes |
         return reject(RejectionCode.CORRUPT_IMAGE,
                       f"The {_DISPLAY_NAME[kind]} file ends before its header is complete (truncated upload?).",
                       format=kind)
+    if isinstance(found, ImageHeader) and (excess := decode_cost_problem(head)) is not None:
+        return too_costly(excess, found)
     return found
+
+
+def too_costly(excess: DecodeCostExceeded, header: ImageHeader | None = None) -> Verdict:
+    """Refused before decoding: more scans/chunks than any real image (common/image_bounds.py)."""
+    return reject(RejectionCode.DECODE_TOO_COSTLY, excess.sentence(), header)
 
 
 class _Corrupt(ValueError):
     pass
+
+
+def _container_header(kind: str, window: containers.ByteWindow) -> ImageHeader | NeedMoreBytes | Verdict:
+    """HEIC/AVIF/TIFF: the parsers in container_headers.py, their answers in this module's terms."""
+    parse = containers.parse_tiff if kind == "tiff" else containers.parse_isobmff
+    try:
+        facts = parse(window)
+    except containers.NeedBytes as need:
+        return NeedMoreBytes(need.offset + need.length, offset=need.offset)
+    except containers.UnsupportedFeature as exc:
+        return reject(RejectionCode.UNSUPPORTED_FORMAT, str(exc), format=kind)
+    except (containers.ContainerError, struct.error) as exc:
+        return reject(RejectionCode.CORRUPT_IMAGE, f"The {_DISPLAY_NAME[kind]} header is damaged: {exc}.", format=kind)
+    return ImageHeader(facts.format, facts.width, facts.height, bits_per_sample=facts.bits_per_sample,
+                       channels=facts.channels, animated=facts.frames > 1, frames=facts.frames,
+                       work_pixels=facts.work_pixels)
 
 
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -305,18 +342,16 @@ def _count_webp_frames(data: bytes) -> int:
 # --- 2. limits, before any decode ---------------------------------------------------------------
 
 
-def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def decoded_bytes_estimate(header: ImageHeader) -> int:
     """Memory a full decode needs: Pillow keeps multi-band pixels in 4 bytes, 16-bit samples doubled."""
     per_pixel = (1 if header.channels == 1 else 4) * (2 if header.bits_per_sample > 8 else 1)
-    return header.width * header.height * per_pixel
+    return max(header.width * header.height, header.work_pixels) * per_pixel
 
 
-def resolve_output_format(header_format: str, options: JobOptions) -> OutputFormat:
-    return options.output_format or OutputFormat(header_format)
+def resolve_output_format(header: ImageHeader, options: JobOptions) -> OutputFormat:
+    """The requested format, else "same as the input" (HEIC: JPEG, or PNG for alpha / more than 8 bits)."""
+    return options.output_format or default_output_format(
+        header.format, has_alpha=header.channels in (2, 4), bit_depth=header.bits_per_sample)
 
 
 def check_header(header: ImageHeader, *, file_size: int, options: JobOptions, settings: Settings) -> Verdict:
@@ -326,6 +361,11 @@ def check_header(header: ImageHeader, *, file_size: int, options: JobOptions, se
     if min(w, h) < settings.min_input_side:
         return reject(RejectionCode.IMAGE_TOO_SMALL,
                       f"The image is {dims} pixels; each side must be at least {settings.min_input_side}.", header)
+    if header.work_pixels > max(4 * pixels, settings.max_input_pixels):
+        # Tiles far larger than the image they make up (a HEIF grid, TIFF tiles): only a bomb does that.
+        return reject(RejectionCode.DECOMPRESSION_BOMB,
+                      f"The {dims} image declares tiles of {header.work_pixels / 1e6:,.0f} MP in all; refused "
+                      "without decoding it.", header)
     declared = decoded_bytes_estimate(header)
     over_limit = (pixels > settings.max_input_pixels or max(w, h) > settings.max_input_side
                   or declared > settings.decode_memory_limit_bytes)
@@ -347,16 +387,20 @@ def check_header(header: ImageHeader, *, file_size: int, options: JobOptions, se
 
     notes: list[str] = []
     if header.animated:
-        count = f"{header.frames} frames" if header.frames else "several frames"
+        word = _FRAME_WORD.get(header.format, "frames")
+        count = f"{header.frames} {word}" if header.frames else f"several {word}"
+        what = {"tiff": f"The TIFF has {count}", "heic": f"The HEIC file holds {count} (a burst or sequence)"}.get(
+            header.format, f"The image is animated ({count})")
+        first = "page" if header.format == "tiff" else "image" if header.format == "heic" else "frame"
         if not settings.accept_animated_first_frame:
             return reject(RejectionCode.ANIMATED_IMAGE,
-                          f"The image is animated ({count}); only still images can be upscaled. "
-                          "Upload a single frame as PNG or JPEG.", header)
-        notes.append(f"The upload is animated ({count}); only the first frame was upscaled.")
+                          f"{what}; only single still images can be upscaled. "
+                          f"Upload a single {first} as PNG or JPEG.", header)
+        notes.append(f"{what.replace('The image is', 'The upload is')}; only the first {first} was upscaled.")
 
-    out_format = resolve_output_format(header.format, options)
+    out_format = resolve_output_format(header, options)
     out_w, out_h = output_size(w, h, options.scale)
-    out_dims = {"output_format": str(out_format), "output_width": out_w, "output_height": out_h}
+    out_dims: dict[str, Any] = {"output_format": str(out_format), "output_width": out_w, "output_height": out_h}
     if out_w * out_h > settings.max_output_pixels:
         return reject(RejectionCode.OUTPUT_TOO_LARGE,
                       f"At {options.scale:g}x the {dims} image would become {out_w}×{out_h} "
@@ -381,27 +425,42 @@ def decode_check(data: bytes, verdict: Verdict) -> Verdict:
     `verdict` must come from `check_header`, which already bounded the memory this needs.
     """
     fmt = verdict.format or ""
+    if (excess := decode_cost_problem(data)) is not None:  # before the chunk walk and the decode
+        return replace(verdict, accepted=False, code=RejectionCode.DECODE_TOO_COSTLY, message=excess.sentence())
     if fmt == "png" and (problem := png_chunk_problem(data)):
         return replace(verdict, accepted=False, code=RejectionCode.CORRUPT_IMAGE,
                        message=f"The PNG file is damaged: {problem}.")
+    if fmt == "heic":
+        register_heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # our limits are stricter than Pillow's bomb warning
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMAT[fmt]]) as img:
                 if img.size != (verdict.width, verdict.height):
-                    raise ValueError(f"decoder sees {img.size[0]}×{img.size[1]}, header says "
-                                     f"{verdict.width}×{verdict.height}")
-                frames = 1 if fmt == "jpeg" else int(getattr(img, "n_frames", 1))  # JPEG MPO extras aren't frames
+                    verdict = _cropped(verdict, img.size)
+                # JPEG MPO extras aren't frames; TIFF thumbnails and HEIF tiles/aux images neither (the
+                # header parsers count what a viewer shows).
+                frames = int(getattr(img, "n_frames", 1)) if fmt in ("png", "webp") else verdict.frames
                 img.load()
                 mode = img.mode
-                orientation = img.getexif().get(_ORIENTATION_TAG)
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
-            Image.DecompressionBombError) as exc:
+                orientation = read_exif(img).orientation  # 1..8; broken EXIF never raises (the worker warns)
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, zlib.error,
+            Image.DecompressionBombError) as exc:  # RuntimeError: libheif's errors via pillow-heif
         return replace(verdict, accepted=False, code=RejectionCode.CORRUPT_IMAGE,
                        message=f"The {_DISPLAY_NAME[fmt]} image cannot be decoded; the file is truncated or damaged "
                                f"({_reason(exc)}).")
     return replace(verdict, frames=frames if frames else verdict.frames, mode=mode,
-                   orientation=int(orientation) if orientation else None)
+                   orientation=orientation)
+
+
+def _cropped(verdict: Verdict, size: tuple[int, int]) -> Verdict:
+    """A HEIF/AVIF clean aperture (clap) crops the declared size a little; anything else is a lie."""
+    w, h = size
+    if verdict.format not in ("heic", "avif") or not (0 < w <= (verdict.width or 0) and 0 < h <= (verdict.height or 0)):
+        raise ValueError(f"decoder sees {w}×{h}, header says {verdict.width}×{verdict.height}")
+    out_w, out_h = verdict.output_width or w, verdict.output_height or h
+    return replace(verdict, width=w, height=h, output_width=max(1, round(out_w * w / (verdict.width or w))),
+                   output_height=max(1, round(out_h * h / (verdict.height or h))))
 
 
 def png_chunk_problem(data: bytes) -> str | None:
@@ -426,7 +485,7 @@ def validate_bytes(data: bytes, *, options: JobOptions, settings: Settings) -> V
         return reject(RejectionCode.EMPTY_FILE, "The file is empty.")
     if len(data) > settings.max_upload_bytes:
         return file_too_large(len(data), settings)
-    header = read_header(data, complete=True)
+    header = read_header(data, complete=True, size=len(data))
     if isinstance(header, Verdict):
         return header
     assert isinstance(header, ImageHeader)  # complete=True never asks for more

@@ -1,1 +1,1 @@
-"""Notifier Lambda: closes jobs whose Batch container died before it could report (docs/worker.md)."""
+"""Notifier Lambda: drains the work DLQ, giving each item that kept killing its worker its one upscale.failed."""

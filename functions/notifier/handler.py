@@ -1,33 +1,44 @@
-"""EventBridge "Batch Job State Change" (FAILED) -> mark the job FAILED and notify, unless already terminal."""
+"""Work DLQ (SQS) -> mark each dead item's job FAILED and notify, unless terminal or held (partial batch failures)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common import aws
 from common.jobs import JobStore
+from common.lifecycle import JobLifecycle
 from common.notify import Notifier
 from common.settings import Settings
 
-from .batch_failure import handle_batch_state_change
+from .dead_items import fail_dead_item
 
 logger = Logger(service="upscaler-notifier")
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-@logger.inject_lambda_context(log_event=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+@cache
+def get_lifecycle() -> JobLifecycle:
     settings = Settings.from_env()
-    outcome = handle_batch_state_change(
-        event,
+    return JobLifecycle(
         store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
                        ttl_days=settings.job_record_ttl_days),
         notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                          upload_prefix=settings.upload_prefix),
-    )
-    result = {k: (str(v) if v is not None else None) for k, v in asdict(outcome).items()}
-    logger.info("batch state change handled", extra={**result, "batch_job_id": event.get("detail", {}).get("jobId")})
-    return result
+                          upload_prefix=settings.upload_prefix))
+
+
+def record_handler(record: SQSRecord) -> None:
+    outcome = fail_dead_item(record.body, lifecycle=get_lifecycle())
+    logger.info("dead work item handled", extra={**asdict(outcome), "sqs_message_id": record.message_id})
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,9 +12,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from common.contract import ModelName, OutputFormat
+from common.formats import EXTENSIONS
 
 from .errors import EngineError
-from .models import MODEL_SPECS, PRECISIONS, ModelBuildError, default_model_dir, ensure_model, model_status
+
+if TYPE_CHECKING:
+    from .engine import Engine
+from .models import (
+    MODEL_NETWORKS,
+    MODEL_SPECS,
+    PRECISIONS,
+    ModelBuildError,
+    default_model_dir,
+    ensure_model,
+    model_status,
+)
 
 err = Console(stderr=True)
 out = Console()
@@ -28,17 +40,26 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def upscale(
-    input: Annotated[Path, typer.Argument(help="Image to upscale (JPEG, PNG, WebP, TIFF, BMP, ...).")],
-    output: Annotated[Path, typer.Argument(help="Where to write the result.")],
+    input: Annotated[Path, typer.Argument(
+        help="Image to upscale (JPEG, PNG, WebP, HEIC, AVIF, TIFF, ...), or a folder of them.")],
+    output: Annotated[Path, typer.Argument(help="Where to write the result (a folder when INPUT is one).")],
     model: Annotated[ModelName, typer.Option(help="Network to run.")] = ModelName.X4PLUS,
     scale: Annotated[float, typer.Option(min=1.0, max=4.0, help="Output scale, 1 to 4 (e.g. 2.5).")] = 4.0,
     tile: Annotated[int, typer.Option(min=0, help="Tile size in input pixels; 0 = from available memory.")] = 0,
     format: Annotated[OutputFormat | None, typer.Option(help="Output format; default: follow the input.")] = None,
     quality: Annotated[int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = None,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
+        "The network's share, 0-1; below 1 blends in a faithful Lanczos resize (keeps more texture)."))] = 1.0,
 ) -> None:
-    """Upscale one image with Real-ESRGAN."""
+    """Upscale one image, or every image in a folder, with Real-ESRGAN."""
     from .engine import Engine  # imported here so `upscaler --help` stays fast
+
+    if input.is_dir():
+        options = {"model": model.value, "scale": scale, "output_format": format.value if format else None,
+                   "quality": quality, "tile_size": tile, "strength": strength}
+        _upscale_folder(input, output, Engine(device=device), options)
+        return
 
     try:
         data = input.read_bytes()
@@ -57,7 +78,7 @@ def upscale(
         engine = Engine(device=device)
         result = engine.upscale_bytes(data, model=model.value, scale=scale,
                                       output_format=format.value if format else None, quality=quality,
-                                      tile_size=tile, progress=on_progress)
+                                      tile_size=tile, progress=on_progress, strength=strength)
     except (EngineError, ModelBuildError, ValueError) as exc:
         raise _fail(f"{input}: {exc}", 2 if getattr(exc, "permanent", False) else 1) from None
     finally:
@@ -77,14 +98,14 @@ def build(
     precision: Annotated[list[str] | None, typer.Option(help="fp32 and/or fp16; default both.")] = None,
 ) -> None:
     """Convert the shipped ncnn weights to ONNX into the model cache (checksummed)."""
-    names = [m.value for m in model] if model else list(MODEL_SPECS)
+    names = [net for m in model for net in MODEL_NETWORKS[m.value]] if model else list(MODEL_SPECS)
     precisions = precision or list(PRECISIONS)
     logging.basicConfig(level=logging.WARNING)
     try:
         for name in names:
             for prec in precisions:
-                path = ensure_model(name, precision=prec, force=force)
-                out.print(f"{name:14} {prec}  {path}", highlight=False)
+                path = ensure_model(name, precision=prec, force=force, fetch=True)  # the one place that downloads
+                out.print(f"{name:28} {prec}  {path}", highlight=False)
     except ModelBuildError as exc:
         raise _fail(str(exc)) from None
 
@@ -102,3 +123,61 @@ def list_models() -> None:
             table.add_row(name, prec, str(status.path), f"{status.size / 1e6:.1f} MB" if status.size else "-",
                           status.sha256[:16] or "-", "yes" if status.built else "no")
     Console(width=200).print(table)
+
+
+def _output_names(files: list[Path]) -> dict[Path, str]:
+    """Output file stem per input: its stem, or its whole name where two inputs share a stem (a.png, a.heic)."""
+    stems: dict[str, int] = {}
+    for path in files:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    return {path: path.stem if stems[path.stem] == 1 else path.name for path in files}
+
+
+def _upscale_folder(folder: Path, target: Path, engine: Engine, options: dict[str, Any]) -> None:
+    """Every file of `folder` (not recursive, hidden files ignored) into `target`; one bar over the set.
+
+    A file that is not an image, or that the engine refuses, is skipped and listed with its reason at the
+    end. Exit status 0 when every file was written (or the folder is empty), 1 when any was skipped.
+    """
+    if target.exists() and not target.is_dir():
+        raise _fail(f"{target} is a file; when the input is a folder, the output must be a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    names = _output_names(files)
+    target.mkdir(parents=True, exist_ok=True)
+    skipped: list[tuple[str, str]] = []
+    written = 0
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                   TimeElapsedColumn(), console=err)
+    task = bar.add_task(f"{folder} ({options['model']})", total=len(files))
+    with bar:
+        for index, path in enumerate(files):
+            bar.update(task, description=path.name, completed=index)
+
+            def on_progress(done: int, total: int, index: int = index) -> None:
+                bar.update(task, completed=index + done / max(total, 1))
+
+            try:
+                result = engine.upscale_bytes(path.read_bytes(), progress=on_progress, **options)
+            except ModelBuildError as exc:
+                raise _fail(str(exc)) from None  # no model: no other file would work either
+            except OSError as exc:
+                skipped.append((path.name, f"cannot read: {exc.strerror or exc}"))
+                continue
+            except (EngineError, ValueError) as exc:
+                skipped.append((path.name, str(exc)))
+                continue
+            out = target / f"{names[path]}{EXTENSIONS[OutputFormat(result.format)]}"
+            out.write_bytes(result.data)
+            written += 1
+            for warning in result.warnings:
+                bar.console.print(f"[yellow]warning:[/] {path.name}: {warning}", highlight=False)
+        bar.update(task, description=str(folder), completed=len(files))
+    err.print(f"{written} of {len(files)} images upscaled into {target}", highlight=False)
+    if skipped:
+        table = Table(title=f"skipped ({len(skipped)})", title_justify="left")
+        table.add_column("file")
+        table.add_column("why")
+        for name, reason in skipped:
+            table.add_row(name, reason)
+        err.print(table)
+        raise typer.Exit(1)

@@ -3,7 +3,9 @@
 Decoding applies EXIF orientation (and resets the tag to 1), keeps ICC profile and EXIF, separates
 alpha, keeps grayscale as grayscale and 16-bit PNG as 16 bits (Pillow would truncate 16-bit RGB to
 8 bits, so those are read and written with pypng), converts CMYK through its ICC profile when it
-has one, and expands palettes (with their transparency).
+has one, and expands palettes (with their transparency). HEIC (pillow-heif), AVIF and TIFF come in
+through Pillow too; where Pillow would drop bits (10-bit HEIC, 16-bit RGB TIFF) and to write AVIF and TIFF,
+formats_io.py takes over. XMP travels with ICC and EXIF.
 """
 
 from __future__ import annotations
@@ -16,15 +18,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import png  # pypng
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
+from common.contract import OutputFormat
+from common.formats import OUTPUT_MAX_SIDE, default_output_format
+from common.heif import register_heif_opener
+from common.image_bounds import decode_cost_problem
+from common.image_metadata import UPRIGHT, exif_for_format, read_exif, upright_exif_bytes
+
+from . import formats_io
 from .errors import OutputNotEncodableError, UndecodableImageError
 
 ORIENTATION_TAG = 0x0112
-WEBP_MAX_SIDE = 16383
-JPEG_MAX_SIDE = 65535
-FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "HEIF": "heic", "AVIF": "avif", "TIFF": "tiff"}
+# The formats the engine writes (HEIC is read only: see common.formats.default_output_format).
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif",
+                 "tiff": "image/tiff"}
+XMP_ITXT_KEYWORD = b"XML:com.adobe.xmp"  # PNG's place for XMP (an uncompressed iTXt chunk)
+JPEG_MAX_XMP_BYTES = 65_000  # one APP1 segment, less its namespace header (extended XMP is not written)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -39,6 +50,7 @@ class Picture:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     warnings: list[str] = field(default_factory=list)
+    xmp: bytes | None = None
 
     @property
     def height(self) -> int:
@@ -56,26 +68,31 @@ class Picture:
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise UndecodableImageError("input is empty")
+    if (excess := decode_cost_problem(data)) is not None:  # bounded before any decoding starts
+        raise UndecodableImageError(excess.sentence())
+    if data[4:8] == b"ftyp":
+        register_heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image.load()
+            getattr(image, "n_frames", 1)  # a TIFF walks its page list here: a broken one fails now, clearly
     except UnidentifiedImageError:
         raise UndecodableImageError("not a recognised image format (or a truncated file)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError, struct.error, zlib.error) as exc:
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, RuntimeError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError, struct.error, zlib.error) as exc:  # Runtime: libheif/libavif; Type: TIFF
         raise UndecodableImageError(f"cannot decode image: {exc}") from exc
     return image
 
 
-def _exif_upright(image: Image.Image) -> tuple[Image.Image, bytes | None]:
-    exif = image.getexif()
-    upright = ImageOps.exif_transpose(image) if exif.get(ORIENTATION_TAG, 1) != 1 else image
-    if not exif:
-        return upright, None
-    exif[ORIENTATION_TAG] = 1  # the pixels are upright now; viewers must not rotate them again
-    return upright, exif.tobytes()
+def _exif_upright(image: Image.Image, notes: list[str]) -> tuple[Image.Image, bytes | None]:
+    """Pixels upright and the EXIF to keep; broken metadata is dropped or repaired with a note, never raised."""
+    found = read_exif(image)
+    upright = image.transpose(UPRIGHT[found.orientation]) if found.orientation in UPRIGHT else image
+    exif, dropped = upright_exif_bytes(found.exif)
+    notes.extend(found.warnings + dropped)
+    return upright, exif
 
 
 def _orient_array(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -98,17 +115,14 @@ def _decode_png16(data: bytes, image: Image.Image) -> Picture:
         raise UndecodableImageError(f"cannot decode 16-bit PNG: {exc}") from exc
     planes = info["planes"]
     array = array.reshape(height, width, planes).astype(np.float32) / 65535.0
-    exif = image.getexif()
-    orientation = int(exif.get(ORIENTATION_TAG, 1))
-    array = _orient_array(array, orientation)
-    exif_bytes = None
-    if exif:
-        exif[ORIENTATION_TAG] = 1
-        exif_bytes = exif.tobytes()
+    found = read_exif(image)
+    array = _orient_array(array, found.orientation)
+    exif_bytes, dropped = upright_exif_bytes(found.exif)
     has_alpha = info.get("alpha", False)
     color = array[..., : planes - 1] if has_alpha else array
     alpha = array[..., planes - 1] if has_alpha else None
-    return Picture(np.ascontiguousarray(color), alpha, 16, "png", image.info.get("icc_profile"), exif_bytes)
+    return Picture(np.ascontiguousarray(color), alpha, 16, "png", image.info.get("icc_profile"), exif_bytes,
+                   [*found.warnings, *dropped])
 
 
 def _cmyk_to_rgb(image: Image.Image, warnings_out: list[str]) -> tuple[Image.Image, bytes | None]:
@@ -128,16 +142,49 @@ def _cmyk_to_rgb(image: Image.Image, warnings_out: list[str]) -> tuple[Image.Ima
 
 def decode(data: bytes) -> Picture:
     image = _open(data)
+    picture = _decode_opened(data, image)
+    xmp = image.info.get("xmp")
+    picture.xmp = xmp if isinstance(xmp, bytes) and xmp else None
+    return picture
+
+
+def _decode_wide(data: bytes, image: Image.Image, source_format: str | None) -> Picture | None:
+    """A >8-bit HEIC or 16-bit colour TIFF at 16 bits (Pillow's own path would reduce it to 8 bits)."""
+    orientation = 1  # HEIF: libheif applied irot/imir already
+    try:
+        array = formats_io.heif_high_bit_depth(data, image)
+        if array is None:
+            found = formats_io.tiff_high_bit_depth(data, image)
+            if found is None:
+                return None
+            array, orientation = found
+    except (ValueError, RuntimeError, OSError, KeyError, MemoryError) as exc:  # libheif, tifffile, imagecodecs
+        raise UndecodableImageError(f"cannot decode image: {exc}") from exc
+    if source_format == "tiff":
+        formats_io.keep_descriptive_exif(image)
+    pixels = _orient_array(array.astype(np.float32) / 65535.0, orientation)
+    exif_bytes, dropped = upright_exif_bytes(read_exif(image).exif)
+    alpha = pixels[..., -1] if pixels.shape[2] in (2, 4) else None
+    color = pixels[..., :-1] if alpha is not None else pixels
+    return Picture(np.ascontiguousarray(color), alpha, 16, source_format, image.info.get("icc_profile"),
+                   exif_bytes, list(dropped))
+
+
+def _decode_opened(data: bytes, image: Image.Image) -> Picture:
     source_format = (image.format or "").lower() or None
     source_format = FORMATS.get(image.format or "", source_format)
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     if _png_is_16bit(data):
         return _decode_png16(data, image)
+    if (wide := _decode_wide(data, image, source_format)) is not None:
+        return wide
+    if source_format == "tiff":
+        formats_io.keep_descriptive_exif(image)  # a TIFF's IFD0 also holds its strip tables, ICC, ...
 
     icc = image.info.get("icc_profile")
-    image, exif = _exif_upright(image)
     notes: list[str] = []
+    image, exif = _exif_upright(image, notes)
     mode = image.mode
     if mode == "CMYK":
         image, icc = _cmyk_to_rgb(image, notes)
@@ -170,14 +217,16 @@ def choose_format(picture: Picture, requested: str | None) -> str:
     if requested:
         fmt = requested.lower().replace("jpg", "jpeg")
         if fmt not in CONTENT_TYPES:
-            raise OutputNotEncodableError(f"unsupported output format {requested!r}; use jpeg, png or webp")
+            raise OutputNotEncodableError(
+                f"unsupported output format {requested!r}; use {', '.join(CONTENT_TYPES)}")
         return fmt
-    return picture.source_format if picture.source_format in CONTENT_TYPES else "png"
+    return default_output_format(picture.source_format, has_alpha=picture.alpha is not None,
+                                 bit_depth=picture.bit_depth).value
 
 
 def check_encodable(fmt: str, width: int, height: int) -> None:
     """Fail before any inference when the output could not be written in this format."""
-    limit = WEBP_MAX_SIDE if fmt == "webp" else JPEG_MAX_SIDE if fmt == "jpeg" else 2**31 - 1
+    limit = OUTPUT_MAX_SIDE[OutputFormat(fmt)]
     if max(width, height) > limit:
         raise OutputNotEncodableError(
             f"a {width}x{height} output exceeds the {fmt.upper()} limit of {limit} px per side; "
@@ -188,7 +237,8 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None) -> bytes:
+def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None,
+                  xmp: bytes | None = None) -> bytes:
     height, width, channels = color.shape
     planes = [color] if alpha is None else [color, alpha[..., None]]
     array = np.concatenate(planes, axis=2) if len(planes) > 1 else color
@@ -203,15 +253,24 @@ def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc: bytes | None
         extra += _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
     if exif:
         extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    if xmp:
+        extra += _png_chunk(b"iTXt", XMP_ITXT_KEYWORD + b"\x00\x00\x00\x00\x00" + xmp)
     ihdr_end = 8 + 8 + 13 + 4  # signature + IHDR chunk: ancillary chunks go right after it
     return data[:ihdr_end] + extra + data[ihdr_end:]
 
 
 def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: int, quality: int,
-           icc: bytes | None, exif: bytes | None, notes: list[str]) -> bytes:
+           icc: bytes | None, exif: bytes | None, notes: list[str], xmp: bytes | None = None) -> bytes:
     """color: HxWxC uint8 (or uint16 when bit_depth 16); alpha: HxW of the same dtype or None."""
+    exif, dropped = exif_for_format(exif, fmt)  # never a failure after inference for metadata
+    notes.extend(dropped)
+    if xmp and fmt == "jpeg" and len(xmp) > JPEG_MAX_XMP_BYTES:
+        notes.append(f"The XMP metadata ({len(xmp):,} bytes) is larger than a JPEG can hold and was dropped.")
+        xmp = None
+    if fmt == "tiff":  # 8 or 16 bits, as decoded
+        return formats_io.encode_tiff(color, alpha, icc=icc, exif=exif, xmp=xmp, notes=notes)
     if bit_depth == 16 and fmt == "png":
-        return _encode_png16(color, alpha, icc, exif)
+        return _encode_png16(color, alpha, icc, exif, xmp)
     if bit_depth == 16:
         notes.append(f"{fmt.upper()} holds 8 bits per channel: 16-bit input reduced to 8 bits")
         color = (color.astype(np.float32) / 257.0).round().astype(np.uint8)
@@ -231,6 +290,14 @@ def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: 
         options["icc_profile"] = icc
     if exif:
         options["exif"] = exif
+    if xmp and fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(XMP_ITXT_KEYWORD.decode(), xmp.decode("utf-8", "replace"))
+        options["pnginfo"] = info
+    elif xmp:
+        options["xmp"] = xmp
+    if fmt == "avif":
+        return formats_io.encode_avif(image, quality=quality, options=options)
     stream = io.BytesIO()
     if fmt == "jpeg":
         image.save(stream, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True,

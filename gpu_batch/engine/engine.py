@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -12,12 +13,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.contract import MAX_STRENGTH, MIN_STRENGTH, strength_in_range
+from common.formats import MAX_SCALE, MIN_SCALE, output_size, scale_in_range
 from common.settings import Settings
 
 from . import codec
 from .alpha import bleed_colour
 from .errors import EngineError
-from .models import model_spec
+from .models import model_spec, network_for
 from .runtime import CUDA, RunnerCache, available_gpu_memory, available_host_memory, resolve_device
 from .tiling import MIN_TILE, TILE_SIZES, upscale_with_retry
 
@@ -27,10 +30,11 @@ Progress = Callable[[int, int], None]
 
 # Peak runtime memory per pixel of a tile's padded input, fp32 on CPU (measured, rounded up; see docs/engine.md).
 # fp16 on CUDA needs about half.
-WORK_BYTES_PER_PIXEL = {"x4plus": 14_000, "x4plus-anime": 14_000, "animevideov3": 2_000}
+# Keyed by network; Real-CUGAN's are per scale (`illustration-x2`, ...) and share one number per scale.
+WORK_BYTES_PER_PIXEL = {"x4plus": 14_000, "x4plus-anime": 14_000, "animevideov3": 2_000, "photo-jpeg": 14_000,
+                        "cugan-x2": 6_000, "cugan-x3": 6_000, "cugan-x4": 8_000}
 CPU_MAX_TILE = 512
 GPU_MAX_BATCH = 8
-MIN_SCALE, MAX_SCALE = 1.0, 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +61,36 @@ class TilePlan:
     batch: int
 
 
-def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def _work_bytes_per_pixel(network: str) -> int:
+    spec = model_spec(network)
+    key = f"cugan-x{spec.scale}" if spec.shrink else spec.name
+    return WORK_BYTES_PER_PIXEL.get(key, 14_000)
+
+
+def check_strength(strength: float) -> float:
+    """The network's share of the result (see JobOptions.strength)."""
+    strength = float(strength)
+    if not strength_in_range(strength):
+        raise EngineError(f"strength must be within {MIN_STRENGTH:g}..{MAX_STRENGTH:g}, got {strength}")
+    return strength
+
+
+def _blend_faithful(upscaled: np.ndarray, color: np.ndarray, strength: float) -> np.ndarray:
+    """`strength` x the network's result + the rest x a Lanczos resize of the input, channel by channel
+    (one float plane of the output size at a time)."""
+    peak = float(np.iinfo(upscaled.dtype).max)
+    size = (upscaled.shape[1], upscaled.shape[0])
+    out = np.empty_like(upscaled)
+    for c in range(upscaled.shape[2]):
+        faithful = _resize_plane(color[..., min(c, color.shape[2] - 1)], size) * (peak * (1.0 - strength))
+        faithful += upscaled[..., c] * np.float32(strength)
+        out[..., c] = np.clip(np.rint(faithful), 0, peak)
+    return out
 
 
 def _check_scale(scale: float) -> float:
     scale = float(scale)
-    if not (MIN_SCALE <= scale <= MAX_SCALE) or math.isnan(scale):
+    if not scale_in_range(scale):
         raise EngineError(f"scale must be within {MIN_SCALE:g}..{MAX_SCALE:g}, got {scale}")
     return scale
 
@@ -107,9 +134,8 @@ class Engine:
         self._runners = RunnerCache(self.device, model_dir)
 
     # --- sessions -------------------------------------------------------------------------------
-    def preload(self, model: str = "x4plus") -> None:
-        model_spec(model)
-        self._runners.get(model)
+    def preload(self, model: str = "x4plus", scale: float = 4.0) -> None:
+        self._runners.get(network_for(model, scale).name)
 
     def provider(self, model: str = "x4plus") -> str:
         return self._runners.get(model).provider
@@ -124,7 +150,7 @@ class Engine:
         """Tile from the caller, else settings, else the largest that fits in the memory available."""
         pad = self.tile_pad(model)
         on_gpu = self.provider(model) == CUDA
-        per_pixel = WORK_BYTES_PER_PIXEL.get(model, 14_000) // (2 if on_gpu else 1)
+        per_pixel = _work_bytes_per_pixel(model) // (2 if on_gpu else 1)
         if on_gpu:
             free = available_gpu_memory()
             budget = int((free if free is not None else 8 << 30) * 0.7)
@@ -144,29 +170,37 @@ class Engine:
 
     def _upscale_array(self, pixels: np.ndarray, model: str, *, tile_size: int, out_dtype: type[np.integer],
                        progress: Progress | None, notes: list[str]) -> np.ndarray:
-        """HxWx3 float32 0..1 -> 4x HxWx3 out_dtype via the network."""
+        """HxWx3 float32 0..1 -> (network's scale)x HxWx3 out_dtype via the network."""
         runner = self._runners.get(model)
         factor = model_spec(model).scale
         h, w = pixels.shape[:2]
         plan = self.plan_tiles(model, w, h, tile_size,
                                output_bytes=h * w * factor * factor * 3 * np.dtype(out_dtype).itemsize)
         log.debug("upscaling %dx%d with %s: tile %d, batch %d", w, h, model, plan.tile, plan.batch)
-        return upscale_with_retry(pixels, runner.run, factor=factor, tile=plan.tile, pad=self.tile_pad(model),
+        # Real-CUGAN: one set of global means for every tile; a single tile computes the same ones itself
+        pooled = runner.pooled_means(pixels) if plan.tile < max(h, w) else None
+        run = runner.run if pooled is None else functools.partial(runner.run, pooled=pooled)
+        return upscale_with_retry(pixels, run, factor=factor, tile=plan.tile, pad=self.tile_pad(model),
                                   batch=plan.batch, out_dtype=out_dtype, progress=progress, on_retry=notes.append,
-                                  colour_fix=self.colour_fix, border=model_spec(model).border_pad)
+                                  colour_fix=self.colour_fix, border=model_spec(model).border_pad,
+                                  align=model_spec(model).tile_align)
 
     def _upscale_picture(self, picture: codec.Picture, model: str, scale: float, size: tuple[int, int],
-                         tile_size: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray | None]:
+                         tile_size: int, progress: Progress | None,
+                         strength: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+        network = network_for(model, scale).name  # e.g. Real-CUGAN's 2x network for a 2x job
         out_dtype = np.uint16 if picture.bit_depth == 16 else np.uint8
         color = picture.pixels
         if picture.alpha is not None:
             color = bleed_colour(color, picture.alpha)
         rgb = np.repeat(color, 3, axis=2) if picture.is_gray else color
-        upscaled = self._upscale_array(np.ascontiguousarray(rgb, dtype=np.float32), model, tile_size=tile_size,
+        upscaled = self._upscale_array(np.ascontiguousarray(rgb, dtype=np.float32), network, tile_size=tile_size,
                                        out_dtype=out_dtype, progress=progress, notes=picture.warnings)
         upscaled = _resize_channels(upscaled, size)
         if picture.is_gray:
             upscaled = _to_gray(upscaled)
+        if strength < 1.0:
+            upscaled = _blend_faithful(upscaled, color, strength)
         alpha = None
         if picture.alpha is not None:
             peak = float(np.iinfo(out_dtype).max)
@@ -178,9 +212,10 @@ class Engine:
     # --- public API -----------------------------------------------------------------------------
     def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
                       output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
-                      progress: Progress | None = None) -> UpscaleResult:
-        model_spec(model)
-        scale = _check_scale(scale)
+                      progress: Progress | None = None, strength: float = 1.0) -> UpscaleResult:
+        """`strength` < 1 blends the network's result with a faithful Lanczos resize (0: no network)."""
+        network = network_for(model, _check_scale(scale)).name
+        scale, strength = _check_scale(scale), check_strength(strength)
         started = time.perf_counter()
         picture = codec.decode(data)
         fmt = codec.choose_format(picture, output_format)
@@ -188,26 +223,28 @@ class Engine:
         codec.check_encodable(fmt, *size)
         decoded = time.perf_counter()
 
-        color, alpha = self._upscale_picture(picture, model, scale, size, tile_size, progress)
+        color, alpha = self._upscale_picture(picture, model, scale, size, tile_size, progress, strength)
         inferred = time.perf_counter()
 
         if quality is None:
-            quality = self.settings.webp_quality if fmt == "webp" else self.settings.jpeg_quality
+            quality = {"webp": self.settings.webp_quality, "avif": codec.formats_io.AVIF_QUALITY}.get(
+                fmt, self.settings.jpeg_quality)
         encoded_data = codec.encode(color, alpha, fmt=fmt, bit_depth=picture.bit_depth, quality=quality,
-                                    icc=picture.icc_profile, exif=picture.exif, notes=picture.warnings)
+                                    icc=picture.icc_profile, exif=picture.exif, notes=picture.warnings,
+                                    xmp=picture.xmp)
         finished = time.perf_counter()
         return UpscaleResult(
             data=encoded_data, format=fmt, content_type=codec.CONTENT_TYPES[fmt],
             input_width=picture.width, input_height=picture.height, output_width=size[0], output_height=size[1],
-            model=model, scale=scale, provider=self.provider(model),
+            model=model, scale=scale, provider=self.provider(network),
             decode_seconds=decoded - started, inference_seconds=inferred - decoded,
             encode_seconds=finished - inferred, warnings=tuple(picture.warnings))
 
     def upscale_image(self, img: Image.Image, *, model: str = "x4plus", scale: float = 4.0, tile_size: int = 0,
-                      progress: Progress | None = None) -> Image.Image:
+                      progress: Progress | None = None, strength: float = 1.0) -> Image.Image:
         """PIL in, PIL out (8-bit modes; the byte API is the faithful path for 16-bit and metadata)."""
-        model_spec(model)
-        scale = _check_scale(scale)
+        network_for(model, _check_scale(scale))
+        scale, strength = _check_scale(scale), check_strength(strength)
         mode = img.mode
         base = img.convert("RGBA" if ("A" in mode or "transparency" in img.info) else "RGB") \
             if mode not in ("L", "LA", "RGB", "RGBA") else img
@@ -219,7 +256,7 @@ class Engine:
             alpha, array = array[..., -1], array[..., :-1]
         picture = codec.Picture(np.ascontiguousarray(array), alpha, 8, None)
         size = output_size(picture.width, picture.height, scale)
-        color, alpha_out = self._upscale_picture(picture, model, scale, size, tile_size, progress)
+        color, alpha_out = self._upscale_picture(picture, model, scale, size, tile_size, progress, strength)
         out = Image.fromarray(color[..., 0] if picture.is_gray else color, "L" if picture.is_gray else "RGB")
         if alpha_out is not None:
             out.putalpha(Image.fromarray(alpha_out, "L"))

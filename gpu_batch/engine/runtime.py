@@ -9,18 +9,24 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
-from .convert import INPUT_NAME, OUTPUT_NAME
+from .convert import INPUT_NAME, OUTPUT_NAME, POOLED_PREFIX, USE_GIVEN_POOLED
 from .errors import EngineError, EngineOutOfMemoryError
-from .models import ensure_model
+from .models import ensure_model, model_spec
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# Longest side of the reduced whole image whose global means every tile of a Real-CUGAN run shares: images up
+# to this size get their exact means (tiled output = whole-image output), larger ones a close estimate.
+POOLED_MAX_SIDE = 512
+Pooled = tuple[np.ndarray, ...]
 _OOM_PATTERN = re.compile(r"out of memory|failed to allocate|bad_alloc|cudaErrorMemoryAllocation|OOM", re.I)
 
 
@@ -92,17 +98,70 @@ class ModelRunner:
     precision: str
     provider: str
     session: ort.InferenceSession
+    shrink: int = 0  # see ModelSpec.shrink / align
+    align: int = 1
+    factor: int = 4
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW 0..1 in, float32 NCHW (4x, unclamped) out."""
+    @property
+    def pooled_inputs(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of each `pooled.<i>.given` input; empty for networks without global pooling."""
+        return [(i.name, tuple(i.shape)) for i in self.session.get_inputs() if i.name.startswith(POOLED_PREFIX)]
+
+    def _padded(self, batch: np.ndarray) -> np.ndarray:
+        height, width = batch.shape[2:]
+        extra_h = -(height + 2 * self.shrink) % self.align
+        extra_w = -(width + 2 * self.shrink) % self.align
+        if not (self.shrink or extra_h or extra_w):
+            return batch
+        mode: Literal["reflect", "symmetric"] = (
+            "reflect" if min(height, width) > self.shrink + max(extra_h, extra_w) else "symmetric")
+        return np.pad(batch, [(0, 0), (0, 0), (self.shrink, self.shrink + extra_h),
+                              (self.shrink, self.shrink + extra_w)], mode=mode)
+
+    def run(self, batch: np.ndarray, pooled: Pooled | None = None) -> np.ndarray:
+        """float32 NCHW 0..1 in, float32 NCHW (`factor` x, unclamped) out, the same size for every network.
+
+        A network that eats `shrink` pixels per side gets them back as a reflect pad (realcugan-ncnn-vulkan's
+        prepadding), plus bottom/right padding up to its alignment; the extra output is cropped off.
+        `pooled` (from `pooled_means`) replaces the network's own global means, so tiles agree."""
+        height, width = batch.shape[2:]
+        feeds: dict[str, np.ndarray] = {INPUT_NAME: self._padded(batch)}
+        if self.pooled_inputs:
+            feeds[USE_GIVEN_POOLED] = np.array(pooled is not None)
+            for index, (name, shape) in enumerate(self.pooled_inputs):
+                feeds[name] = pooled[index] if pooled is not None else np.zeros(shape, np.float32)
+        return self._run(feeds, [OUTPUT_NAME])[0][:, :, : height * self.factor, : width * self.factor]
+
+    def pooled_means(self, image: np.ndarray, max_side: int = POOLED_MAX_SIDE) -> Pooled | None:
+        """The network's global means over a whole HxWx3 image (Lanczos-reduced to `max_side` first, as
+        realcugan-ncnn-vulkan's default `syncgap` does); None for networks without global pooling."""
+        inputs = self.pooled_inputs
+        if not inputs:
+            return None
+        height, width = image.shape[:2]
+        ratio = min(1.0, max_side / max(height, width))
+        if ratio < 1.0:
+            size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+            image = np.stack([np.asarray(Image.fromarray(image[..., c], "F").resize(size, Image.Resampling.LANCZOS))
+                              for c in range(image.shape[2])], axis=2)
+        batch = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+        feeds = {INPUT_NAME: self._padded(batch), USE_GIVEN_POOLED: np.array(False)}
+        feeds.update({name: np.zeros(shape, np.float32) for name, shape in inputs})
+        names = [f"{POOLED_PREFIX}{index}" for index in range(len(inputs))]
+        return tuple(np.ascontiguousarray(mean[:1], dtype=np.float32) for mean in self._run(feeds, names))
+
+    def _run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        batch = feeds[INPUT_NAME]
         try:
             if self.provider == CUDA:
                 binding = self.session.io_binding()
-                binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(batch, dtype=np.float32))
-                binding.bind_output(OUTPUT_NAME, "cuda")  # stays on the GPU until the one copy back
+                for name, value in feeds.items():
+                    binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                for name in outputs:
+                    binding.bind_output(name, "cuda")  # stays on the GPU until the one copy back
                 self.session.run_with_iobinding(binding)
-                return binding.copy_outputs_to_cpu()[0]
-            return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+                return list(binding.copy_outputs_to_cpu())
+            return list(self.session.run(outputs, feeds))
         except Exception as exc:  # onnxruntime raises its own exception types
             if is_out_of_memory(exc):
                 raise EngineOutOfMemoryError(f"{self.model}: out of memory on a batch of {batch.shape}") from exc
@@ -139,7 +198,8 @@ def load_runner(model: str, device: str, model_dir: Path | None = None) -> Model
         log.warning("CUDA requested for %s but ONNX Runtime fell back to %s; using the CPU model", model, provider)
         return load_runner(model, "cpu", model_dir)
     log.info("loaded model %s (%s) with %s", model, precision, provider)
-    return ModelRunner(model, precision, provider, session)
+    spec = model_spec(model)
+    return ModelRunner(model, precision, provider, session, spec.shrink, spec.align, spec.scale)
 
 
 class RunnerCache:

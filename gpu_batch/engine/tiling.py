@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -50,18 +51,24 @@ def _batches(spots: list[TileSpot], size: int) -> Iterator[list[TileSpot]]:
 
 def reflect_pad(image: np.ndarray, pad: int) -> np.ndarray:
     """HxWxC float32 -> (H+2p)x(W+2p)xC; 'symmetric' where the image is too small to reflect."""
-    mode = "reflect" if min(image.shape[:2]) > pad else "symmetric"
+    mode: Literal["reflect", "symmetric"] = "reflect" if min(image.shape[:2]) > pad else "symmetric"
     return np.pad(image, [(pad, pad), (pad, pad), (0, 0)], mode=mode)
 
 
-def _window_start(centre: int, pad: int, border: int, size: int, window: int) -> int:
-    """Start of a tile window in unpadded coordinates: `pad` before the centre, within the bordered image."""
-    return min(max(centre - pad, -border), size + border - window)
+def _window_start(centre: int, pad: int, border: int, size: int, window: int, align: int = 1) -> int:
+    """Start of a tile window in unpadded coordinates: `pad` before the centre, within the bordered image.
+
+    With `align` > 1 the start moves back to a multiple of `align` past the border, so a network with strided
+    stages (Real-CUGAN) sees every tile in the same phase as the whole image; the last window, which must end
+    at the bordered edge, keeps its place when moving it would uncover its centre."""
+    start = min(max(centre - pad, -border), size + border - window)
+    aligned = start - (start + border) % align
+    return aligned if aligned >= -border and aligned + window >= min(centre + window - 2 * pad, size) else start
 
 
 def upscale_tiled(image: np.ndarray, run: RunBatch, *, factor: int, tile: int, pad: int, batch: int,
                   out_dtype: type[np.integer], progress: Progress | None = None,
-                  colour_fix: bool = True, border: int = BORDER_PAD) -> np.ndarray:
+                  colour_fix: bool = True, border: int = BORDER_PAD, align: int = 1) -> np.ndarray:
     """image: HxWx3 float32 0..1 -> (H*factor)x(W*factor)x3 `out_dtype`, clipped and rounded."""
     height, width = image.shape[:2]
     tile_h, tile_w = min(tile, height), min(tile, width)
@@ -77,8 +84,8 @@ def upscale_tiled(image: np.ndarray, run: RunBatch, *, factor: int, tile: int, p
         stack = np.empty((len(group), image.shape[2], in_h, in_w), dtype=np.float32)
         origins = []
         for i, spot in enumerate(group):
-            top = _window_start(spot.y, pad, border, height, in_h)
-            left = _window_start(spot.x, pad, border, width, in_w)
+            top = _window_start(spot.y, pad, border, height, in_h, align)
+            left = _window_start(spot.x, pad, border, width, in_w, align)
             origins.append(((spot.y - top) * factor, (spot.x - left) * factor))
             window = padded[top + border : top + border + in_h, left + border : left + border + in_w]
             stack[i] = window.transpose(2, 0, 1)
@@ -99,13 +106,13 @@ def upscale_tiled(image: np.ndarray, run: RunBatch, *, factor: int, tile: int, p
 def upscale_with_retry(image: np.ndarray, run: RunBatch, *, factor: int, tile: int, pad: int, batch: int,
                        out_dtype: type[np.integer], progress: Progress | None = None,
                        on_retry: Callable[[str], None] | None = None, colour_fix: bool = True,
-                       border: int = BORDER_PAD) -> np.ndarray:
+                       border: int = BORDER_PAD, align: int = 1) -> np.ndarray:
     """upscale_tiled, restarted with halved batch then smaller tiles on out-of-memory (never a partial image)."""
     while True:
         try:
             return upscale_tiled(image, run, factor=factor, tile=tile, pad=pad, batch=batch,
                                  out_dtype=out_dtype, progress=progress, colour_fix=colour_fix,
-                                 border=border)
+                                 border=border, align=align)
         except (EngineOutOfMemoryError, MemoryError) as exc:
             if batch > 1:
                 batch //= 2

@@ -1,5 +1,1 @@
-"""The AWS Batch worker: one process runs one job (see docs/worker.md)."""
-
-from gpu_batch.worker.job import classify, run_job
-
-__all__ = ["classify", "run_job"]
+"""The AWS Batch worker: one process drains the work queue, one image at a time (see docs/worker.md)."""

@@ -1,4 +1,4 @@
-"""The container entrypoint: build the real collaborators from the environment and run one job."""
+"""The container entrypoint: build the real collaborators from the environment and drain the work queue."""
 
 from __future__ import annotations
 
@@ -6,51 +6,57 @@ import os
 from collections.abc import Mapping
 
 from common import aws
-from common.contract import EXIT_RETRYABLE, JobParameters
+from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
 from common.jobs import JobStore
+from common.lifecycle import JobLifecycle
 from common.notify import Notifier
+from common.scaling import WorkerSlots
 from common.settings import Settings, SettingsError
+from common.work_queue import WorkQueue
 
 from .errors import JobInterrupted
-from .job import logger, run_job
-from .runtime import batch_attempt, gpu_name, install_signal_handlers
+from .item import Worker, logger
+from .loop import SlotLease, run_worker
+from .runtime import StopSignal, SystemClock, gpu_name
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
-    """`python -m gpu_batch.worker`. Exit codes: common.contract EXIT_* (1 = crashed before it could report)."""
+    """`python -m gpu_batch.worker`: 0 after a normal exit (idle, max age, SIGTERM), 1 if it cannot start."""
     env = os.environ if env is None else env
-    install_signal_handlers()
+    stop = StopSignal()
+    stop.install()
     try:
         settings = Settings.from_env(env)
-        params = JobParameters.from_environment(env)
-    except (SettingsError, ValueError) as exc:
-        # Nothing to mark; a non-retryable exit lets the notifier Lambda close the job if it has an id.
-        logger.error("cannot start: bad job environment", extra={"error": str(exc)})
+        if not settings.work_queue_url:
+            raise SettingsError("UPSCALER_WORK_QUEUE_URL is not set")
+    except SettingsError as exc:
+        logger.error("cannot start: bad worker environment", extra={"error": str(exc)})
         return 1
     logger.setLevel(settings.log_level)
-    logger.append_keys(job_id=params.job_id)
-    runtime_info = {"batch_job_id": env.get("AWS_BATCH_JOB_ID"), "gpu": gpu_name(),
-                    "host": env.get("HOSTNAME")}
-    logger.info("worker starting", extra={"input_uri": params.input_uri, "output_uri": params.output_uri,
-                                          "options": params.options.to_dict(), **runtime_info})
-
+    runtime_info = {"batch_job_id": env.get("AWS_BATCH_JOB_ID"), "gpu": gpu_name(), "host": env.get("HOSTNAME"),
+                    "slot": env.get(ENV_WORKER_SLOT)}
+    logger.append_keys(**{k: v for k, v in runtime_info.items() if v})
+    logger.info("worker starting")
     try:
         from gpu_batch.engine import Engine
 
-        # One engine (and so one loaded model session) per process; run_job preloads the job's model.
-        engine = Engine(device="auto", settings=settings)
-        return run_job(
-            params,
+        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
+                         ttl_days=settings.job_record_ttl_days)
+        worker = Worker(
             settings=settings,
-            engine=engine,
+            engine=Engine(device="auto", settings=settings),
             s3=aws.client("s3", settings),
-            store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                           ttl_days=settings.job_record_ttl_days),
-            notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                              upload_prefix=settings.upload_prefix),
-            attempt=batch_attempt(env),
+            lifecycle=JobLifecycle(store=store, notifier=Notifier(
+                sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
+                upload_prefix=settings.upload_prefix)),
+            queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
+            clock=SystemClock(),
             runtime_info=runtime_info,
         )
-    except JobInterrupted as exc:
-        logger.warning("interrupted before the job started", extra={"reason": str(exc)})
-        return EXIT_RETRYABLE
+        slot = None
+        if env.get(ENV_WORKER_SLOT) and env.get(ENV_WORKER_TOKEN):
+            slot = SlotLease(WorkerSlots(store), int(env[ENV_WORKER_SLOT]), env[ENV_WORKER_TOKEN])
+        run_worker(worker, stop=stop, slot=slot)
+    except JobInterrupted:
+        logger.warning("stopped before taking any item")
+    return 0

@@ -1,4 +1,4 @@
-"""Process-level concerns: the clock, SIGTERM handling and what hardware the job runs on."""
+"""Process-level concerns: the clock, SIGTERM handling and what hardware the worker runs on."""
 
 from __future__ import annotations
 
@@ -8,23 +8,56 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import FrameType
-
-from common.contract import BATCH_ATTEMPT_ENV
+from typing import Protocol
 
 from .errors import JobInterrupted
 
 
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
 class SystemClock:
-    """Wall time for timestamps, a monotonic clock for durations. Tests inject their own."""
+    """Wall time for timestamps and leases, a monotonic clock for durations. Tests inject their own."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+
+class StopSignal:
+    """SIGTERM (spot reclaim, Batch termination): stop taking items, and give back the one in hand.
+
+    The first signal sets `requested` and interrupts the image being processed (JobInterrupted in the
+    main thread), unless the worker is inside a critical section (a terminal write and its publish),
+    which it then finishes. The worker gives the item back, frees its slot and exits well within
+    Batch's stop timeout.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.busy = False  # an item is in hand (set by the loop)
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.requested.set()
+        if self.busy and not _in_critical_section():
+            raise JobInterrupted(f"received signal {signal.Signals(signum).name}")
 
 
 _state = threading.local()
@@ -34,24 +67,9 @@ def _in_critical_section() -> bool:
     return getattr(_state, "depth", 0) > 0
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    if _in_critical_section():
-        return  # finish the terminal write and notification first; the process exits right after
-    raise JobInterrupted(f"received signal {signal.Signals(signum).name}")
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM (Batch timeout/termination, spot reclaim) interrupts the job unless it is finishing."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, _on_sigterm)
-
-
 @contextlib.contextmanager
 def critical_section() -> Iterator[None]:
-    """Defer SIGTERM while the terminal state is written and the notification is published.
-
-    Batch waits (stopTimeout) after SIGTERM before SIGKILL: a few DynamoDB/SNS calls fit in it.
-    """
+    """Defer SIGTERM's interruption while a terminal state is written and its notification published."""
     _state.depth = getattr(_state, "depth", 0) + 1
     try:
         yield
@@ -71,11 +89,3 @@ def gpu_name() -> str | None:
         return None
     first = out.strip().splitlines()[0] if out.strip() else ""
     return first or None
-
-
-def batch_attempt(env: Mapping[str, str]) -> int:
-    """AWS_BATCH_JOB_ATTEMPT (1-based; the local job queue sets it too), 1 when absent."""
-    try:
-        return max(1, int(env.get(BATCH_ATTEMPT_ENV, "1")))
-    except ValueError:
-        return 1

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
-from common.contract import JobParameters
+from common.contract import WorkItem
 
 from .errors import InputMissingError, is_missing_object
 
@@ -23,7 +23,7 @@ PART_CONCURRENCY = 4
 _METADATA_VALUE_LIMIT = 1024  # S3 allows 2 KB of user metadata in total
 
 
-def download_input(s3: Any, params: JobParameters) -> tuple[bytes, str | None]:
+def download_input(s3: Any, params: WorkItem) -> tuple[bytes, str | None]:
     """The input bytes (the exact version intake validated, when versioned) and its version id."""
     request: dict[str, Any] = {"Bucket": params.input_bucket, "Key": params.input_key}
     if params.input_version:

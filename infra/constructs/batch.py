@@ -1,9 +1,8 @@
 """AWS Batch on GPU instances: spot compute (optionally on-demand behind it), a queue, the worker job.
 
-Scales to zero (min vCPUs 0). The job definition runs the image built from gpu_batch/Dockerfile, whose
-ENTRYPOINT is `python -m gpu_batch.worker`; it passes no command. Retries follow the worker's exit-code
-contract (common.contract): 75 = transient (retry), anything else ends the job; spot reclaims and image
-pull failures are retried because the worker never had a chance to speak.
+Scales to zero (min vCPUs 0). Each Batch job is one worker that drains the work queue until idle
+(common.scaling decides how many run); the job definition runs the image built from
+gpu_batch/Dockerfile, whose ENTRYPOINT is `python -m gpu_batch.worker`, and passes no command.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from common.contract import EXIT_RETRYABLE
 from common.settings import Settings
 from infra.config import REPO_ROOT, InfraConfig
+from infra.constructs.instance_guard import instance_user_data
 from infra.constructs.nag import acknowledge
 from infra.constructs.network import Network
 
@@ -32,15 +31,6 @@ IMAGE_EXCLUDES = [".venv", "node_modules", "cdk.out", ".git", "out", "tests", "d
                   ".local-stack", ".pytest_cache", ".ruff_cache", "**/__pycache__", "*.egg-info"]
 MISCONFIGURED_WAIT_MINUTES = 10  # e.g. worker memory larger than any allowed instance offers: never placeable
 ROOT_DEVICE = "/dev/xvda"  # ECS-optimized AL2023 AMIs
-
-# Evaluated in order; the first match decides (AWS Batch allows at most 5).
-RETRY_STRATEGIES = (
-    (batch.Action.RETRY, batch.Reason.custom(on_status_reason="Host EC2*")),  # spot reclaim, host gone
-    (batch.Action.RETRY, batch.Reason.custom(on_reason="CannotPullContainerError*")),
-    (batch.Action.RETRY, batch.Reason.custom(on_exit_code=str(EXIT_RETRYABLE))),
-    (batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
-)
-
 
 def worker_image() -> ecs.ContainerImage:
     return ecs.ContainerImage.from_asset(
@@ -56,7 +46,9 @@ class GpuBatch(Construct):
         launch_template = ec2.LaunchTemplate(
             self, "LaunchTemplate",
             require_imdsv2=True,
-            http_put_response_hop_limit=1,  # containers (bridge network) cannot reach the instance's role
+            http_put_response_hop_limit=1,  # bridge-network containers only: Batch jobs use the host network,
+            http_protocol_ipv6=False,       # so the user data rejects IMDS traffic from the worker (instance_guard)
+            user_data=instance_user_data(),
             block_devices=[ec2.BlockDevice(device_name=ROOT_DEVICE, volume=ec2.BlockDeviceVolume.ebs(
                 config.root_volume_gib, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3,
                 delete_on_termination=True))],
@@ -71,7 +63,9 @@ class GpuBatch(Construct):
                     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                     "AmazonEC2ContainerServiceforEC2Role]",
                     "The ECS agent's AWS-maintained policy for registering container instances; jobs get "
-                    "their own role (JobRole) and cannot reach the instance's credentials (IMDS hop limit 1).")
+                    "their own role (JobRole) and cannot reach the instance's credentials: the launch "
+                    "template's user data rejects IMDS traffic from the worker's uid and from container "
+                    "bridges (host networking bypasses the hop limit).")
         instance_types = [ec2.InstanceType(t) for t in config.instance_types]
         self.compute_environments: list[batch.ManagedEc2EcsComputeEnvironment] = [
             self._compute_environment("Gpu", config=config, network=network, launch_template=launch_template,
@@ -117,9 +111,10 @@ class GpuBatch(Construct):
                 execution_role=self.execution_role,
                 logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
             ),
-            retry_attempts=settings.job_attempts,
-            retry_strategies=[batch.RetryStrategy.of(action, reason) for action, reason in RETRY_STRATEGIES],
-            timeout=Duration.seconds(settings.job_timeout_seconds),
+            # No Batch retries: a worker that dies loses no item (each comes back to the work queue after
+            # its visibility timeout), and the scaler starts a new worker when the queue needs one.
+            retry_attempts=1,
+            timeout=Duration.seconds(settings.worker_timeout_seconds),
             propagate_tags=True,
         )
         acknowledge(

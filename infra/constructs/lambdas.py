@@ -11,16 +11,25 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from infra.config import POWERTOOLS_VERSION
 from infra.constructs.bundling import LAMBDA_PYTHON_VERSION, LAMBDA_RUNTIME
 from infra.constructs.nag import acknowledge
 
 POWERTOOLS_PARAMETER = "/aws/service/powertools/python/x86_64/python{python}/{version}"
 
 
+def powertools_parameter_name(version: str = POWERTOOLS_VERSION) -> str:
+    """AWS's public SSM parameter that holds the ARN of Powertools' layer `version` for our runtime."""
+    return POWERTOOLS_PARAMETER.format(python=LAMBDA_PYTHON_VERSION, version=version)
+
+
 def powertools_layer(scope: Construct, *, version: str) -> lambda_.ILayerVersion:
-    """Powertools' public layer; its ARN is resolved by CloudFormation from AWS's SSM parameter."""
-    name = POWERTOOLS_PARAMETER.format(python=LAMBDA_PYTHON_VERSION, version=version)
-    arn = ssm.StringParameter.value_for_string_parameter(scope, name)
+    """Powertools' public layer, a pinned version; CloudFormation resolves its ARN from AWS's SSM parameter.
+
+    Where AWS has not published that version for this runtime, the deploy stops before creating
+    anything, with one line naming the parameter (`upscaler doctor` checks it beforehand).
+    """
+    arn = ssm.StringParameter.value_for_string_parameter(scope, powertools_parameter_name(version))
     return lambda_.LayerVersion.from_layer_version_arn(scope, "PowertoolsLayer", arn)
 
 

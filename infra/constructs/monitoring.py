@@ -1,8 +1,10 @@
 """Alarms that mean "someone should look" and one dashboard for the whole pipeline.
 
-Alarms: any dead-letter queue not empty (intake, notifier events, each webhook), failed Batch jobs
-above a threshold per hour (counted by the FAILED EventBridge rule), Lambda errors, and an intake
-backlog older than 15 minutes. They publish to an encrypted alarm topic (optional e-mail).
+Alarms: any dead-letter queue not empty (intake, work items that kept killing their worker, scaler
+events, each webhook), Lambda errors, an intake backlog older than 15 minutes, a work item waiting
+longer than WORK_BACKLOG_SECONDS, and a worker job waiting for a GPU longer than WORKER_START_ALARM_SECONDS
+(no GPU quota, no spot capacity: Batch leaves the job RUNNABLE). They publish to an encrypted alarm
+topic (optional e-mail).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
@@ -20,18 +22,27 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.constructs.notifications import cloudwatch_alarm_source
+
 FIVE_MINUTES = Duration.minutes(5)
-FAILED_JOBS_PER_HOUR_THRESHOLD = 5  # permanent failures (undecodable images) are expected now and then
+WORK_BACKLOG_SECONDS = 1800  # an item older than this: workers cannot keep up, or none can start
+WORKER_START_ALARM_SECONDS = 600  # GPU instances normally start within a few minutes
 
 
 class Monitoring(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, dashboard_name: str, key: kms.IKey,
                  alarm_email: str | None, dead_letter_queues: Mapping[str, sqs.IQueue],
-                 functions: Mapping[str, lambda_.IFunction], intake_queue: sqs.IQueue,
-                 failed_jobs_rule: events.IRule) -> None:
+                 functions: Mapping[str, lambda_.IFunction], intake_queue: sqs.IQueue, work_queue: sqs.IQueue,
+                 worker_start_wait: cloudwatch.IMetric, live_workers: cloudwatch.IMetric) -> None:
         super().__init__(scope, construct_id)
         self.alarm_topic = sns.Topic(self, "AlarmTopic", display_name="Upscaler alarms", master_key=key,
                                      enforce_ssl=True)
+        # The topic policy (TLS-only deny) replaces SNS's default one: CloudWatch needs its own allow.
+        self.alarm_topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarmsPublish", actions=["sns:Publish"],
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            resources=[self.alarm_topic.topic_arn], conditions=cloudwatch_alarm_source(self),
+        ))
         if alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         action = cw_actions.SnsAction(self.alarm_topic)
@@ -49,25 +60,30 @@ class Monitoring(Construct):
         for name, queue in dead_letter_queues.items():
             alarm(f"{name}DlqNotEmpty", queue.metric_approximate_number_of_messages_visible(
                 period=FIVE_MINUTES, statistic="Maximum"), 1, f"{name}: messages in the dead-letter queue")
-        failed_jobs = cloudwatch.Metric(
-            namespace="AWS/Events", metric_name="MatchedEvents",
-            dimensions_map={"RuleName": failed_jobs_rule.rule_name},
-            statistic="Sum", period=Duration.hours(1),
-        )
-        alarm("FailedJobs", failed_jobs, FAILED_JOBS_PER_HOUR_THRESHOLD,
-              f"{FAILED_JOBS_PER_HOUR_THRESHOLD}+ Batch jobs FAILED within an hour")
         for name, function in functions.items():
             alarm(f"{name}Errors", function.metric_errors(period=FIVE_MINUTES, statistic="Sum"), 1,
                   f"{name} Lambda raised errors")
         backlog = intake_queue.metric_approximate_age_of_oldest_message(period=FIVE_MINUTES, statistic="Maximum")
         alarm("IntakeBacklog", backlog, 900, "The oldest upload waiting for intake is 15+ minutes old")
+        work_age = work_queue.metric_approximate_age_of_oldest_message(period=FIVE_MINUTES, statistic="Maximum")
+        alarm("WorkBacklog", work_age, WORK_BACKLOG_SECONDS,
+              f"The oldest work item has waited {WORK_BACKLOG_SECONDS // 60}+ minutes for a GPU worker")
+        alarm("WorkersStuckRunnable", worker_start_wait, WORKER_START_ALARM_SECONDS,
+              f"A GPU worker job has waited {WORKER_START_ALARM_SECONDS // 60}+ minutes to be placed: check the "
+              "G-instance (spot) vCPU quota and capacity (`upscaler doctor`)")
 
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Uploads queued / intake backlog (s)", width=12,
                                    left=[intake_queue.metric_number_of_messages_sent(period=FIVE_MINUTES)],
                                    right=[backlog]),
-            cloudwatch.GraphWidget(title="Failed Batch jobs per hour", width=12, left=[failed_jobs]),
+            cloudwatch.GraphWidget(title="Work items waiting / oldest (s)", width=12,
+                                   left=[work_queue.metric_approximate_number_of_messages_visible(
+                                       period=FIVE_MINUTES, statistic="Maximum")], right=[work_age]),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="GPU workers live / longest wait for a GPU (s)", width=12,
+                                   left=[live_workers], right=[worker_start_wait]),
         )
         self.dashboard.add_widgets(*[
             cloudwatch.GraphWidget(

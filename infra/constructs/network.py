@@ -2,23 +2,41 @@
 
 Two egress designs (config `egress`):
 - "endpoints" (default): isolated subnets, no internet route at all. S3 and DynamoDB use free gateway
-  endpoints (also the path for ECR image layers); ECR, ECS, CloudWatch Logs and SNS use interface
-  endpoints. Costs ~$0.01/h per endpoint per AZ even when idle, but no NAT data charge on multi-GB
-  image pulls and the workers that see users' photos can reach nothing but AWS APIs.
-- "nat": private subnets behind one NAT gateway (cheaper idle, $0.045/GB on everything pulled).
+  endpoints (also the path for ECR image layers); ECR, ECS, CloudWatch Logs and SNS (and SQS once the
+  stack names queues) use interface endpoints. The workers' security group sends HTTPS only to the
+  interface endpoints and to the S3/DynamoDB prefix lists. Costs ~$0.01/h per endpoint per AZ even when
+  idle, but no NAT data charge on multi-GB image pulls and the workers that see users' photos can reach
+  nothing but AWS APIs.
+- "nat": private subnets behind one NAT gateway (cheaper idle, $0.045/GB on everything pulled); the
+  workers then send HTTPS anywhere.
 With `vpc_id` you bring your own VPC: its private subnets must already reach those services.
+
+Endpoint policies (`limit_endpoints_to`) make the endpoints useless for exfiltration: through them only
+this stack's buckets, table, queues, topic and log groups (and this account's image repositories, and
+ECR's layer bucket) can be reached, whatever credentials a caller brings. The ECS endpoints carry the
+ECS agent's control plane and keep AWS's default policy.
 """
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aws_cdk import Aws, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra.config import InfraConfig
+from infra.constructs.nag import acknowledge
 
 VPC_CIDR = "10.42.0.0/16"
+HTTPS = ec2.Port.tcp(443)
 
 # What an ECS GPU instance and the worker talk to (besides S3 and DynamoDB, which use gateways).
 INTERFACE_ENDPOINTS = {
@@ -30,12 +48,34 @@ INTERFACE_ENDPOINTS = {
     "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
     "Sns": ec2.InterfaceVpcEndpointAwsService.SNS,
 }
+# Created by limit_endpoints_to() when the stack names queues the workers use (the work queue).
+SQS_ENDPOINT = "Sqs"
+GATEWAY_PREFIX_LISTS = {"S3": "s3", "DynamoDb": "dynamodb"}  # construct id -> service of the managed prefix list
+# Image pulls: the ECS agent fetches layers from ECR's own bucket through the S3 gateway endpoint.
+ECR_LAYER_BUCKET = "prod-{region}-starport-layer-bucket"
+WORKER_S3_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:AbortMultipartUpload",
+                     "s3:ListMultipartUploadParts"]
+IMAGE_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointTargets:
+    """Everything the workers (and the ECS agent on their instances) may reach through the endpoints."""
+
+    buckets: Sequence[s3.IBucket]
+    table: dynamodb.ITable
+    topic: sns.ITopic
+    queue_arns: Sequence[str]  # the queues the workers use (the work queue and its DLQ)
+    log_groups: Sequence[logs.ILogGroup]
 
 
 class Network(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: InfraConfig,
                  log_retention: logs.RetentionDays) -> None:
         super().__init__(scope, construct_id)
+        self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = {}
+        self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
+        self.endpoint_security_group: ec2.SecurityGroup | None = None
         if config.vpc_id:
             # Needs a concrete account/region; the lookup result is cached in cdk.context.json.
             self.vpc: ec2.IVpc = ec2.Vpc.from_lookup(self, "Vpc", vpc_id=config.vpc_id)
@@ -44,12 +84,22 @@ class Network(Construct):
             self.vpc = self._create_vpc(config, log_retention)
             self.worker_subnets = ec2.SubnetSelection(subnet_group_name="Workers")
 
-        # No inbound rules at all; outbound HTTPS only (AWS APIs, ECR). DNS and IMDS are not filtered.
+        # No inbound rules at all; outbound HTTPS only. DNS, IMDS and time sync are link-local: security
+        # groups do not filter them (the launch template blocks IMDS for the worker, see batch.py).
         self.worker_security_group = ec2.SecurityGroup(
             self, "WorkerSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
             description="GPU workers: no inbound, HTTPS out to AWS APIs only",
         )
-        self.worker_security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs")
+        if self.endpoint_security_group is None:
+            # NAT or a VPC of your own: AWS APIs are reached at their public addresses.
+            self.worker_security_group.add_egress_rule(ec2.Peer.any_ipv4(), HTTPS, "HTTPS to AWS APIs")
+        else:
+            self.worker_security_group.connections.allow_to(self.endpoint_security_group, HTTPS,
+                                                            "HTTPS to the interface endpoints")
+            for name, service in GATEWAY_PREFIX_LISTS.items():
+                self.worker_security_group.add_egress_rule(
+                    ec2.Peer.prefix_list(self._managed_prefix_list(name, service)), HTTPS,
+                    f"HTTPS to {service} through its gateway endpoint")
 
     def _create_vpc(self, config: InfraConfig, log_retention: logs.RetentionDays) -> ec2.Vpc:
         isolated = config.egress == "endpoints"
@@ -66,20 +116,90 @@ class Network(Construct):
             max_azs=config.max_azs,
             nat_gateways=0 if isolated else 1,
             subnet_configuration=subnets,
-            restrict_default_security_group=False,
+            # The default security group (all traffic within itself, all out) loses every rule.
+            restrict_default_security_group=True,
         )
         flow_log_group = logs.LogGroup(self, "FlowLogs", retention=log_retention,
                                        removal_policy=RemovalPolicy.DESTROY)
         vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
                          traffic_type=ec2.FlowLogTrafficType.ALL)
         selection = [ec2.SubnetSelection(subnet_group_name="Workers")]
-        vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=selection)
-        vpc.add_gateway_endpoint("DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=selection)
+        self.gateway_endpoints["S3"] = vpc.add_gateway_endpoint(
+            "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=selection)
+        self.gateway_endpoints["DynamoDb"] = vpc.add_gateway_endpoint(
+            "DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=selection)
         if isolated:
-            endpoint_group = ec2.SecurityGroup(self, "EndpointSecurityGroup", vpc=vpc, allow_all_outbound=False,
-                                               description="Interface endpoints: HTTPS from inside the VPC")
-            endpoint_group.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "HTTPS from the VPC")
+            self.endpoint_security_group = ec2.SecurityGroup(
+                self, "EndpointSecurityGroup", vpc=vpc, allow_all_outbound=False,
+                description="Interface endpoints: HTTPS from the GPU workers")
             for name, service in INTERFACE_ENDPOINTS.items():
-                vpc.add_interface_endpoint(name, service=service, subnets=selection[0], private_dns_enabled=True,
-                                           security_groups=[endpoint_group], open=False)
+                self._add_interface_endpoint(vpc, self.endpoint_security_group, name, service)
         return vpc
+
+    def _add_interface_endpoint(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, name: str,
+                                service: ec2.IInterfaceVpcEndpointService) -> None:
+        self.interface_endpoints[name] = vpc.add_interface_endpoint(
+            name, service=service, subnets=ec2.SubnetSelection(subnet_group_name="Workers"),
+            private_dns_enabled=True, security_groups=[group], open=False)
+
+    def _managed_prefix_list(self, name: str, service: str) -> str:
+        """The id of AWS's managed prefix list of a gateway service in the deployment's region.
+
+        CloudFormation has no lookup for it and the stack is environment-agnostic, so a deploy-time
+        DescribeManagedPrefixLists call (CDK's AwsCustomResource) finds it.
+        """
+        prefix_list_name = f"com.amazonaws.{Aws.REGION}.{service}"
+        lookup = cr.AwsCustomResource(
+            self, f"{name}PrefixList",
+            on_update=cr.AwsSdkCall(
+                service="EC2", action="describeManagedPrefixLists",
+                parameters={"Filters": [{"Name": "prefix-list-name", "Values": [prefix_list_name]}]},
+                physical_resource_id=cr.PhysicalResourceId.of(prefix_list_name),
+                output_paths=["PrefixLists.0.PrefixListId"],
+            ),
+            policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=cr.AwsCustomResourcePolicy.ANY_RESOURCE),
+            install_latest_aws_sdk=False,
+        )
+        acknowledge(lookup, "AwsSolutions-IAM5[Resource::*]",
+                    "ec2:DescribeManagedPrefixLists is a read-only call without resource-level permissions.")
+        return lookup.get_response_field("PrefixLists.0.PrefixListId")
+
+    def limit_endpoints_to(self, targets: EndpointTargets) -> None:
+        """Endpoint policies: only the stack's own resources are reachable through the endpoints.
+
+        Gateway endpoints exist in both egress designs, interface endpoints only with "endpoints";
+        a VPC of your own gets no endpoints (and no policies) from this stack.
+        """
+        stack = Stack.of(self)
+        if "S3" in self.gateway_endpoints:
+            self.gateway_endpoints["S3"].add_to_policy(_statement(
+                "StackBuckets", WORKER_S3_ACTIONS, [b.arn_for_objects("*") for b in targets.buckets]))
+            layers = f"arn:{Aws.PARTITION}:s3:::{ECR_LAYER_BUCKET.format(region=Aws.REGION)}/*"
+            self.gateway_endpoints["S3"].add_to_policy(_statement("EcrImageLayers", ["s3:GetObject"], [layers]))
+        if "DynamoDb" in self.gateway_endpoints:
+            self.gateway_endpoints["DynamoDb"].add_to_policy(_statement(
+                "StackTable", ["dynamodb:*"], [targets.table.table_arn, f"{targets.table.table_arn}/index/*"]))
+        if not self.interface_endpoints:
+            return
+        repositories = stack.format_arn(service="ecr", resource="repository", resource_name="*")
+        for name in ("EcrApi", "EcrDocker"):
+            endpoint = self.interface_endpoints[name]
+            endpoint.add_to_policy(_statement("PullFromThisAccount", IMAGE_PULL_ACTIONS, [repositories]))
+            # The registry login token has no resource; pushes (any account) stay impossible.
+            endpoint.add_to_policy(_statement("RegistryLogin", ["ecr:GetAuthorizationToken"], ["*"]))
+        self.interface_endpoints["Logs"].add_to_policy(_statement(
+            "StackLogGroups", ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            [group.log_group_arn for group in targets.log_groups]))  # "...:log-group:NAME:*": its streams too
+        self.interface_endpoints["Sns"].add_to_policy(_statement(
+            "StackTopic", ["sns:Publish"], [targets.topic.topic_arn]))
+        if targets.queue_arns and self.endpoint_security_group is not None:
+            if SQS_ENDPOINT not in self.interface_endpoints:
+                self._add_interface_endpoint(self.vpc, self.endpoint_security_group, SQS_ENDPOINT,
+                                             ec2.InterfaceVpcEndpointAwsService.SQS)
+            self.interface_endpoints[SQS_ENDPOINT].add_to_policy(_statement(
+                "StackQueues", ["sqs:*"], list(targets.queue_arns)))
+
+
+def _statement(sid: str, actions: list[str], resources: list[str]) -> iam.PolicyStatement:
+    # Endpoint policies name no principal: the callers' own IAM policies decide who; this decides what.
+    return iam.PolicyStatement(sid=sid, principals=[iam.AnyPrincipal()], actions=actions, resources=resources)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -20,6 +20,7 @@ from infra.config import Webhook
 from infra.constructs.nag import acknowledge
 
 DLQ_RETENTION = Duration.days(14)
+SIGNATURE_VERSION = "2"
 
 # 17 retries (2 quick, 9 backing off exponentially to 5 min, 6 at 5 min): roughly 45 minutes, inside
 # SNS's one-hour ceiling for HTTP/S retry policies, before a message goes to the webhook's DLQ.
@@ -52,14 +53,16 @@ class Notifications(Construct):
             removal_policy=RemovalPolicy.DESTROY,
             pending_window=Duration.days(7),
         )
-        # CloudWatch alarms publish to the (encrypted) alarm topic through this key.
+        # CloudWatch alarms publish to the (encrypted) alarm topic through this key: this account's alarms only.
         self.key.add_to_resource_policy(iam.PolicyStatement(
             actions=["kms:Decrypt", "kms:GenerateDataKey*"],
             principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
             resources=["*"],  # in a key policy "*" means this key
+            conditions=cloudwatch_alarm_source(self),
         ))
+        # SignatureVersion 2: messages are signed with SHA256withRSA (v1 is SHA1); sns_webhook verifies both.
         self.topic = sns.Topic(self, "Topic", display_name="Upscaler notifications", master_key=self.key,
-                               enforce_ssl=True)
+                               enforce_ssl=True, signature_version=SIGNATURE_VERSION)
         self.webhook_dlqs: dict[str, sqs.Queue] = {}
         for hook in webhooks:
             suffix = hashlib.sha256(hook.url.encode()).hexdigest()[:8]
@@ -88,6 +91,15 @@ class Notifications(Construct):
         role.add_to_principal_policy(iam.PolicyStatement(sid="EncryptNotifications",
                                                          actions=["kms:GenerateDataKey", "kms:Decrypt"],
                                                          resources=[self.key.key_arn]))
+
+
+def cloudwatch_alarm_source(scope: Construct) -> dict[str, dict[str, str]]:
+    """Policy conditions that admit the CloudWatch service only on behalf of this account's alarms
+    (confused-deputy protection for the key and the alarm topic)."""
+    stack = Stack.of(scope)
+    alarms = stack.format_arn(service="cloudwatch", resource="alarm", resource_name="*",
+                              arn_format=ArnFormat.COLON_RESOURCE_NAME)
+    return {"StringEquals": {"aws:SourceAccount": stack.account}, "ArnLike": {"aws:SourceArn": alarms}}
 
 
 def _filter_policy(hook: Webhook) -> dict[str, sns.SubscriptionFilter] | None:

@@ -9,11 +9,12 @@ from common.contract import (
     EventType,
     ImageInfo,
     JobOptions,
-    JobParameters,
     JobState,
     ModelName,
     Notification,
     OutputFormat,
+    WorkItem,
+    WorkItemError,
     allowed_sources,
     message_attributes,
     validate_notification,
@@ -28,33 +29,31 @@ def test_terminal_states_have_no_exit():
 
 
 def test_allowed_sources_follow_the_state_machine():
-    assert allowed_sources(JobState.SUBMITTED) == {JobState.ACCEPTED}
-    assert allowed_sources(JobState.RUNNING) == {JobState.SUBMITTED, JobState.RUNNING}
+    assert allowed_sources(JobState.QUEUED) == {JobState.ACCEPTED, JobState.RUNNING}  # queued, or released
+    assert allowed_sources(JobState.RUNNING) == {JobState.QUEUED, JobState.RUNNING}  # claimed, or taken over
     assert allowed_sources(JobState.SUCCEEDED) == {JobState.RUNNING}
-    assert allowed_sources(JobState.FAILED) == {JobState.ACCEPTED, JobState.SUBMITTED, JobState.RUNNING}
+    assert allowed_sources(JobState.FAILED) == {JobState.ACCEPTED, JobState.QUEUED, JobState.RUNNING}
     assert allowed_sources(JobState.REJECTED) == {JobState.ACCEPTED}
 
 
-def test_job_parameters_round_trip_through_environment():
-    params = JobParameters(
-        job_id="abc",
-        input_bucket="in",
-        input_key="uploads/a b+c/ü.jpg",
-        input_version="v1",
-        output_bucket="out",
-        output_key="outputs/a b+c/ü.png",
-        options=JobOptions(model=ModelName.ANIMEVIDEOV3, scale=2.5, output_format=OutputFormat.PNG),
-        submitted_at="2026-01-01T00:00:00.000Z",
-    )
-    env = params.to_environment()
-    assert all(isinstance(v, str) for v in env.values())
-    assert JobParameters.from_environment(env) == params
+def _item() -> WorkItem:
+    return WorkItem(job_id="abc", input_bucket="in", input_key="uploads/a b+c/ü.jpg", input_version="v1",
+                    output_bucket="out", output_key="outputs/a b+c/ü.png", input_format="jpeg", input_width=3,
+                    input_height=4, warnings=("only the first frame",), enqueued_at="2026-01-01T00:00:00.000Z",
+                    options=JobOptions(model=ModelName.ANIMEVIDEOV3, scale=2.5, output_format=OutputFormat.PNG))
 
 
-def test_job_parameters_missing_fields_are_named():
-    with pytest.raises(ValueError, match="UPSCALER_JOB_OUTPUT_KEY"):
-        JobParameters.from_environment({"UPSCALER_JOB_ID": "x", "UPSCALER_JOB_INPUT_BUCKET": "b",
-                                        "UPSCALER_JOB_INPUT_KEY": "k", "UPSCALER_JOB_OUTPUT_BUCKET": "o"})
+def test_work_item_round_trips_through_its_message():
+    item = _item()
+    assert WorkItem.from_json(item.to_json()) == item
+    assert item.output_format is OutputFormat.PNG
+
+
+@pytest.mark.parametrize("body", ["", "[]", '{"version": 1}', '{"version": 2, "job_id": "x"}', "not json",
+                                  _item().to_json().replace('"output_format":"png"', '"output_format":null')])
+def test_anything_else_is_a_work_item_error(body):
+    with pytest.raises(WorkItemError):
+        WorkItem.from_json(body)
 
 
 def _succeeded() -> Notification:

@@ -101,10 +101,10 @@ def test_confirmation_then_signed_notification_with_sns_headers(
     assert envelope["SignatureVersion"] == "2" and envelope["Subject"] == "upscale.succeeded"
     assert envelope["MessageAttributes"]["event_type"] == {"Type": "String", "Value": "upscale.succeeded"}
     assert envelope["SigningCertURL"] == topic.endpoint.cert_url
-    verify_message(envelope, cert_url_pattern=LOCAL_CERT_URL_PATTERN)  # signed over the canonical string
+    verify_message(envelope, cert_url_pattern=LOCAL_CERT_URL_PATTERN, topic_arns={topic.arn})  # canonical string
     tampered = {**envelope, "Message": envelope["Message"].replace("1", "2")}
     with pytest.raises(Exception, match="signature"):
-        verify_message(tampered, cert_url_pattern=LOCAL_CERT_URL_PATTERN)
+        verify_message(tampered, cert_url_pattern=LOCAL_CERT_URL_PATTERN, topic_arns={topic.arn})
     assert receiver.rejected == 0
 
 

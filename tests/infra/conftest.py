@@ -29,7 +29,7 @@ VARIANT_CONTEXT = {
     "upscaler:egress": "nat",
     "upscaler:alarm_email": "ops@example.com",
     "upscaler:retain_data": "false",
-    "upscaler:intake_reserved_concurrency": "null",
+    "upscaler:intake_reserved_concurrency": "8",
     "upscaler:webhooks": json.dumps([
         {"url": WEBHOOK_SUCCEEDED, "filter_policy": {"event_type": ["upscale.succeeded"]}},
         WEBHOOK_ALL,

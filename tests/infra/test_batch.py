@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
-from common.contract import EXIT_RETRYABLE
+from aws_cdk import Validations
+
+from infra.config import REPO_ROOT
 from infra.constructs.batch import WORKER_DOCKERFILE
+from infra.constructs.instance_guard import IMDS_BLOCK_SCRIPT, SCRIPT_PATH, SERVICE_NAME, WORKER_UID
 from infra.stack import component_environment
 
 
@@ -54,8 +61,8 @@ def test_jobs_that_cannot_be_placed_are_cancelled_so_the_uploader_hears_about_it
 
 def test_instances_require_imdsv2_and_encrypt_their_root_volume(default: Any) -> None:
     data = default.one("AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
-    assert data["MetadataOptions"]["HttpTokens"] == "required"
-    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert data["MetadataOptions"] == {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
+                                       "HttpProtocolIpv6": "disabled"}  # no IPv6 IMDS to forget to block
     (device,) = data["BlockDeviceMappings"]
     assert device["Ebs"]["Encrypted"] is True
     assert device["Ebs"]["VolumeSize"] == default.config.root_volume_gib
@@ -68,21 +75,16 @@ def test_job_definition_reserves_one_gpu_memory_and_a_timeout(default: Any) -> N
     requirements = {r["Type"]: r["Value"] for r in container["ResourceRequirements"]}
     assert requirements == {"GPU": "1", "MEMORY": str(settings.worker_memory_mib),
                             "VCPU": str(default.config.worker_vcpus)}
-    assert definition["Timeout"] == {"AttemptDurationSeconds": settings.job_timeout_seconds}
+    assert definition["Timeout"] == {"AttemptDurationSeconds": settings.worker_timeout_seconds}
     assert definition["JobDefinitionName"] == settings.job_definition
     assert definition["PlatformCapabilities"] == ["EC2"]
     assert "Command" not in container  # the image's ENTRYPOINT is `python -m gpu_batch.worker`
 
 
-def test_retry_strategy_follows_the_worker_exit_code_contract(default: Any) -> None:
-    strategy = default.one("AWS::Batch::JobDefinition")["RetryStrategy"]
-    assert strategy["Attempts"] == default.config.settings.job_attempts
-    assert strategy["EvaluateOnExit"] == [
-        {"Action": "RETRY", "OnStatusReason": "Host EC2*"},
-        {"Action": "RETRY", "OnReason": "CannotPullContainerError*"},
-        {"Action": "RETRY", "OnExitCode": str(EXIT_RETRYABLE)},
-        {"Action": "EXIT", "OnReason": "*"},
-    ]
+def test_worker_jobs_are_not_retried_by_batch(default: Any) -> None:
+    """A dead worker loses no item (its items come back to the work queue); the scaler starts new workers."""
+    strategy = default.one("AWS::Batch::JobDefinition").get("RetryStrategy", {"Attempts": 1})
+    assert strategy["Attempts"] == 1
 
 
 def test_worker_environment_is_the_settings_with_the_generated_names(default: Any) -> None:
@@ -91,11 +93,14 @@ def test_worker_environment_is_the_settings_with_the_generated_names(default: An
     settings = default.config.settings
     expected_literals = {k: v for k, v in component_environment(settings).items()
                          if k not in {"UPSCALER_REGION", "UPSCALER_INPUT_BUCKET", "UPSCALER_OUTPUT_BUCKET",
-                                      "UPSCALER_JOBS_TABLE", "UPSCALER_TOPIC_ARN"}}
+                                      "UPSCALER_JOBS_TABLE", "UPSCALER_TOPIC_ARN", "UPSCALER_WORK_QUEUE_URL",
+                                      "UPSCALER_MAX_WORKERS"}}
     assert {k: environment[k] for k in expected_literals} == expected_literals
     storage = default.stack.storage
     assert environment["UPSCALER_OUTPUT_BUCKET"] == {"Ref": default.logical_id(storage.output_bucket)}
     assert environment["UPSCALER_REGION"] == {"Ref": "AWS::Region"}
+    assert environment["UPSCALER_WORK_QUEUE_URL"] == {"Ref": default.logical_id(default.stack.work.queue)}
+    assert environment["UPSCALER_MAX_WORKERS"] == str(default.config.max_workers) == "4"  # 16 vCPUs / 4 each
     assert "UPSCALER_MODEL_DIR" not in environment  # the image's own /opt/models stays in force
 
 
@@ -111,3 +116,77 @@ def test_worker_logs_go_to_a_log_group_with_retention(default: Any) -> None:
     log = default.one("AWS::Batch::JobDefinition")["ContainerProperties"]["LogConfiguration"]
     assert log["LogDriver"] == "awslogs"
     assert log["Options"]["awslogs-group"] == {"Ref": default.logical_id(default.stack.gpu.log_group)}
+
+
+def _user_data_script(synth: Any) -> str:
+    """The shell part of the launch template's MIME multi-part user data, decoded."""
+    user_data = synth.one("AWS::EC2::LaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]
+    parts = user_data["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else "<part>" for p in parts)
+    assert text.startswith('Content-Type: multipart/mixed; boundary="')  # AWS Batch requires MIME multi-part
+    assert 'Content-Type: text/x-shellscript; charset="utf-8"' in text
+    (script,) = [p["Fn::Base64"] for p in parts if isinstance(p, dict)]
+    return str(script)
+
+
+def test_user_data_installs_the_imds_block_as_a_boot_service(default: Any) -> None:
+    script = _user_data_script(default)
+    assert f"cat > {SCRIPT_PATH} <<'SCRIPT'\n{IMDS_BLOCK_SCRIPT}SCRIPT\n" in script
+    assert f"--uid-owner {WORKER_UID} -j REJECT" in script
+    assert "Before=docker.service ecs.service" in script  # in place before any job can start, every boot
+    assert script.rstrip().endswith(f"systemctl enable --now {SERVICE_NAME}.service")
+    result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+FAKE_IPTABLES = """#!/bin/bash
+# Records rules in $STATE like iptables would keep them: -C checks, -I inserts, -N creates a chain.
+case "$1" in
+  -C) shift; grep -Fxq -- "$*" "$STATE" ;;
+  -I) shift; echo "$*" >> "$STATE" ;;
+  -N) if grep -Fxq -- "chain $2" "$STATE"; then exit 1; fi; echo "chain $2" >> "$STATE" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def _run_block_script(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "iptables"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(FAKE_IPTABLES)
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "STATE": str(tmp_path / "rules")}
+    result = subprocess.run(["bash", "-c", IMDS_BLOCK_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_block_script_rejects_worker_and_bridge_traffic_to_imds_once_per_rule(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.write_text("chain DOCKER-USER\n")  # Docker already started and created its chain
+    _run_block_script(tmp_path)
+    _run_block_script(tmp_path)  # a reboot: nothing is added twice
+    assert rules.read_text().splitlines() == [
+        "chain DOCKER-USER",
+        f"OUTPUT -d 169.254.169.254/32 -m owner --uid-owner {WORKER_UID} -j REJECT",
+        "DOCKER-USER -i docker+ -d 169.254.169.254/32 -j REJECT",
+    ]
+
+
+def test_the_blocked_uid_is_the_one_the_worker_runs_as(default: Any) -> None:
+    dockerfile = (REPO_ROOT / WORKER_DOCKERFILE).read_text()
+    users = re.findall(r"^USER\s+(\d+)", dockerfile, flags=re.MULTILINE)
+    assert users and int(users[-1]) == WORKER_UID
+    container = default.one("AWS::Batch::JobDefinition")["ContainerProperties"]
+    # Another user (root above all) or a privileged container would escape the owner match.
+    assert container.get("User", str(WORKER_UID)) == str(WORKER_UID)
+    assert container.get("Privileged") in (None, False)
+    assert "Capabilities" not in container.get("LinuxParameters", {})
+
+
+def test_the_instance_role_acknowledgment_names_the_real_protection(default: Any) -> None:
+    texts = [str(entry.data) for construct in default.stack.gpu.instance_role.node.find_all()
+             for entry in construct.node.metadata if entry.type == Validations.ACKNOWLEDGED_RULES_METADATA_KEY]
+    (text,) = [t for t in texts if "AmazonEC2ContainerServiceforEC2Role" in t]
+    assert "user data rejects IMDS traffic" in text
+    assert "(IMDS hop limit 1)" not in text  # host networking: the hop limit protects nothing

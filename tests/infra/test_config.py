@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import os
 import subprocess
@@ -10,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from common.presign import TASK_ROLE_CREDENTIAL_SECONDS
 from common.settings import Settings
-from infra.config import REPO_ROOT, ConfigError, InfraConfig, Webhook, config_from_context, load_cdk_json_context
+from infra.config import (
+    POWERTOOLS_VERSION,
+    REPO_ROOT,
+    ConfigError,
+    InfraConfig,
+    Webhook,
+    config_from_context,
+    load_cdk_json_context,
+)
 
 
 def test_cdk_json_context_parses_and_matches_the_typed_defaults() -> None:
@@ -20,7 +30,7 @@ def test_cdk_json_context_parses_and_matches_the_typed_defaults() -> None:
     assert config.instance_types == defaults.instance_types
     assert config.max_vcpus == defaults.max_vcpus
     assert config.use_spot is True
-    assert config.settings.job_attempts == Settings().job_attempts
+    assert config.settings.max_attempts == Settings().max_attempts
 
 
 def test_cli_strings_are_parsed_to_the_declared_types() -> None:
@@ -58,13 +68,21 @@ def test_other_context_keys_are_ignored() -> None:
     ({"upscaler:max_vcpus": 2}, "at least one job"),
     ({"upscaler:use_spot": False, "upscaler:on_demand_max_vcpus": 8}, "only adds on-demand capacity"),
     ({"upscaler:egress": "internet"}, "'endpoints' or 'nat'"),
-    ({"upscaler:intake_reserved_concurrency": 0}, "0 would throttle every upload"),
-    ({"upscaler:intake_reserved_concurrency": 1}, "smallest maximum concurrency"),
+    ({"upscaler:instance_types": ["p3.2xlarge"]}, "cannot run p3/p3dn (V100)"),
+    ({"upscaler:instance_types": ["g5.xlarge", "p3dn.24xlarge"]}, "cannot run p3/p3dn (V100)"),
+    ({"upscaler:intake_reserved_concurrency": 0}, "must be null (no reservation) or at least intake_max_concurrency"),
+    ({"upscaler:intake_reserved_concurrency": 4}, "fewer throttles the SQS poller"),
+    ({"upscaler:intake_max_concurrency": 1}, "within 2..1000"),
+    ({"upscaler:intake_max_concurrency": 20, "upscaler:intake_reserved_concurrency": 10}, "(20)"),
+    ({"upscaler:powertools_version": "latest"}, "never 'latest'"),
+    ({"upscaler:presigned_url_expiry_seconds": 86400}, "at most 21600 (6 h) on AWS"),
     ({"upscaler:intake_batch_size": 100, "upscaler:intake_batch_window_seconds": 0}, "at least 1 when"),
     ({"upscaler:log_retention_days": 10}, "CloudWatch's values"),
     ({"upscaler:vpc_id": "my-vpc"}, "vpc-0123"),
     ({"upscaler:upload_prefix": "/uploads"}, "upload_prefix must end with '/'"),
-    ({"upscaler:job_attempts": 20}, "1..10"),
+    ({"upscaler:max_attempts": 200}, "1..100"),
+    ({"upscaler:worker_idle_seconds": 5}, "at least 20"),
+    ({"upscaler:worker_max_seconds": 30, "upscaler:worker_idle_seconds": 60}, "at least worker_idle_seconds"),
     ({"upscaler:log_level": "LOUD"}, "use DEBUG, INFO"),
     ({"upscaler:webhooks": ["http://plain.example/hook"]}, "https://"),
     ({"upscaler:webhooks": [{"url": "https://a.example", "filter_policy": {"colour": ["red"]}}]},
@@ -89,3 +107,28 @@ def test_the_cdk_app_fails_synth_with_a_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Invalid upscaler configuration: upscaler:egress='internet': must be 'endpoints' or 'nat'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_new_accounts_deploy_with_the_defaults_no_reservation_and_links_that_keep_their_promise() -> None:
+    config = config_from_context(load_cdk_json_context())
+    assert config.intake_reserved_concurrency is None and InfraConfig().intake_reserved_concurrency is None
+    assert config.intake_max_concurrency == 5
+    # The promised link lifetime fits the job role's credentials (common.presign); so does the default.
+    assert config.settings.presigned_url_expiry_seconds <= TASK_ROLE_CREDENTIAL_SECONDS
+    assert Settings().presigned_url_expiry_seconds <= TASK_ROLE_CREDENTIAL_SECONDS
+
+
+def test_a_reservation_at_least_the_event_source_maximum_is_accepted() -> None:
+    config = config_from_context({"upscaler:intake_max_concurrency": "10",
+                                  "upscaler:intake_reserved_concurrency": "10"})
+    assert (config.intake_max_concurrency, config.intake_reserved_concurrency) == (10, 10)
+
+
+def test_supported_gpu_families_are_accepted() -> None:
+    types = ("g4dn.xlarge", "g5.12xlarge", "g6.xlarge", "g6e.2xlarge", "p4d.24xlarge", "p5.48xlarge")
+    assert config_from_context({"upscaler:instance_types": ",".join(types)}).instance_types == types
+
+
+def test_the_pinned_powertools_layer_is_the_release_the_code_is_tested_with() -> None:
+    assert InfraConfig().powertools_version == POWERTOOLS_VERSION
+    assert md.version("aws-lambda-powertools") == POWERTOOLS_VERSION

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 # The only actions that may use Resource "*": AWS offers no resource-level permissions for them.
-UNSCOPABLE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ecr:GetAuthorizationToken"}
+UNSCOPABLE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ecr:GetAuthorizationToken",
+                      "ec2:DescribeManagedPrefixLists"}  # the deploy-time prefix-list lookup (network.py)
 
 
 def _objects(synth: Any, bucket: Any, prefix: str) -> dict[str, Any]:
@@ -33,14 +34,33 @@ def test_intake_reads_only_uploads_and_writes_only_rejected(default: Any) -> Non
     assert set(write["Action"]) == {"s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
 
 
-def test_intake_submits_only_to_this_queue_and_definition(default: Any) -> None:
+def test_intake_and_scaler_start_workers_only_in_this_queue_with_this_definition(default: Any) -> None:
     gpu = default.stack.gpu
-    submit = default.statement(default.stack.intake.handler.role, "SubmitToThisQueueOnly")
-    assert submit["Action"] == "batch:SubmitJob"
-    assert submit["Resource"] == [{"Fn::GetAtt": [default.logical_id(gpu.job_queue), "JobQueueArn"]},
-                                  {"Ref": default.logical_id(gpu.job_definition)}]
-    tag = default.statement(default.stack.intake.handler.role, "TagSubmittedJobs")
-    assert tag["Condition"] == {"StringEquals": {"batch:CreateAction": "SubmitJob"}}
+    for role in (default.stack.intake.handler.role, default.stack.scaler.handler.role):
+        submit = default.statement(role, "StartWorkers")
+        assert submit["Action"] == "batch:SubmitJob"
+        assert submit["Resource"] == [{"Fn::GetAtt": [default.logical_id(gpu.job_queue), "JobQueueArn"]},
+                                      {"Ref": default.logical_id(gpu.job_definition)}]
+        tag = default.statement(role, "TagWorkerJobs")
+        assert tag["Condition"] == {"StringEquals": {"batch:CreateAction": "SubmitJob"}}
+
+
+def test_work_queue_access_is_least_privilege(default: Any) -> None:
+    work = {"Fn::GetAtt": [default.logical_id(default.stack.work.queue), "Arn"]}
+    drain = default.statement(default.stack.gpu.job_role, "DrainWorkQueue")
+    assert (sorted(drain["Action"]), drain["Resource"]) == (
+        ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"], work)
+    send = default.statement(default.stack.intake.handler.role, "SendWorkItems")
+    assert (sorted(send["Action"]), send["Resource"]) == (["sqs:GetQueueAttributes", "sqs:SendMessage"], work)
+    depth = default.statement(default.stack.scaler.handler.role, "ReadWorkQueueDepth")
+    assert (depth["Action"], depth["Resource"]) == ("sqs:GetQueueAttributes", work)
+    every_sqs_action = {a for r in (default.stack.gpu.job_role, default.stack.intake.handler.role)
+                        for st in default.role_statements(r)
+                        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+                        if a.startswith("sqs:")}
+    assert "sqs:SendMessage" not in {a for st in default.role_statements(default.stack.gpu.job_role)
+                                     for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert every_sqs_action  # the intake's event source mapping grants its own receive on the intake queue
 
 
 def test_worker_reads_inputs_and_writes_outputs_only(default: Any) -> None:

@@ -1,4 +1,4 @@
-"""Alarms (dead letters, failed jobs, Lambda errors, backlog), the dashboard, the stack outputs."""
+"""Alarms (dead letters, work backlog, workers stuck RUNNABLE, Lambda errors), the dashboard, the outputs."""
 
 from __future__ import annotations
 
@@ -17,26 +17,34 @@ def _alarm_on(synth: Any, metric: str, dimension_ref: str) -> dict[str, Any]:
 
 def test_every_dead_letter_queue_has_a_not_empty_alarm(default: Any, variant: Any) -> None:
     for synth in (default, variant):
-        queues = [synth.stack.intake.dead_letter_queue, synth.stack.notifier.dead_letter_queue,
-                  *synth.stack.notifications.webhook_dlqs.values()]
+        queues = [synth.stack.intake.dead_letter_queue, synth.stack.work.dead_letter_queue,
+                  synth.stack.scaler.dead_letter_queue, *synth.stack.notifications.webhook_dlqs.values()]
         for queue in queues:
             dimension = {"Fn::GetAtt": [synth.logical_id(queue), "QueueName"]}
             (alarm,) = [a for a in _alarms(synth) if a["MetricName"] == "ApproximateNumberOfMessagesVisible"
                         and a["Dimensions"][0]["Value"] == dimension]
             assert alarm["Threshold"] == 1
             assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-        assert len(queues) == (2 if synth is default else 4)
+        assert len(queues) == (3 if synth is default else 5)
 
 
-def test_failed_jobs_alarm_counts_the_failed_job_rule(default: Any) -> None:
-    alarm = _alarm_on(default, "MatchedEvents", default.logical_id(default.stack.notifier.rule))
-    assert alarm["Namespace"] == "AWS/Events"
-    assert alarm["Statistic"] == "Sum" and alarm["Period"] == 3600
+def test_work_queue_alarms_backlog_dead_items_and_workers_stuck_runnable(default: Any) -> None:
+    from infra.constructs.monitoring import WORK_BACKLOG_SECONDS, WORKER_START_ALARM_SECONDS
+
+    queue_name = {"Fn::GetAtt": [default.logical_id(default.stack.work.queue), "QueueName"]}
+    (backlog,) = [a for a in _alarms(default) if a["MetricName"] == "ApproximateAgeOfOldestMessage"
+                  and a["Dimensions"][0]["Value"] == queue_name]
+    assert backlog["Threshold"] == WORK_BACKLOG_SECONDS
+    (stuck,) = [a for a in _alarms(default) if a.get("MetricName") == "WorkerStartWaitSeconds"]
+    assert (stuck["Namespace"], stuck["Dimensions"]) == ("Upscaler", [{"Name": "service",
+                                                                       "Value": "upscaler-scaler"}])
+    assert stuck["Threshold"] == WORKER_START_ALARM_SECONDS and stuck["Period"] == 60
+    assert default.config.settings.worker_start_grace_seconds > WORKER_START_ALARM_SECONDS  # fires before a retry
 
 
 def test_lambda_error_alarms_notify_the_alarm_topic(default: Any) -> None:
     alarm_topic = {"Ref": default.logical_id(default.stack.monitoring.alarm_topic)}
-    for function in (default.stack.intake.function, default.stack.notifier.function):
+    for function in (default.stack.intake.function, default.stack.notifier.function, default.stack.scaler.function):
         alarm = _alarm_on(default, "Errors", default.logical_id(function))
         assert alarm["Namespace"] == "AWS/Lambda" and alarm["Threshold"] == 1
     assert all(a["AlarmActions"] == [alarm_topic] for a in _alarms(default))

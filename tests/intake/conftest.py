@@ -22,10 +22,13 @@ from PIL import Image
 from sns_capture import capture_topic, drain_notifications
 
 from common import aws
-from common.contract import JobParameters
+from common.contract import WorkItem
 from common.jobs import JobStore
+from common.lifecycle import JobLifecycle
 from common.notify import Notifier
+from common.scaling import WorkerScaler, WorkerSlots
 from common.settings import Settings
+from common.work_queue import WorkQueue
 from functions.intake.intake import Intake
 from local_stack.resources import create_bucket, create_jobs_table
 
@@ -169,20 +172,32 @@ BUCKET = "upscaler-input-test"
 REGION = "us-east-1"
 
 
-@dataclass
-class FakeSubmitter:
-    """A JobSubmitter that records what it was asked; `failures` makes the next calls raise."""
+class RecordingQueue(WorkQueue):
+    """The real work queue (moto SQS) that also records what was sent; `failures` makes the next sends raise."""
 
-    submitted: list[JobParameters] = field(default_factory=list)
-    failures: list[BaseException] = field(default_factory=list)
-    calls: int = 0
+    def __init__(self, *, sqs_client: Any, queue_url: str) -> None:
+        super().__init__(sqs_client=sqs_client, queue_url=queue_url)
+        self.sent: list[WorkItem] = []
+        self.failures: list[BaseException] = []
+        self.calls = 0
 
-    def submit(self, params: JobParameters) -> str:
+    def send(self, item: WorkItem) -> str:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
-        self.submitted.append(params)
-        return f"batch-{len(self.submitted)}"
+        self.sent.append(item)
+        return super().send(item)
+
+
+@dataclass
+class FakeStarter:
+    """A WorkerStarter that records the worker jobs it was asked for."""
+
+    started: list[tuple[int, str]] = field(default_factory=list)
+
+    def start(self, slot: int, token: str) -> str:
+        self.started.append((slot, token))
+        return f"batch-{len(self.started)}"
 
 
 class CountingS3:
@@ -214,10 +229,22 @@ class Stack:
     settings: Settings
     s3: CountingS3
     store: JobStore
-    submitter: FakeSubmitter
+    work_queue: RecordingQueue
+    starter: FakeStarter
+    notifier: Notifier
     notifications_queue_url: str
     intake: Intake
     clients: dict[str, Any]
+
+    @property
+    def lifecycle(self) -> JobLifecycle:
+        return JobLifecycle(store=self.store, notifier=self.notifier)
+
+    @property
+    def scaler(self) -> WorkerScaler:
+        return WorkerScaler(slots=WorkerSlots(self.store), queue=self.work_queue, starter=self.starter,
+                            max_workers=self.settings.max_workers,
+                            start_grace_seconds=self.settings.worker_start_grace_seconds)
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> dict[str, Any]:
         resp = self.clients["s3"].put_object(Bucket=BUCKET, Key=key, Body=data, Metadata=metadata or {})
@@ -230,11 +257,10 @@ class Stack:
         return drain_notifications(self.clients["sqs"], self.notifications_queue_url)
 
 
-def build_intake(stack: Stack, settings: Settings | None = None) -> Intake:
-    settings = settings or stack.settings
-    return Intake(settings, s3=stack.s3, store=stack.store, submitter=stack.submitter,
-                  notifier=Notifier(sns_client=stack.clients["sns"], topic_arn=settings.topic_arn,
-                                    upload_prefix=settings.upload_prefix))
+def build_intake(stack: Stack, settings: Settings | None = None, **kwargs: Any) -> Intake:
+    """The stack's Intake (real moto work queue, fake worker starter); kwargs: lease_seconds, clock."""
+    return Intake(settings or stack.settings, s3=stack.s3, lifecycle=stack.lifecycle, work_queue=stack.work_queue,
+                  scaler=stack.scaler, **kwargs)
 
 
 @pytest.fixture
@@ -247,7 +273,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     aws.clear_cache()
     with mock_aws():
-        base = Settings(region=REGION, input_bucket=BUCKET, jobs_table="jobs-test")
+        base = Settings(region=REGION, input_bucket=BUCKET, jobs_table="jobs-test", max_workers=2)
         s3 = aws.client("s3", base)
         create_bucket(s3, BUCKET, REGION)
         ddb = aws.client("dynamodb", base)
@@ -255,9 +281,12 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         sns = aws.client("sns", base)
         sqs = aws.client("sqs", base)
         topic_arn, queue_url = capture_topic(sns, sqs, queue_name="webhook-spy")
-        settings = base.replace(topic_arn=topic_arn)
+        work_url = sqs.create_queue(QueueName="work")["QueueUrl"]
+        settings = base.replace(topic_arn=topic_arn, work_queue_url=work_url)
         store = JobStore(dynamodb_client=ddb, table_name=settings.jobs_table)
-        stack = Stack(settings=settings, s3=CountingS3(s3), store=store, submitter=FakeSubmitter(),
+        stack = Stack(settings=settings, s3=CountingS3(s3), store=store,
+                      work_queue=RecordingQueue(sqs_client=sqs, queue_url=work_url), starter=FakeStarter(),
+                      notifier=Notifier(sns_client=sns, topic_arn=topic_arn, upload_prefix=settings.upload_prefix),
                       notifications_queue_url=queue_url, intake=None,  # type: ignore[arg-type]
                       clients={"s3": s3, "dynamodb": ddb, "sns": sns, "sqs": sqs})
         stack.intake = build_intake(stack)
@@ -346,4 +375,4 @@ def events() -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def builders() -> SimpleNamespace:
     return SimpleNamespace(encode=encode, photo=photo, raw_png=raw_png, png_chunk=png_chunk,
-                           build_intake=build_intake, FakeSubmitter=FakeSubmitter)
+                           build_intake=build_intake)

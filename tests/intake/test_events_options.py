@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from common.contract import JobOptions, ModelName, OutputFormat
+from common.keys import output_key_for, rejected_key_for
 from common.settings import Settings
-from functions.intake.intake import output_key_for, rejected_key_for
 from functions.intake.options import InvalidOption, parse_options
 from functions.intake.s3_events import MalformedEventError, parse_body
 
@@ -65,6 +65,10 @@ def test_options_default_from_settings() -> None:
     ({"scale": "2.5x", "format": "JPG"}, JobOptions(ModelName.X4PLUS, 2.5, OutputFormat.JPEG)),
     ({"scale": "1", "format": "webp"}, JobOptions(ModelName.X4PLUS, 1.0, OutputFormat.WEBP)),
     ({"Format": "png", "unrelated": "ignored"}, JobOptions(ModelName.X4PLUS, 4.0, OutputFormat.PNG)),
+    ({"model": "photo-jpeg", "strength": "0.6"}, JobOptions(ModelName.PHOTO_JPEG, 4.0, None, 0.6)),
+    ({"model": "Illustration-Denoise", "scale": "2", "strength": "75%"},
+     JobOptions(ModelName.ILLUSTRATION_DENOISE, 2.0, None, 0.75)),
+    ({"strength": "0"}, JobOptions(ModelName.X4PLUS, 4.0, None, 0.0)),
 ])
 def test_valid_options(metadata: dict[str, str], expected: JobOptions) -> None:
     assert parse_options(metadata, SETTINGS) == expected
@@ -77,6 +81,10 @@ def test_valid_options(metadata: dict[str, str], expected: JobOptions) -> None:
     ({"scale": "nan"}, "scale"),
     ({"scale": "big"}, "scale"),
     ({"format": "gif"}, "format"),
+    ({"strength": "1.5"}, "strength"),
+    ({"strength": "-10%"}, "strength"),
+    ({"strength": "nan"}, "strength"),
+    ({"strength": "soft"}, "strength"),
 ])
 def test_invalid_options_explain_themselves(metadata: dict[str, str], name: str) -> None:
     found = parse_options(metadata, SETTINGS)

@@ -14,12 +14,13 @@ from common import aws
 from common.contract import (
     ATTR_EVENT_TYPE,
     ATTR_UPLOAD_PREFIX,
-    JobParameters,
     JobState,
     OutputFormat,
+    WorkItem,
     validate_notification,
 )
-from common.jobs import dedupe_key, job_id_for
+from common.jobs import upload_job_id
+from common.scaling import WORKER_JOB_PREFIX
 from functions.intake import handler
 from functions.intake import intake as intake_module
 from functions.intake.intake import Intake
@@ -48,7 +49,13 @@ def log_stream() -> Any:
 
 
 def job_id(obj: dict[str, Any]) -> str:
-    return job_id_for(dedupe_key(BUCKET, obj["key"], obj.get("versionId"), obj["eTag"], obj["size"]))
+    return upload_job_id(BUCKET, obj["key"], obj.get("versionId"), obj["eTag"], obj["size"])
+
+
+def build_intake(stack: Any, **kwargs: Any) -> Intake:
+    """Another Intake on the same stack (another invocation); kwargs: lease_seconds, clock."""
+    return Intake(stack.settings, s3=stack.s3, lifecycle=stack.lifecycle, work_queue=stack.work_queue,
+                  scaler=stack.scaler, **kwargs)
 
 
 def object_versions(stack: Any, key: str) -> list[dict[str, Any]]:
@@ -56,42 +63,73 @@ def object_versions(stack: Any, key: str) -> list[dict[str, Any]]:
     return [v for v in resp.get("Versions", []) if v["Key"] == key]
 
 
-def test_valid_upload_is_recorded_and_submitted_once(aws_stack: Any, run: Any, events: SimpleNamespace,
-                                                     corpus: dict[str, bytes], capfd: pytest.CaptureFixture,
-                                                     log_stream: io.StringIO) -> None:
+def test_valid_upload_is_recorded_queued_once_and_starts_one_worker(
+        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes], capfd: pytest.CaptureFixture,
+        log_stream: io.StringIO) -> None:
     obj = aws_stack.put("uploads/holiday/beach photo.jpg", corpus["photo.jpg"],
                         metadata={"scale": "2", "format": "webp", "model": "x4plus-anime"})
     response = run(events.upload_message(obj))
 
     assert response == {"batchItemFailures": []}
-    (params,) = aws_stack.submitter.submitted
-    assert isinstance(params, JobParameters)
-    assert params.job_id == job_id(obj)
-    assert (params.input_bucket, params.input_key, params.input_version) == (BUCKET, obj["key"], obj["versionId"])
-    assert (params.output_bucket, params.output_key) == ("upscaler-output", "outputs/holiday/beach photo.webp")
-    assert (str(params.options.model), params.options.scale, params.options.output_format) == (
-        "x4plus-anime", 2.0, OutputFormat.WEBP)
-    assert JobParameters.from_environment(params.to_environment()) == params
+    (item,) = aws_stack.work_queue.sent
+    assert item.job_id == job_id(obj)
+    assert (item.input_bucket, item.input_key, item.input_version) == (BUCKET, obj["key"], obj["versionId"])
+    assert (item.output_bucket, item.output_key) == ("upscaler-output", "outputs/holiday/beach photo.webp")
+    assert (str(item.options.model), item.options.scale, item.output_format) == ("x4plus-anime", 2.0,
+                                                                                  OutputFormat.WEBP)
+    assert (item.input_format, item.input_width, item.input_height) == ("jpeg", 96, 64)
+    # the message on the queue is that item, exactly
+    (message,) = aws_stack.clients["sqs"].receive_message(QueueUrl=aws_stack.work_queue.url)["Messages"]
+    assert WorkItem.from_json(message["Body"]) == item
+    # one upload on an idle system: one worker, now
+    assert [slot for slot, _ in aws_stack.starter.started] == [0]
 
-    record = aws_stack.store.get(params.job_id)
-    assert record.state is JobState.SUBMITTED
+    record = aws_stack.store.get(item.job_id)
+    assert record.state is JobState.QUEUED
     attrs = record.attributes
-    assert attrs["batch_job_id"] == "batch-1"
+    assert attrs["work_item_sent"] is True
     assert (attrs["input_format"], attrs["input_width"], attrs["input_height"]) == ("jpeg", 96, 64)
     assert attrs["input_version"] == obj["versionId"]
-    assert attrs["accepted_at"] <= attrs["submitted_at"]
+    assert attrs["accepted_at"] <= attrs["queued_at"]
     assert aws_stack.notifications() == []  # acceptance is not a terminal event
-    # the upload stays where it is: the worker reads it
-    assert object_versions(aws_stack, obj["key"])
+    assert object_versions(aws_stack, obj["key"])  # the upload stays where it is: the worker reads it
 
     # EMF metrics and a structured log line carrying the job id as correlation id
     emf = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
-    assert emf and emf[-1]["Submitted"] in (1.0, [1.0])
+    assert emf and emf[-1]["Queued"] in (1.0, [1.0])
     assert "ValidationMs" in emf[-1]
     logged = [json.loads(line) for line in log_stream.getvalue().splitlines()]
-    (line,) = [entry for entry in logged if entry.get("message") == "intake submitted"]
-    assert line["correlation_id"] == line["job_id"] == params.job_id
-    assert (line["s3_key"], line["outcome"], line["bytes_read"]) == (obj["key"], "submitted", len(corpus["photo.jpg"]))
+    (line,) = [entry for entry in logged if entry.get("message") == "intake queued"]
+    assert line["correlation_id"] == line["job_id"] == item.job_id
+    assert (line["s3_key"], line["outcome"], line["bytes_read"]) == (obj["key"], "queued", len(corpus["photo.jpg"]))
+
+
+def test_a_burst_starts_at_most_max_workers(aws_stack: Any, run: Any, events: SimpleNamespace,
+                                            corpus: dict[str, bytes]) -> None:
+    objs = [aws_stack.put(f"uploads/burst/{i}.jpg", corpus["photo.jpg"]) for i in range(12)]
+    for start in range(0, 12, 4):
+        assert run(*[events.upload_message(o) for o in objs[start:start + 4]]) == {"batchItemFailures": []}
+    assert len(aws_stack.work_queue.sent) == 12
+    assert sorted(slot for slot, _ in aws_stack.starter.started) == list(range(aws_stack.settings.max_workers))
+
+
+def test_a_work_item_sent_but_not_marked_is_sent_again_by_the_retry(aws_stack: Any, run: Any,
+                                                                     events: SimpleNamespace,
+                                                                     corpus: dict[str, bytes]) -> None:
+    """The QUEUED write won, then the send failed: the retry finds the stored item and sends it."""
+    obj = aws_stack.put("uploads/send-fails.jpg", corpus["photo.jpg"])
+    aws_stack.work_queue.failures.append(ClientError({"Error": {"Code": "ServiceUnavailable"}}, "SendMessage"))
+    message = events.upload_message(obj)
+    assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    record = aws_stack.store.get(job_id(obj))
+    assert (record.state, record.attributes["work_item_sent"]) == (JobState.QUEUED, False)
+
+    assert run(message) == {"batchItemFailures": []}
+    (item,) = aws_stack.work_queue.sent
+    assert item.job_id == job_id(obj)
+    assert aws_stack.store.get(job_id(obj)).attributes["work_item_sent"] is True
+    assert run(message) == {"batchItemFailures": []}  # a third delivery: nothing more
+    assert len(aws_stack.work_queue.sent) == 1
 
 
 def test_rejected_upload_is_moved_recorded_and_notified(aws_stack: Any, run: Any, events: SimpleNamespace,
@@ -100,7 +138,7 @@ def test_rejected_upload_is_moved_recorded_and_notified(aws_stack: Any, run: Any
     obj = aws_stack.put("uploads/report.jpg", corpus["doc.pdf"])
     assert run(events.upload_message(obj)) == {"batchItemFailures": []}
 
-    assert aws_stack.submitter.calls == 0
+    assert aws_stack.work_queue.calls == 0
     # moved: a copy under rejected/ with the same bytes, the upload's version gone
     moved = aws_stack.clients["s3"].get_object(Bucket=BUCKET, Key="rejected/report.jpg")["Body"].read()
     assert moved == corpus["doc.pdf"]
@@ -138,7 +176,7 @@ def test_odd_key_names(aws_stack: Any, run: Any, events: SimpleNamespace, corpus
                        key: str) -> None:
     obj = aws_stack.put(key, corpus["photo.png"])
     assert run(events.upload_message(obj)) == {"batchItemFailures": []}
-    (params,) = aws_stack.submitter.submitted
+    (params,) = aws_stack.work_queue.sent
     assert params.input_key == key
     assert params.output_key == "outputs/" + key.removeprefix("uploads/")
 
@@ -153,7 +191,7 @@ def test_odd_key_rejected_is_moved_under_the_same_name(aws_stack: Any, run: Any,
 
 def test_s3_test_event_is_skipped(aws_stack: Any, run: Any, events: SimpleNamespace) -> None:
     assert run(events.sqs_record(events.test_event_body)) == {"batchItemFailures": []}
-    assert aws_stack.submitter.calls == 0
+    assert aws_stack.work_queue.calls == 0
     assert aws_stack.s3.calls == []
 
 
@@ -164,9 +202,9 @@ def test_same_version_twice_makes_one_job(aws_stack: Any, run: Any, events: Simp
     assert run(events.upload_message(obj), events.upload_message(obj)) == {"batchItemFailures": []}
     reads_after_first = aws_stack.s3.bytes_read
     assert run(events.upload_message(obj)) == {"batchItemFailures": []}
-    assert aws_stack.submitter.calls == 1
+    assert aws_stack.work_queue.calls == 1
     assert aws_stack.s3.bytes_read == reads_after_first, "a known duplicate costs no S3 reads"
-    assert aws_stack.store.get(job_id(obj)).state is JobState.SUBMITTED
+    assert aws_stack.store.get(job_id(obj)).state is JobState.QUEUED
 
 
 def test_multipart_upload_firing_two_events_makes_one_job(aws_stack: Any, run: Any, events: SimpleNamespace,
@@ -184,15 +222,14 @@ def test_multipart_upload_firing_two_events_makes_one_job(aws_stack: Any, run: A
     second = events.upload_message({**obj, "sequencer": "0062E99A88DC407499"}, event_name="ObjectCreated:Put")
     assert run(first) == {"batchItemFailures": []}
     assert run(second) == {"batchItemFailures": []}
-    assert aws_stack.submitter.calls == 1
+    assert aws_stack.work_queue.calls == 1
 
 
-def test_transient_submit_failure_is_retried_without_a_second_job(aws_stack: Any, run: Any,
-                                                                  events: SimpleNamespace,
-                                                                  corpus: dict[str, bytes]) -> None:
-    throttled = ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}},
-                            "SubmitJob")
-    aws_stack.submitter.failures.append(throttled)
+def test_transient_send_failure_is_retried_without_a_second_job(aws_stack: Any, run: Any,
+                                                                events: SimpleNamespace,
+                                                                corpus: dict[str, bytes]) -> None:
+    throttled = ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "try again"}}, "SendMessage")
+    aws_stack.work_queue.failures.append(throttled)
     obj = aws_stack.put("uploads/retry.jpg", corpus["photo.jpg"])
     good = aws_stack.put("uploads/fine.png", corpus["photo.png"])
     failing, passing = events.upload_message(obj), events.upload_message(good)
@@ -200,15 +237,15 @@ def test_transient_submit_failure_is_retried_without_a_second_job(aws_stack: Any
     response = run(failing, passing)
     assert response == {"batchItemFailures": [{"itemIdentifier": failing["messageId"]}]}
     record = aws_stack.store.get(job_id(obj))
-    assert record.state is JobState.ACCEPTED
+    assert (record.state, record.attributes["work_item_sent"]) == (JobState.QUEUED, False)
     assert record.attributes["lease_until"] == 0, "a failed attempt releases the record for its retry"
-    assert [p.input_key for p in aws_stack.submitter.submitted] == ["uploads/fine.png"]
+    assert [p.input_key for p in aws_stack.work_queue.sent] == ["uploads/fine.png"]
 
     # SQS redelivers the failed message (and, at least once, the good one again)
     assert run(failing, passing) == {"batchItemFailures": []}
-    assert [p.input_key for p in aws_stack.submitter.submitted] == ["uploads/fine.png", "uploads/retry.jpg"]
-    assert aws_stack.store.get(job_id(obj)).state is JobState.SUBMITTED
-    assert aws_stack.submitter.calls == 3  # fine once, retry.jpg failed once and succeeded once
+    assert [p.input_key for p in aws_stack.work_queue.sent] == ["uploads/fine.png", "uploads/retry.jpg"]
+    assert aws_stack.store.get(job_id(obj)).state is JobState.QUEUED
+    assert aws_stack.work_queue.calls == 3  # fine once, retry.jpg failed once and succeeded once
 
 
 def test_dynamodb_failure_goes_back_to_the_queue(aws_stack: Any, run: Any, events: SimpleNamespace,
@@ -225,26 +262,24 @@ def test_dynamodb_failure_goes_back_to_the_queue(aws_stack: Any, run: Any, event
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
     monkeypatch.setattr(aws_stack.store, "create", real_create)
     assert run(message) == {"batchItemFailures": []}
-    assert aws_stack.submitter.calls == 1
+    assert aws_stack.work_queue.calls == 1
 
 
 def test_a_record_being_processed_elsewhere_is_retried_later(aws_stack: Any, run: Any, events: SimpleNamespace,
                                                               corpus: dict[str, bytes]) -> None:
     obj = aws_stack.put("uploads/concurrent.jpg", corpus["photo.jpg"])
     # another invocation created the record a moment ago and is still working on it
-    other = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
-                   notifier=aws_stack.intake._notifier)
+    other = build_intake(aws_stack)
     assert other._claim(job_id(obj), _upload(obj), obj["size"], intake_module.default_options(aws_stack.settings),
                         None)
     message = events.upload_message(obj)
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
-    assert aws_stack.submitter.calls == 0
+    assert aws_stack.work_queue.calls == 0
 
     # that invocation crashed: once its lease is over, the retry takes the record over and submits
-    late = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
-                  notifier=aws_stack.intake._notifier, clock=lambda: 2e10)
-    assert late.process(_upload(obj)).outcome == "submitted"
-    assert aws_stack.submitter.calls == 1
+    late = build_intake(aws_stack, clock=lambda: 2e10)
+    assert late.process(_upload(obj)).outcome == "queued"
+    assert aws_stack.work_queue.calls == 1
 
 
 def _upload(obj: dict[str, Any]) -> Any:
@@ -254,13 +289,15 @@ def _upload(obj: dict[str, Any]) -> Any:
 
 
 def _fail_first_publish(monkeypatch: pytest.MonkeyPatch, notifier: Any) -> None:
-    """SNS throttles the first publish (every publish goes through `publish_payload`), then recovers."""
+    """SNS throttles every try of the first publish (every publish goes through `publish_payload`), then recovers."""
+    from common.lifecycle import PUBLISH_ATTEMPTS
+
     real_publish = notifier.publish_payload
     calls: list[Any] = []
 
     def flaky(payload: Any) -> str:
         calls.append(payload)
-        if len(calls) == 1:
+        if len(calls) <= PUBLISH_ATTEMPTS:
             raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "Publish")
         return real_publish(payload)
 
@@ -271,7 +308,7 @@ def test_publish_failure_is_finished_by_the_retry_with_one_notification(
         aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes],
         monkeypatch: pytest.MonkeyPatch) -> None:
     obj = aws_stack.put("uploads/bad.png", corpus["corrupt_crc.png"])
-    notifier = aws_stack.intake._notifier
+    notifier = aws_stack.notifier
     _fail_first_publish(monkeypatch, notifier)
     message = events.upload_message(obj)
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
@@ -290,14 +327,14 @@ def test_malformed_message_fails_only_itself(aws_stack: Any, run: Any, events: S
     bad = events.sqs_record("this is not an S3 notification")
     good = events.upload_message(aws_stack.put("uploads/ok.jpg", corpus["photo.jpg"]))
     assert run(bad, good) == {"batchItemFailures": [{"itemIdentifier": bad["messageId"]}]}
-    assert aws_stack.submitter.calls == 1
+    assert aws_stack.work_queue.calls == 1
 
 
 def test_keys_outside_the_upload_prefix_are_ignored(aws_stack: Any, run: Any, events: SimpleNamespace,
                                                     corpus: dict[str, bytes]) -> None:
     obj = aws_stack.put("outputs/loop.jpg", corpus["photo.jpg"])
     assert run(events.upload_message(obj)) == {"batchItemFailures": []}
-    assert aws_stack.submitter.calls == 0
+    assert aws_stack.work_queue.calls == 0
     assert aws_stack.s3.calls == []
 
 
@@ -306,7 +343,7 @@ def test_object_deleted_before_intake_is_ignored(aws_stack: Any, run: Any, event
     obj = aws_stack.put("uploads/gone.jpg", corpus["photo.jpg"])
     aws_stack.clients["s3"].delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"])
     assert run(events.upload_message(obj)) == {"batchItemFailures": []}
-    assert aws_stack.submitter.calls == 0
+    assert aws_stack.work_queue.calls == 0
     assert aws_stack.store.get(job_id(obj)) is None
 
 
@@ -316,7 +353,7 @@ def test_rejecting_an_old_version_keeps_a_newer_upload(aws_stack: Any, run: Any,
     new = aws_stack.put("uploads/same-name.jpg", corpus["photo.jpg"])
     assert run(events.upload_message(old), events.upload_message(new)) == {"batchItemFailures": []}
     assert aws_stack.store.get(job_id(old)).state is JobState.REJECTED
-    assert aws_stack.store.get(job_id(new)).state is JobState.SUBMITTED
+    assert aws_stack.store.get(job_id(new)).state is JobState.QUEUED
     current = aws_stack.clients["s3"].get_object(Bucket=BUCKET, Key="uploads/same-name.jpg")
     assert current["VersionId"] == new["versionId"]
 
@@ -332,16 +369,17 @@ def test_unversioned_bucket_dedupes_on_etag_and_size(aws_stack: Any, run: Any, e
     message = events.sqs_record({"Records": [record]})
     assert run(message) == {"batchItemFailures": []}
     assert run(message) == {"batchItemFailures": []}
-    assert aws_stack.submitter.calls == 1
-    assert aws_stack.submitter.submitted[0].input_version is None
+    assert aws_stack.work_queue.calls == 1
+    assert aws_stack.work_queue.sent[0].input_version is None
 
 
-def test_local_queue_submitter_end_to_end(aws_stack: Any, events: SimpleNamespace, corpus: dict[str, bytes],
-                                          lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No fake: Settings -> Intake.from_settings -> make_submitter(local) -> the local job queue."""
+def test_intake_from_settings_queues_and_starts_a_local_worker(
+        aws_stack: Any, events: SimpleNamespace, corpus: dict[str, bytes], lambda_context: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fake: Settings -> Intake.from_settings -> the work queue + the local Batch stand-in's queue."""
     sqs = aws_stack.clients["sqs"]
-    queue_url = sqs.create_queue(QueueName="local-jobs")["QueueUrl"]
-    settings = aws_stack.settings.replace(job_backend="local", local_job_queue_url=queue_url)
+    batch_url = sqs.create_queue(QueueName="local-batch")["QueueUrl"]
+    settings = aws_stack.settings.replace(job_backend="local", local_job_queue_url=batch_url)
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
     handler.get_intake.cache_clear()
@@ -351,14 +389,13 @@ def test_local_queue_submitter_end_to_end(aws_stack: Any, events: SimpleNamespac
     finally:
         handler.get_intake.cache_clear()
     assert response == {"batchItemFailures": []}
-    (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
-    body = json.loads(message["Body"])
-    params = JobParameters.from_environment(body["environment"])
-    assert params.job_id == job_id(obj)
-    assert body["job_name"] == f"upscale-{params.job_id}"
-    record = aws_stack.store.get(params.job_id)
-    assert record.state is JobState.SUBMITTED
-    assert record.attributes["batch_job_id"] == f"local-{message['MessageId']}"
+    (work,) = sqs.receive_message(QueueUrl=settings.work_queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert WorkItem.from_json(work["Body"]).job_id == job_id(obj)
+    (job,) = sqs.receive_message(QueueUrl=batch_url, MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(job["Body"])
+    assert body["job_name"] == f"{WORKER_JOB_PREFIX}0"
+    assert body["environment"]["UPSCALER_WORKER_SLOT"] == "0"
+    assert aws_stack.store.get(job_id(obj)).state is JobState.QUEUED
     aws.clear_cache()
 
 
@@ -366,8 +403,7 @@ def test_upload_deleted_after_acceptance_fails_the_job_once(aws_stack: Any, run:
                                                             corpus: dict[str, bytes]) -> None:
     """An attempt crashed after recording ACCEPTED; before the retry, the person deleted the upload."""
     obj = aws_stack.put("uploads/deleted-later.jpg", corpus["photo.jpg"])
-    crashed = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
-                     notifier=aws_stack.intake._notifier, lease_seconds=0)
+    crashed = build_intake(aws_stack, lease_seconds=0)
     assert crashed._claim(job_id(obj), _upload(obj), obj["size"],
                           intake_module.default_options(aws_stack.settings), None)
     aws_stack.clients["s3"].delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"])
@@ -380,19 +416,18 @@ def test_upload_deleted_after_acceptance_fails_the_job_once(aws_stack: Any, run:
     message = json.loads(envelope["Message"])
     validate_notification(message)
     assert (message["event_type"], message["error"]["code"]) == ("upscale.failed", "INPUT_MISSING")
-    assert aws_stack.submitter.calls == 0
+    assert aws_stack.work_queue.calls == 0
 
 
 def test_input_missing_failure_whose_publish_failed_is_sent_by_the_retry(
         aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes],
         monkeypatch: pytest.MonkeyPatch) -> None:
     obj = aws_stack.put("uploads/gone.jpg", corpus["photo.jpg"])
-    crashed = Intake(aws_stack.settings, s3=aws_stack.s3, store=aws_stack.store, submitter=aws_stack.submitter,
-                     notifier=aws_stack.intake._notifier, lease_seconds=0)
+    crashed = build_intake(aws_stack, lease_seconds=0)
     assert crashed._claim(job_id(obj), _upload(obj), obj["size"],
                           intake_module.default_options(aws_stack.settings), None)
     aws_stack.clients["s3"].delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"])
-    notifier = aws_stack.intake._notifier
+    notifier = aws_stack.notifier
     _fail_first_publish(monkeypatch, notifier)
     message = events.upload_message(obj)
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}

@@ -68,7 +68,7 @@ def test_jpeg_with_header_beyond_the_first_read_grows_the_read(aws_stack: Any, c
     data = corpus["big_exif.jpg"]
     obj = aws_stack.put("uploads/big_exif.jpg", data)
     result = aws_stack.intake.process(event_for(obj))
-    assert result.outcome is Outcome.SUBMITTED, result.verdict
+    assert result.outcome is Outcome.QUEUED, result.verdict
     # header reads grew past 64 KiB, then the body was read once more for the decode
     assert aws_stack.s3.calls.count("get_object") >= 3
     assert result.bytes_read < 2 * len(data)
@@ -78,7 +78,7 @@ def test_header_beyond_the_growth_cap_falls_back_to_a_full_check(aws_stack: Any,
     aws_stack.intake._settings = aws_stack.settings.replace(header_read_bytes=1024)
     obj = aws_stack.put("uploads/big_exif.jpg", corpus["big_exif.jpg"])  # SOF beyond 16 × 1 KiB
     result = aws_stack.intake.process(event_for(obj))
-    assert result.outcome is Outcome.SUBMITTED
+    assert result.outcome is Outcome.QUEUED
     assert result.verdict.width == 96
 
 
@@ -98,7 +98,7 @@ def test_invalid_option_is_a_rejection_with_a_reason(aws_stack: Any, corpus: dic
     assert "x-amz-meta-scale" in record.attributes["error_message"]
     (envelope,) = aws_stack.notifications()
     assert json.loads(envelope["Message"])["error"]["code"] == "INVALID_OPTION"
-    assert aws_stack.submitter.calls == 0
+    assert aws_stack.work_queue.calls == 0
 
 
 def test_animated_policy_through_intake(aws_stack: Any, corpus: dict[str, bytes], builders: SimpleNamespace) -> None:
@@ -108,6 +108,6 @@ def test_animated_policy_through_intake(aws_stack: Any, corpus: dict[str, bytes]
     lenient = builders.build_intake(aws_stack, aws_stack.settings.replace(accept_animated_first_frame=True))
     obj = aws_stack.put("uploads/anim.png", corpus["animated.png"])
     result = lenient.process(event_for(obj))
-    assert result.outcome is Outcome.SUBMITTED
+    assert result.outcome is Outcome.QUEUED
     warnings = aws_stack.store.get(result.job_id).attributes["intake_warnings"]
     assert warnings == ["The upload is animated (3 frames); only the first frame was upscaled."]

@@ -49,7 +49,7 @@ def test_documented_filter_policy_and_receiver_example_are_valid():
 ])
 def test_schema_rejects_broken_failure_messages(broken):
     good = Notification(EventType.FAILED, "j", ImageInfo("b", "k"), error=None).to_dict()
-    good["error"] = {"code": str(FailureCode.TIMEOUT), "message": "too slow", "retryable": True}
+    good["error"] = {"code": str(FailureCode.WORKER_CRASHED), "message": "killed", "retryable": False}
     validate_notification(good)
     with pytest.raises(jsonschema.ValidationError):
         validate_notification({**good, **broken})

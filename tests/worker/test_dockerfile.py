@@ -1,4 +1,7 @@
-"""gpu_batch/Dockerfile cannot be built here (no Docker engine): check what it names exists and runs."""
+"""gpu_batch/Dockerfile cannot be built here (no Docker engine): check what it names exists and runs.
+
+Its Python packages are the `worker` extra of pyproject.toml, installed from the project's own metadata.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +17,19 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.markers import default_environment
+from import_guard import BLOCKED, closure, import_with_only
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from common.contract import WORKER_MODULE
+from infra.dependencies import extra_requirements
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "gpu_batch" / "Dockerfile"
-REQUIREMENTS = REPO / "gpu_batch" / "requirements-gpu.txt"
-# Project dependencies deliberately left out of the image, and why.
-NOT_IN_IMAGE = {"onnxruntime": "replaced by onnxruntime-gpu (same module)", "moto": "the local emulator only"}
+WORKER_EXTRA = "worker"
 GPU_RUNTIME = "onnxruntime-gpu"
+# Never in the image: the CPU build would shadow the CUDA one (same module), the rest is local or dev only.
+NOT_IN_IMAGE = {"onnxruntime", "moto", "pytest", "ruff", "mypy", "ncnn", "scikit-image", "aws-cdk-lib"}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -46,8 +50,8 @@ def instructions() -> list[tuple[str, str]]:
 
 
 def requirements() -> list[Requirement]:
-    lines = [ln.split("#")[0].strip() for ln in REQUIREMENTS.read_text().splitlines()]
-    return [Requirement(ln) for ln in lines if ln]
+    """What `pip install '.[worker]'` asks for: the base dependencies and the expanded worker extra."""
+    return extra_requirements(WORKER_EXTRA, include_base=True)
 
 
 def test_every_copy_source_exists_and_is_in_the_build_context():
@@ -74,29 +78,45 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
         assert ignored(heavy), f".dockerignore should keep {heavy} out of the build context"
 
 
-def test_requirements_are_exact_pins_of_real_installable_packages():
-    reqs = requirements()
-    names = {canonicalize_name(r.name) for r in reqs}
-    assert GPU_RUNTIME in names and "onnxruntime" not in names
-    for req in reqs:
-        pins = [s for s in req.specifier if s.operator == "=="]
-        assert len(pins) == 1, f"{req} should be pinned with =="
-        if canonicalize_name(req.name) == GPU_RUNTIME:
-            continue  # cannot be installed on a machine without CUDA; checked against the CPU build below
-        installed = md.version(req.name)  # raises if the name is not a real, installed distribution
-        assert req.specifier.contains(installed), f"{req} but the tests run with {installed}"
-    gpu_pin = next(r for r in reqs if canonicalize_name(r.name) == GPU_RUNTIME)
-    assert next(iter(gpu_pin.specifier)).version.split(".")[0] == md.version("onnxruntime").split(".")[0]
+def test_dependencies_are_installed_from_the_project_metadata_before_the_code():
+    """One `pip install '.[worker]'` with only pyproject.toml copied: cached until pyproject.toml changes."""
+    found = instructions()
+    installs = [i for i, (kw, args) in enumerate(found)
+                if kw == "RUN" and "pip install" in args and f".[{WORKER_EXTRA}]" in shlex.split(args)]
+    assert len(installs) == 1, "the image installs its packages with one pip install '.[worker]'"
+    copied_before = [shlex.split(args)[:-1] for kw, args in found[:installs[0]] if kw == "COPY"]
+    assert copied_before == [["pyproject.toml"]], copied_before
+    runs = " ".join(args for kw, args in found if kw == "RUN")
+    assert "requirements" not in runs and "--no-deps" not in runs  # no second, hand-kept list
 
 
-def test_requirements_cover_the_project_dependencies():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    pinned = {canonicalize_name(r.name) for r in requirements()}
-    for dep in map(Requirement, project):
-        name = canonicalize_name(dep.name)
-        if name in NOT_IN_IMAGE:
-            continue
-        assert name in pinned, f"project dependency {dep.name} is missing from {REQUIREMENTS.name}"
+def test_the_worker_extra_takes_the_cuda_runtime_and_nothing_local():
+    names = {canonicalize_name(r.name) for r in requirements()}
+    assert GPU_RUNTIME in names
+    assert not names & NOT_IN_IMAGE
+    # The closure too: no dependency of a dependency brings the CPU build (or moto) back in.
+    cpu_closure = closure(r for r in requirements() if canonicalize_name(r.name) != GPU_RUNTIME)
+    assert not cpu_closure & (NOT_IN_IMAGE - {"pytest"})
+    gpu = next(r for r in requirements() if canonicalize_name(r.name) == GPU_RUNTIME)
+    cuda_build = next(iter(gpu.specifier)).version
+    assert cuda_build.split(".")[0] == md.version("onnxruntime").split(".")[0]  # same major API as the tests run
+
+
+def test_pip_reads_the_worker_extra_from_pyproject_alone(tmp_path: Path):
+    """The image's dependency step, up to resolution: project metadata built from pyproject.toml alone."""
+    (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    (tmp_path / "README.md").touch()  # as the Dockerfile does
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet",
+                           "--report", str(report), f".[{WORKER_EXTRA}]"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (item,) = json.loads(report.read_text())["install"]
+    assert item["requested_extras"] == [WORKER_EXTRA]
+    declared = [Requirement(r) for r in item["metadata"]["requires_dist"]]
+    in_worker = {canonicalize_name(r.name) for r in declared
+                 if r.marker is not None and r.marker.evaluate({"extra": WORKER_EXTRA})}
+    assert GPU_RUNTIME in in_worker and "upscaler" in in_worker  # the CUDA runtime and the shared extras
 
 
 def test_entrypoint_is_the_worker_module_and_it_imports():
@@ -126,44 +146,23 @@ def test_model_build_runs_the_real_cli_command():
     assert "precision" in proc.stdout
 
 
-_GUARD = r"""
-import importlib.abc, importlib.metadata as md, sys
-allowed = set(sys.argv[1].split(","))
-owners = md.packages_distributions()
-class Guard(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        top = name.partition(".")[0]
-        dists = {d.lower().replace("_", "-") for d in owners.get(top, [])}
-        if dists and not dists & allowed:
-            raise ImportError(f"{name} (from {sorted(dists)}) is not in requirements-gpu.txt")
-        return None
-sys.meta_path.insert(0, Guard())
-import cli.main, gpu_batch.worker.main, gpu_batch.engine  # the image's two commands and the engine
-"""
+# The image's two commands and the engine.
+IMAGE_MODULES = ["cli.main", "gpu_batch.worker.main", "gpu_batch.engine"]
+
+
+def image_closure() -> set[str]:
+    """The installed distributions the image would have; the CPU build stands in for onnxruntime-gpu here."""
+    cpu = [Requirement("onnxruntime") if canonicalize_name(r.name) == GPU_RUNTIME else r for r in requirements()]
+    return closure(cpu)
 
 
 def test_image_requirements_are_enough_for_the_worker_and_the_cli():
-    """Import both commands with every package outside requirements-gpu.txt (and their deps) blocked."""
-    env = default_environment()
-    allowed: set[str] = set()
-    todo = ["onnxruntime" if canonicalize_name(r.name) == GPU_RUNTIME else r.name for r in requirements()]
-    while todo:
-        name = canonicalize_name(todo.pop())
-        if name in allowed:
-            continue
-        allowed.add(name)
-        for raw in md.requires(name) or []:
-            dep = Requirement(raw)
-            if dep.marker is None or dep.marker.evaluate({**env, "extra": ""}):
-                todo.append(dep.name)
-    allowed.add("upscaler")  # the project itself (copied into the image)
-    proc = subprocess.run([sys.executable, "-c", _GUARD, ",".join(sorted(allowed))], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    """Import both commands with every package outside the worker extra (and its deps) blocked."""
+    proc = import_with_only(image_closure(), IMAGE_MODULES)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("blocked", ["moto"])
 def test_import_guard_really_blocks(blocked):
-    proc = subprocess.run([sys.executable, "-c", _GUARD.replace("import cli.main", f"import {blocked}, cli.main"),
-                           "boto3"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "not in requirements-gpu.txt" in proc.stderr
+    proc = import_with_only(image_closure(), [blocked, *IMAGE_MODULES])
+    assert proc.returncode != 0 and BLOCKED in proc.stderr

@@ -1,4 +1,4 @@
-"""`python -m gpu_batch.worker` as Batch and the local runner start it: a real process, real engine, moto server."""
+"""`python -m gpu_batch.worker` as Batch and the local stack start it: a real process, real engine, moto server."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import sys
 
 import pytest
 import requests
+from fake_engine import image_bytes
 from moto.server import ThreadedMotoServer
+from pipeline_world import make_pipeline_world
 
 from common import aws
-from common.contract import BATCH_ATTEMPT_ENV, EXIT_OK, EXIT_PERMANENT_FAILURE, WORKER_MODULE, JobState
-from common.settings import Settings
+from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN, WORKER_MODULE, JobState
+from common.scaling import WorkerSlots
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -34,49 +36,53 @@ def worker(env: dict[str, str], timeout: float = 240) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_bad_environment_exits_1_for_the_notifier_to_handle():
-    proc = worker({"UPSCALER_JOB_ID": "j"}, timeout=120)
+def test_bad_environment_exits_1():
+    proc = worker({"UPSCALER_MAX_ATTEMPTS": "many"}, timeout=120)
     assert proc.returncode == 1
     log = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert log["level"] == "ERROR" and "UPSCALER_JOB_INPUT_BUCKET" in log["error"]
+    assert log["level"] == "ERROR" and "UPSCALER_MAX_ATTEMPTS" in log["error"]
 
 
 @pytest.mark.slow
-def test_worker_process_upscales_with_the_real_engine(moto_endpoint, monkeypatch, world_factory, kit):
+def test_worker_process_drains_the_queue_with_the_real_engine_then_exits(moto_endpoint, monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    world = world_factory(Settings.from_env({}, endpoint_url=moto_endpoint, jobs_table="jobs-entrypoint",
-                                            input_bucket="in-entrypoint", output_bucket="out-entrypoint"))
-    params = world.submitted_job("job-real", "uploads/tiny.png", kit.image(32, 24))
-    env = {**world.settings.to_env(), **params.to_environment(), BATCH_ATTEMPT_ENV: "1",
+    aws.clear_cache()
+    world = make_pipeline_world(endpoint_url=moto_endpoint, jobs_table="jobs-entrypoint",
+                                input_bucket="in-entrypoint", output_bucket="out-entrypoint")
+    fast = {"model": "animevideov3", "scale": "2"}
+    good = [world.upload(f"uploads/tiny{i}.png", image_bytes(32, 24), fast) for i in range(2)]
+    bad = world.upload("uploads/bad.png", b"\x89PNG\r\n\x1a\n" + bytes(200), fast)
+    for event in good:
+        world.run_intake(event)
+    # an undecodable file that passed intake (as if it was damaged after): the worker's own failure
+    world.raw_store.create(job_id="job-bad", dedupe="d-bad", input_bucket=bad.bucket, input_key=bad.key)
+    from common.contract import JobOptions, OutputFormat, WorkItem
+    world.lifecycle.enqueue(WorkItem(
+        job_id="job-bad", input_bucket=bad.bucket, input_key=bad.key, input_version=bad.version_id,
+        output_bucket=world.settings.output_bucket, output_key="outputs/bad.png",
+        options=JobOptions(model="animevideov3", scale=2.0, output_format=OutputFormat.PNG)), world.queue.send)
+    slots = WorkerSlots(world.raw_store)
+    token = slots.acquire(7, grace_seconds=60)  # intake's fake starter holds the first slots
+    assert token is not None
+    env = {**world.settings.replace(worker_idle_seconds=2).to_env(), ENV_WORKER_SLOT: "7", ENV_WORKER_TOKEN: token,
            "UPSCALER_LOG_LEVEL": "INFO", "AWS_BATCH_JOB_ID": "batch-job-1"}
 
     proc = worker(env)
-    assert proc.returncode == EXIT_OK, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     logs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert logs and all(entry.get("job_id") == "job-real" for entry in logs)
     assert logs[0]["message"] == "worker starting" and logs[0]["batch_job_id"] == "batch-job-1"
-    upscaled = next(e for e in logs if e["message"] == "upscaled")
-    assert upscaled["provider"] in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert [e["model"] for e in logs if e["message"] == "model loaded"] == ["animevideov3"]
     assert any(e["message"] == "inference progress" for e in logs)
-    assert world.store.get("job-real").state is JobState.SUCCEEDED
-    notes = world.notifications()
-    assert [n["payload"]["event_type"] for n in notes] == ["upscale.succeeded"]
-    payload = notes[0]["payload"]
+    (exiting,) = [e for e in logs if e["message"] == "worker exiting"]
+    assert (exiting["reason"], exiting["items"], exiting["done"]) == ("idle", 3, 3)
+    assert all(world.record(e).state is JobState.SUCCEEDED for e in good)
+    notes = {n["payload"]["job_id"]: n["payload"] for n in world.notifications()}
+    assert notes["job-bad"]["error"]["code"] == "UNDECODABLE_IMAGE"
+    payload = notes[world.job_id(good[0])]
     assert (payload["output"]["width"], payload["output"]["height"]) == (64, 48)
-    # a real HTTP GET of the presigned URL against the emulator
-    fetched = requests.get(payload["presigned_url"], timeout=30)
-    assert fetched.status_code == 200 and fetched.headers["Content-Type"] == "image/png"
-    assert fetched.content[:8] == b"\x89PNG\r\n\x1a\n"
-
-    # A second delivery of the same job (Batch retry after the fact): nothing redone, nothing sent.
-    proc = worker({**env, BATCH_ATTEMPT_ENV: "2"})
-    assert proc.returncode == EXIT_OK and world.notifications() == []
-
-    # An undecodable input through the real engine: permanent, exit 2, one upscale.failed.
-    bad = world.submitted_job("job-real-bad", "uploads/bad.png", b"\x89PNG\r\n\x1a\nnope")
-    proc = worker({**world.settings.to_env(), **bad.to_environment(), BATCH_ATTEMPT_ENV: "1"})
-    assert proc.returncode == EXIT_PERMANENT_FAILURE
-    assert [n["payload"]["error"]["code"] for n in world.notifications()] == ["UNDECODABLE_IMAGE"]
+    fetched = requests.get(payload["presigned_url"], timeout=30)  # a real HTTP GET against the emulator
+    assert fetched.status_code == 200 and fetched.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert slots.all(8)[-1].status == "FREE"
     aws.clear_cache()

@@ -9,9 +9,9 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from common.contract import FailureCode
-from gpu_batch.worker import classify
 from gpu_batch.worker.errors import JobInterrupted
-from gpu_batch.worker.runtime import critical_section, install_signal_handlers
+from gpu_batch.worker.item import classify
+from gpu_batch.worker.runtime import StopSignal, critical_section
 from gpu_batch.worker.storage import metadata_value, upload_output
 
 MIB = 1024 * 1024
@@ -65,10 +65,14 @@ def test_metadata_values_are_ascii_and_bounded():
     assert len(metadata_value("k" * 5000)) == 1024
 
 
-def test_sigterm_is_deferred_inside_the_critical_section():
+def test_sigterm_stops_the_loop_and_interrupts_only_outside_the_critical_section():
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    install_signal_handlers()
+    stop = StopSignal()
+    stop.install()
     try:
+        os.kill(os.getpid(), signal.SIGTERM)  # idle: no item in hand, nothing to interrupt
+        assert stop.requested.is_set()
+        stop.busy = True
         with critical_section():
             os.kill(os.getpid(), signal.SIGTERM)  # handled now, but must not interrupt the terminal write
         with pytest.raises(JobInterrupted):

@@ -1,4 +1,4 @@
-"""ncnn `.param` + `.bin` -> ONNX converter for the shipped Real-ESRGAN weights."""
+"""ncnn `.param` + `.bin` -> ONNX converter for the shipped Real-ESRGAN, RealSR and Real-CUGAN weights."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 import onnx
 
 from .ncnn_param import Layer, load_param, parse_param
-from .onnx_graph import CONVERTER_VERSION, INPUT_NAME, OUTPUT_NAME, build_model
+from .onnx_graph import CONVERTER_VERSION, INPUT_NAME, OUTPUT_NAME, POOLED_PREFIX, USE_GIVEN_POOLED, build_model
 
-__all__ = ["CONVERTER_VERSION", "INPUT_NAME", "OUTPUT_NAME", "Layer", "convert", "load_param", "parse_param"]
+__all__ = ["CONVERTER_VERSION", "INPUT_NAME", "OUTPUT_NAME", "POOLED_PREFIX", "USE_GIVEN_POOLED", "Layer", "convert",
+           "load_param", "parse_param"]
 
 
 def convert(param_path: Path, bin_path: Path, *, precision: str = "fp32",

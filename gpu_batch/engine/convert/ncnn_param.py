@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +27,14 @@ class Layer:
     def get(self, key: int, default: ParamValue) -> ParamValue:
         return self.params.get(key, default)
 
-    def int(self, key: int, default: int) -> int:
+    # Named after the value types they return: inside the class body `int` is then this method, hence builtins.
+    def int(self, key: builtins.int, default: builtins.int) -> builtins.int:
         return int(self.params.get(key, default))  # type: ignore[arg-type]
 
-    def float(self, key: int, default: float) -> float:
+    def float(self, key: builtins.int, default: builtins.float) -> builtins.float:
         return float(self.params.get(key, default))  # type: ignore[arg-type]
 
-    def array(self, key: int) -> tuple[float, ...]:
+    def array(self, key: builtins.int) -> tuple[builtins.float, ...]:
         value = self.params.get(key, ())
         return value if isinstance(value, tuple) else (float(value),)
 

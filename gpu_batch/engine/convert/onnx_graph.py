@@ -1,8 +1,8 @@
 """Build an ONNX graph from parsed ncnn layers and their weights.
 
-Only the layer types Real-ESRGAN networks use are supported; anything else raises, so a new
-model never converts silently wrong. The graph takes RGB float32 0..1 NCHW of any height and
-width and returns the unclamped network output, as ncnn does. With `precision="fp16"` the
+Only the layer types the shipped networks (Real-ESRGAN, RealSR, Real-CUGAN) use are supported;
+anything else raises, so a new model never converts silently wrong. The graph takes RGB float32
+0..1 NCHW of any height and width and returns the unclamped network output, as ncnn does. With `precision="fp16"` the
 weights and activations are float16 while the graph's input and output stay float32 (a Cast at
 each end), so callers feed and read the same arrays for both precisions.
 """
@@ -10,6 +10,7 @@ each end), so callers feed and read the same arrays for both precisions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,13 +22,21 @@ from .ncnn_param import Layer
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-CONVERTER_VERSION = "3"
+# Global pooling (Real-CUGAN's squeeze-excitation) sees the whole input, so a tile's means differ from the
+# image's and seams show. Each global mean is therefore also a graph output `pooled.<i>`, and can be replaced
+# by a given one, input `pooled.<i>.given` (float32 1xCx1x1), wherever the bool input USE_GIVEN_POOLED is true:
+# the engine measures the means once per image and gives them to every tile.
+POOLED_PREFIX = "pooled."
+USE_GIVEN_POOLED = "use_given_pooled"
+CONVERTER_VERSION = "4"
 
-# ncnn activation_type of Convolution (param 9)
-ACT_NONE, ACT_RELU, ACT_LEAKY = 0, 1, 2
+# ncnn activation_type of Convolution / Deconvolution / InnerProduct (param 9)
+ACT_NONE, ACT_RELU, ACT_LEAKY, ACT_SIGMOID = 0, 1, 2, 4
 # ncnn Eltwise op_type (param 0) / BinaryOp op_type (param 0)
 ELTWISE_SUM = 1
-BINARY_ADD = 0
+BINARY_OPS = {0: "Add", 2: "Mul"}
+# ncnn Pooling pooling_type (param 0)
+POOL_AVERAGE = 1
 # ncnn Interp resize_type (param 0)
 INTERP_NEAREST, INTERP_BICUBIC = 1, 3
 
@@ -49,6 +58,7 @@ class _GraphBuilder:
         # following Add as part of the convolution instead of leaving the fast layout for a Mul and a Sum).
         self.linear_convs: dict[str, tuple[int, ...]] = {}
         self.channels: dict[str, int] = {}  # ONNX value -> channel count, where known (conv and sum outputs)
+        self.pooled: list[tuple[str, str, int]] = []  # (computed mean, given input, channels) per global pooling
 
     def const(self, name: str, array: np.ndarray, *, keep_dtype: bool = False) -> str:
         value = array if keep_dtype else array.astype(self.dtype)
@@ -84,7 +94,8 @@ class _GraphBuilder:
         self.channels[out] = channels or 0
         return out
 
-    def node(self, op: str, inputs: Sequence[str], output: str, name: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], output: str, name: str, **attrs: Any) -> str:
+        # Any: ONNX attributes of every kind (ints, floats, strings, lists, tensors), as make_node takes them.
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=name, **attrs))
         return output
 
@@ -133,15 +144,99 @@ def _convolution(g: _GraphBuilder, layer: Layer, weights: WeightReader) -> None:
     g.node("Conv", inputs, conv_out, layer.name, kernel_shape=[kernel_h, kernel_w],
            pads=[pad_top, pad_left, pad_bottom, pad_right], strides=[stride_h, stride_w],
            dilations=[dilation_h, dilation_w])
+    _activation(g, layer, conv_out, activation)
+    g.channels[g.out(layer)] = out_channels
+
+
+def _activation(g: _GraphBuilder, layer: Layer, value: str, activation: int) -> None:
+    """ncnn's fused activation (param 9, slope in array 10) from `value` to the layer's output blob."""
     if activation == ACT_LEAKY:
         slope = layer.array(10)[0] if layer.array(10) else 0.0
-        g.node("LeakyRelu", [conv_out], g.out(layer), f"{layer.name}.act", alpha=float(slope))
+        g.node("LeakyRelu", [value], g.out(layer), f"{layer.name}.act", alpha=float(slope))
     elif activation == ACT_RELU:
-        g.node("Relu", [conv_out], g.out(layer), f"{layer.name}.act")
+        g.node("Relu", [value], g.out(layer), f"{layer.name}.act")
+    elif activation == ACT_SIGMOID:
+        g.node("Sigmoid", [value], g.out(layer), f"{layer.name}.act")
     elif activation != ACT_NONE:
         raise UnsupportedLayerError(f"{layer.name}: activation type {activation} is not supported")
     g.blob[layer.outputs[0]] = g.out(layer)
+
+
+def _deconvolution(g: _GraphBuilder, layer: Layer, weights: WeightReader) -> None:
+    """ncnn Deconvolution -> ConvTranspose. ncnn stores the kernel [out][in][kh][kw], ONNX [in][out][kh][kw];
+    both scatter with the kernel unflipped, and ncnn's pads trim the output as ONNX's do."""
+    out_channels, kernel_w = layer.int(0, 0), layer.int(1, 0)
+    kernel_h = layer.int(11, kernel_w)
+    dilation_w, stride_w, pad_left = layer.int(2, 1), layer.int(3, 1), layer.int(4, 0)
+    dilation_h, stride_h = layer.int(12, dilation_w), layer.int(13, stride_w)
+    pad_right, pad_top = layer.int(15, pad_left), layer.int(14, pad_left)
+    pad_bottom = layer.int(16, pad_top)
+    weight_count = layer.int(6, 0)
+    if min(pad_left, pad_right, pad_top, pad_bottom) < 0 or layer.int(18, 0) or layer.int(19, 0) \
+            or layer.int(20, 0) or layer.int(21, 0):
+        raise UnsupportedLayerError(f"{layer.name}: output padding / output size Deconvolution is not supported")
+    in_channels, remainder = divmod(weight_count, out_channels * kernel_h * kernel_w)
+    if remainder:
+        raise UnsupportedLayerError(f"{layer.name}: weight count {weight_count} does not fit the kernel")
+    kernel = weights.tagged(weight_count).reshape(out_channels, in_channels, kernel_h, kernel_w)
+    inputs = [g.value(layer.inputs[0]), g.const(f"{layer.name}.weight", kernel.transpose(1, 0, 2, 3))]
+    if layer.int(5, 0):
+        inputs.append(g.const(f"{layer.name}.bias", weights.raw_float32(out_channels)))
+    activation = layer.int(9, ACT_NONE)
+    out = f"{layer.name}.deconv" if activation != ACT_NONE else g.out(layer)
+    g.node("ConvTranspose", inputs, out, layer.name, kernel_shape=[kernel_h, kernel_w],
+           pads=[pad_top, pad_left, pad_bottom, pad_right], strides=[stride_h, stride_w],
+           dilations=[dilation_h, dilation_w])
+    _activation(g, layer, out, activation)
     g.channels[g.out(layer)] = out_channels
+
+
+def _pooling(g: _GraphBuilder, layer: Layer) -> None:
+    """Only global average pooling (Real-CUGAN's squeeze-excitation). ncnn makes a flat C vector; here it
+    stays Nx C x1x1, so the InnerProducts become 1x1 convolutions and the Mul broadcasts as ncnn's does."""
+    if layer.int(0, 0) != POOL_AVERAGE or layer.int(4, 0) != 1:
+        raise UnsupportedLayerError(f"{layer.name}: only global average Pooling is supported")
+    channels = g.channels.get(g.value(layer.inputs[0]), 0)
+    if not channels:
+        raise UnsupportedLayerError(f"{layer.name}: global Pooling of an input with unknown channel count")
+    index = len(g.pooled)
+    computed = g.node("GlobalAveragePool", [g.value(layer.inputs[0])], f"{layer.name}.mean", layer.name)
+    given = f"{POOLED_PREFIX}{index}.given"
+    if g.dtype == np.float16:
+        given = g.node("Cast", [given], f"{given}.fp16", f"{layer.name}.cast_given", to=TensorProto.FLOAT16)
+    g.pooled.append((computed, f"{POOLED_PREFIX}{index}.given", channels))
+    g.blob[layer.outputs[0]] = g.node("Where", [USE_GIVEN_POOLED, given, computed], g.out(layer),
+                                      f"{layer.name}.choose")
+
+
+def _inner_product(g: _GraphBuilder, layer: Layer, weights: WeightReader) -> None:
+    """ncnn InnerProduct on a pooled vector -> 1x1 Conv on the Nx C x1x1 tensor."""
+    out_channels, weight_count = layer.int(0, 0), layer.int(2, 0)
+    if layer.int(8, 0):
+        raise UnsupportedLayerError(f"{layer.name}: int8 InnerProduct is not supported")
+    in_channels, remainder = divmod(weight_count, out_channels)
+    if remainder:
+        raise UnsupportedLayerError(f"{layer.name}: weight count {weight_count} does not fit {out_channels} outputs")
+    matrix = weights.tagged(weight_count).reshape(out_channels, in_channels, 1, 1)
+    inputs = [g.value(layer.inputs[0]), g.const(f"{layer.name}.weight", matrix)]
+    if layer.int(1, 0):
+        inputs.append(g.const(f"{layer.name}.bias", weights.raw_float32(out_channels)))
+    activation = layer.int(9, ACT_NONE)
+    out = f"{layer.name}.fc" if activation != ACT_NONE else g.out(layer)
+    g.node("Conv", inputs, out, layer.name, kernel_shape=[1, 1])
+    _activation(g, layer, out, activation)
+
+
+def _crop(g: _GraphBuilder, layer: Layer) -> None:
+    """ncnn Crop with starts/ends/axes arrays (9/10/11) over H and W -> Slice (a negative end counts back)."""
+    starts, ends, axes = layer.array(9), layer.array(10), layer.array(11)
+    if not starts or len(starts) != len(ends) or len(starts) != len(axes) or set(axes) - {-2.0, -1.0, 1.0, 2.0}:
+        raise UnsupportedLayerError(f"{layer.name}: only Crop by starts/ends over height and width is supported")
+    onnx_axes = [int(a) if a < 0 else int(a) + 1 for a in axes]  # ncnn CHW axis -> ONNX NCHW axis
+    onnx_ends = [int(e) if e != 0 else np.iinfo(np.int64).max for e in ends]  # ncnn end 0: to the end
+    args = [g.const(f"{layer.name}.{key}", np.array(values, dtype=np.int64), keep_dtype=True)
+            for key, values in (("starts", [int(v) for v in starts]), ("ends", onnx_ends), ("axes", onnx_axes))]
+    g.blob[layer.outputs[0]] = g.node("Slice", [g.value(layer.inputs[0]), *args], g.out(layer), layer.name)
 
 
 def _prelu(g: _GraphBuilder, layer: Layer, weights: WeightReader) -> None:
@@ -167,10 +262,11 @@ def _eltwise(g: _GraphBuilder, layer: Layer) -> None:
 
 
 def _binary_op(g: _GraphBuilder, layer: Layer) -> None:
-    if layer.int(0, BINARY_ADD) != BINARY_ADD or len(layer.inputs) != 2 or layer.int(1, 0):
-        raise UnsupportedLayerError(f"{layer.name}: only BinaryOp add of two blobs is supported")
+    op = BINARY_OPS.get(layer.int(0, 0))
+    if op is None or len(layer.inputs) != 2 or layer.int(1, 0):
+        raise UnsupportedLayerError(f"{layer.name}: only BinaryOp add or mul of two blobs is supported")
     g.blob[layer.outputs[0]] = g.node(
-        "Add", [g.value(layer.inputs[0]), g.value(layer.inputs[1])], g.out(layer), layer.name)
+        op, [g.value(layer.inputs[0]), g.value(layer.inputs[1])], g.out(layer), layer.name)
 
 
 def _interp(g: _GraphBuilder, layer: Layer) -> None:
@@ -180,6 +276,7 @@ def _interp(g: _GraphBuilder, layer: Layer) -> None:
                      keep_dtype=True)
     if layer.int(6, 0):
         raise UnsupportedLayerError(f"{layer.name}: align_corner Interp is not supported")
+    attrs: dict[str, str | float]
     if resize_type == INTERP_NEAREST:
         attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
     elif resize_type == INTERP_BICUBIC:
@@ -239,6 +336,14 @@ def build_model(layers: Sequence[Layer], weight_data: bytes, *, precision: str =
             _pixel_shuffle(g, layer)
         elif layer.type == "Concat":
             _concat(g, layer)
+        elif layer.type == "Deconvolution":
+            _deconvolution(g, layer, weights)
+        elif layer.type == "Pooling":
+            _pooling(g, layer)
+        elif layer.type == "InnerProduct":
+            _inner_product(g, layer, weights)
+        elif layer.type == "Crop":
+            _crop(g, layer)
         else:
             raise UnsupportedLayerError(f"{layer.name}: ncnn layer type {layer.type} is not supported")
     if weights.remaining:
@@ -253,12 +358,16 @@ def build_model(layers: Sequence[Layer], weight_data: bytes, *, precision: str =
     else:
         g.node("Identity", [last], OUTPUT_NAME, "output_identity")
 
-    graph = helper.make_graph(
-        g.nodes, "realesrgan",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, "height", "width"])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 3, "out_height", "out_width"])],
-        initializer=g.initializers,
-    )
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, "height", "width"])]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 3, "out_height", "out_width"])]
+    if g.pooled:
+        inputs.append(helper.make_tensor_value_info(USE_GIVEN_POOLED, TensorProto.BOOL, []))
+    for index, (computed, given, channels) in enumerate(g.pooled):
+        inputs.append(helper.make_tensor_value_info(given, TensorProto.FLOAT, [1, channels, 1, 1]))
+        name = f"{POOLED_PREFIX}{index}"
+        g.node("Cast", [computed], name, f"cast_{name}", to=TensorProto.FLOAT)
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", channels, 1, 1]))
+    graph = helper.make_graph(g.nodes, "realesrgan", inputs, outputs, initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="upscaler-ncnn2onnx", producer_version=CONVERTER_VERSION)
     model.ir_version = 8

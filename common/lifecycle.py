@@ -1,0 +1,238 @@
+"""The job lifecycle: the one owner of "exactly one terminal notification per upload".
+
+Every state change of a job goes through here, as a conditional write on its record:
+
+  ACCEPTED --enqueue--> QUEUED --claim--> RUNNING --finish--> SUCCEEDED | FAILED
+  ACCEPTED --finish--> REJECTED | FAILED          RUNNING --release--> QUEUED
+  QUEUED | RUNNING with an expired lease --finish (abandoned)--> FAILED
+
+* **Enqueue** stores the work item on the record with the QUEUED write, then sends it, then marks it
+  sent: a retry that finds it QUEUED and unsent sends it again (a rare duplicate delivery is harmless).
+* **Claim** gives one delivery of a work item a token and a lease. A RUNNING job can be claimed again
+  only after its lease ran out (its worker died); two live workers never hold one job. Only the
+  token's holder may renew the lease, release the job or finish it: a stale attempt cannot.
+* **Finish** is the terminal write, and it carries the terminal notification (the outbox). Whoever
+  wins it publishes the notification and marks it sent; whoever loses says nothing. A publish that
+  fails leaves the message on the record; the next delivery of the same work (intake's S3 event, the
+  work item, the DLQ message) finds it there and sends it (`resume`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, ConditionBase
+from botocore.exceptions import BotoCoreError, ClientError
+
+from common.contract import JobState, Notification, WorkItem, utc_now_iso
+from common.jobs import JobRecord, JobStore
+from common.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+OUTBOX_MESSAGE = "notification"  # the terminal notification's JSON, written with the terminal state
+OUTBOX_SENT = "notified"  # False until SNS accepted the message
+OUTBOX_MESSAGE_ID = "notification_message_id"
+WORK_ITEM = "work_item"  # the queued work item's JSON, written with QUEUED
+WORK_ITEM_SENT = "work_item_sent"
+CLAIM_TOKEN = "claim_token"
+CLAIM_UNTIL = "claim_until"  # epoch seconds: the holder's lease
+ATTEMPTS = "attempts"
+PUBLISH_ATTEMPTS = 3  # on top of botocore's own retries
+
+
+class ClaimOutcome(enum.StrEnum):
+    CLAIMED = "claimed"
+    TERMINAL = "terminal"  # nothing left to do but, perhaps, resume its notification
+    HELD = "held"  # a live worker holds it: this delivery is a duplicate for now
+    NOT_QUEUED = "not_queued"  # still ACCEPTED: intake has not finished queueing it
+    MISSING = "missing"  # no record (expired by TTL, or never written)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    job_id: str
+    token: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    claim: Claim | None = None
+    record: JobRecord | None = None
+
+    def seconds_held(self, now: float) -> float:
+        """For HELD: how long the current holder's lease still runs."""
+        return max(0.0, self.record.number(CLAIM_UNTIL) - now) if self.record else 0.0
+
+
+class Holder(enum.Enum):
+    """Who may make the terminal write, and so which condition guards it."""
+
+    INTAKE = "intake"  # only from ACCEPTED: intake's own decision (rejection, upload gone)
+    CLAIM = "claim"  # only the claim's token holder, while RUNNING
+    ABANDONED = "abandoned"  # QUEUED, or RUNNING whose lease ran out: nobody can still finish it
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    won: bool  # this call made the job terminal
+    sent: bool  # ... and SNS has its notification (False: it waits on the record for `resume`)
+
+
+class JobLifecycle:
+    def __init__(self, *, store: JobStore, notifier: Notifier, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self._notifier = notifier
+        self._clock = clock
+        self._sleep = sleep
+
+    # --- intake ----------------------------------------------------------------------------------
+    def enqueue(self, item: WorkItem, send: Callable[[WorkItem], None],
+                attributes: Mapping[str, Any] | None = None) -> bool:
+        """ACCEPTED -> QUEUED with the item stored, then send it. False if the job had left ACCEPTED."""
+        now = utc_now_iso()
+        won = self.store.update(item.job_id, {
+            **(attributes or {}), "state": str(JobState.QUEUED), "updated_at": now, "queued_at": now,
+            WORK_ITEM: item.to_json(), WORK_ITEM_SENT: False,
+        }, condition=Attr("state").eq(str(JobState.ACCEPTED)))
+        if won:
+            self._send(item, send)
+        return won
+
+    def resend_unsent(self, record: JobRecord, send: Callable[[WorkItem], None]) -> bool:
+        """A QUEUED job whose work item may never have reached the queue: send it (again)."""
+        if record.state is not JobState.QUEUED or record.attributes.get(WORK_ITEM_SENT) is not False:
+            return False
+        self._send(WorkItem.from_json(str(record.attributes[WORK_ITEM])), send)
+        return True
+
+    def _send(self, item: WorkItem, send: Callable[[WorkItem], None]) -> None:
+        send(item)
+        try:
+            self.store.update(item.job_id, {WORK_ITEM_SENT: True})
+        except (ClientError, BotoCoreError):  # a retry sends once more; the claim makes that harmless
+            log.warning("work item of %s sent but not marked sent", item.job_id, exc_info=True)
+
+    # --- worker ----------------------------------------------------------------------------------
+    def claim(self, job_id: str, *, lease_seconds: float, attributes: Mapping[str, Any] | None = None
+              ) -> ClaimResult:
+        """Take the job for one delivery of its work item: QUEUED, or RUNNING whose lease has run out."""
+        now = self._clock()
+        token = uuid.uuid4().hex
+        free = Attr("state").eq(str(JobState.QUEUED)) | (
+            Attr("state").eq(str(JobState.RUNNING)) & Attr(CLAIM_UNTIL).lt(round(now, 3)))
+        claimed = self.store.update_record(job_id, {
+            **(attributes or {}), "state": str(JobState.RUNNING), "updated_at": utc_now_iso(),
+            "running_at": utc_now_iso(), CLAIM_TOKEN: token, CLAIM_UNTIL: round(now + lease_seconds, 3),
+        }, condition=free, add={ATTEMPTS: 1})
+        if claimed is not None:
+            return ClaimResult(ClaimOutcome.CLAIMED, Claim(job_id, token, int(claimed.number(ATTEMPTS, 1))), claimed)
+        record = self.store.get(job_id)
+        if record is None:
+            return ClaimResult(ClaimOutcome.MISSING)
+        if record.state.is_terminal:
+            return ClaimResult(ClaimOutcome.TERMINAL, record=record)
+        if record.state is JobState.ACCEPTED:
+            return ClaimResult(ClaimOutcome.NOT_QUEUED, record=record)
+        return ClaimResult(ClaimOutcome.HELD, record=record)
+
+    def renew(self, claim: Claim, lease_seconds: float) -> bool:
+        """Extend the holder's lease. False: the claim was lost (the job was taken over or finished)."""
+        return self.store.update(claim.job_id, {CLAIM_UNTIL: round(self._clock() + lease_seconds, 3)},
+                                 condition=self._held_by(claim))
+
+    def release(self, claim: Claim) -> bool:
+        """Give the job back to the queue (e.g. on SIGTERM): RUNNING -> QUEUED, for the next delivery."""
+        return self.store.update(claim.job_id, {"state": str(JobState.QUEUED), "updated_at": utc_now_iso(),
+                                                "released_at": utc_now_iso()},
+                                 condition=self._held_by(claim), remove=(CLAIM_TOKEN, CLAIM_UNTIL))
+
+    # --- the terminal write ------------------------------------------------------------------------
+    def finish(self, notification: Notification, state: JobState, *, holder: Holder, claim: Claim | None = None,
+               attributes: Mapping[str, Any] | None = None) -> Finish:
+        """Make the job terminal with its notification stored, then publish it. Only the winner publishes."""
+        if not state.is_terminal:
+            raise ValueError(f"{state} is not a terminal state")
+        now = utc_now_iso()
+        won = self.store.update(notification.job_id, {
+            **(attributes or {}), "state": str(state), "updated_at": now, f"{state.lower()}_at": now,
+            OUTBOX_MESSAGE: notification.to_json(), OUTBOX_SENT: False,
+        }, condition=self._terminal_condition(holder, claim), remove=(CLAIM_TOKEN,) if claim else ())
+        if not won:
+            return Finish(won=False, sent=False)
+        return Finish(won=True, sent=self._publish(notification.job_id, notification.to_dict()))
+
+    def resume(self, record: JobRecord) -> bool:
+        """Publish the stored notification of a terminal job that was not sent yet. True if one went out now.
+
+        Raises when the publish fails again, so the caller's message is delivered once more."""
+        payload = pending_notification(record)
+        if payload is None:
+            return False
+        if not self._publish(record.job_id, payload):
+            raise NotificationPending(f"the notification of job {record.job_id} is still unsent")
+        return True
+
+    def _publish(self, job_id: str, payload: Mapping[str, Any]) -> bool:
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                message_id = self._notifier.publish_payload(payload)
+            except (ClientError, BotoCoreError):
+                if attempt == PUBLISH_ATTEMPTS:
+                    log.error("could not publish the notification of %s; it waits on the record", job_id,
+                              exc_info=True)
+                    return False
+                self._sleep(0.5 * attempt)
+                continue
+            self._mark_sent(job_id, message_id)
+            return True
+        return False
+
+    def _mark_sent(self, job_id: str, message_id: str) -> None:
+        """Only this process knows SNS has the message: try hard to record it, or a redelivery sends it again."""
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self.store.update(job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})
+                return
+            except (ClientError, BotoCoreError):
+                if attempt == PUBLISH_ATTEMPTS:  # then delivery is at least once: a retry may send it again
+                    log.warning("notification of %s published but not marked sent", job_id, exc_info=True)
+                    return
+                self._sleep(0.5 * attempt)
+
+    def _held_by(self, claim: Claim) -> ConditionBase:
+        return Attr("state").eq(str(JobState.RUNNING)) & Attr(CLAIM_TOKEN).eq(claim.token)
+
+    def _terminal_condition(self, holder: Holder, claim: Claim | None) -> ConditionBase:
+        if holder is Holder.CLAIM:
+            if claim is None:
+                raise ValueError("a claim's terminal write needs the claim")
+            return self._held_by(claim)
+        if holder is Holder.INTAKE:
+            return Attr("state").eq(str(JobState.ACCEPTED))
+        return Attr("state").eq(str(JobState.QUEUED)) | (
+            Attr("state").eq(str(JobState.RUNNING)) & (Attr(CLAIM_UNTIL).not_exists()
+                                                       | Attr(CLAIM_UNTIL).lt(round(self._clock(), 3))))
+
+
+class NotificationPending(RuntimeError):
+    """A terminal job's notification could not be published yet; deliver the triggering message again."""
+
+
+def pending_notification(record: JobRecord) -> dict[str, Any] | None:
+    """The stored terminal notification of `record` if it has not been sent yet, else None."""
+    attrs = record.attributes
+    if record.state.is_terminal and attrs.get(OUTBOX_SENT) is False and attrs.get(OUTBOX_MESSAGE):
+        return dict(json.loads(str(attrs[OUTBOX_MESSAGE])))
+    return None
+

@@ -1,0 +1,227 @@
+"""How many GPU workers run: worker slots that follow the work queue's depth, up to `max_workers`.
+
+A worker slot is a small record in the jobs table (`#worker-slot/<n>`). Starting a worker means winning
+a conditional write on a free slot first, so concurrent intake invocations and the scheduled scaler
+never start more than `max_workers` Batch jobs together, however many uploads arrive. A slot stays
+taken while its worker renews it (every heartbeat) or, before the worker starts, while Batch may still
+be placing it (`worker_start_grace_seconds`); a worker that exits frees its slot, and so does the
+scaler when Batch reports the job ended or the lease lapsed (the worker died).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from boto3.dynamodb.conditions import Attr
+
+from common import aws
+from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
+from common.jobs import JobStore
+from common.settings import Settings
+from common.work_queue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+SLOT_KEY_PREFIX = "#worker-slot/"
+STARTING, RUNNING = "STARTING", "RUNNING"
+WORKER_JOB_PREFIX = "upscaler-worker-"
+
+
+class WorkerStarter(Protocol):
+    def start(self, slot: int, token: str) -> str:
+        """Submit one worker job for `slot`; return the backend's job id. Raises on failure."""
+        ...
+
+
+def worker_environment(slot: int, token: str) -> dict[str, str]:
+    """What a worker job gets on top of the job definition's environment."""
+    return {ENV_WORKER_SLOT: str(slot), ENV_WORKER_TOKEN: token}
+
+
+def worker_job_name(slot: int) -> str:
+    # Batch job names: up to 128 letters, digits, hyphens and underscores.
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{WORKER_JOB_PREFIX}{slot}")[:128]
+
+
+class BatchWorkerStarter:
+    """AWS Batch: one job per worker slot; the slot and its token travel as environment overrides."""
+
+    def __init__(self, *, batch_client: Any, job_queue: str, job_definition: str) -> None:
+        self._batch = batch_client
+        self._queue = job_queue
+        self._definition = job_definition
+
+    def start(self, slot: int, token: str) -> str:
+        resp = self._batch.submit_job(
+            jobName=worker_job_name(slot), jobQueue=self._queue, jobDefinition=self._definition,
+            containerOverrides={"environment": [{"name": k, "value": v}
+                                                for k, v in sorted(worker_environment(slot, token).items())]},
+            tags={"upscaler:worker_slot": str(slot)}, propagateTags=True,
+        )
+        return str(resp["jobId"])
+
+
+class LocalWorkerStarter:
+    """The local stack: the job's environment goes to the SQS queue its Batch stand-in drains."""
+
+    def __init__(self, *, sqs_client: Any, queue_url: str) -> None:
+        self._sqs = sqs_client
+        self._queue_url = queue_url
+
+    def start(self, slot: int, token: str) -> str:
+        resp = self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps(
+            {"job_name": worker_job_name(slot), "environment": worker_environment(slot, token)}))
+        return f"local-{resp['MessageId']}"
+
+
+def make_starter(settings: Settings) -> WorkerStarter:
+    if settings.job_backend == "local":
+        if not settings.local_job_queue_url:
+            raise ValueError("job_backend=local needs UPSCALER_LOCAL_JOB_QUEUE_URL")
+        return LocalWorkerStarter(sqs_client=aws.client("sqs", settings), queue_url=settings.local_job_queue_url)
+    return BatchWorkerStarter(batch_client=aws.client("batch", settings), job_queue=settings.job_queue,
+                              job_definition=settings.job_definition)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    number: int
+    token: str
+    status: str  # STARTING (submitted, waiting for a GPU) or RUNNING (the worker renews it)
+    lease_until: float
+    submitted_at: float
+    backend_job_id: str = ""
+
+    def live(self, now: float) -> bool:
+        return self.lease_until > now
+
+
+class WorkerSlots:
+    """The slot records: conditional acquire, renew and free."""
+
+    def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def acquire(self, number: int, *, grace_seconds: float) -> str | None:
+        """Take slot `number` if it is free (never taken, freed, or its lease lapsed). Its token, or None."""
+        now = self._clock()
+        token = uuid.uuid4().hex
+        free = Attr("job_id").not_exists() | Attr("lease_until").lt(round(now, 3))
+        taken = self._store.put({"job_id": _key(number), "slot": number, "token": token, "status": STARTING,
+                                 "lease_until": round(now + grace_seconds, 3), "submitted_at": round(now, 3)},
+                                free)
+        return token if taken else None
+
+    def note_job(self, number: int, token: str, backend_job_id: str) -> None:
+        self._store.update(_key(number), {"backend_job_id": backend_job_id}, condition=Attr("token").eq(token))
+
+    def renew(self, number: int, token: str, *, lease_seconds: float) -> bool:
+        """The worker is alive: keep the slot. False: the slot is no longer this worker's."""
+        return self._store.update(_key(number), {"status": RUNNING, "lease_until": round(self._clock()
+                                                                                           + lease_seconds, 3)},
+                                  condition=Attr("token").eq(token))
+
+    def free(self, number: int, token: str) -> bool:
+        return self._store.update(_key(number), {"status": "FREE", "lease_until": 0},
+                                  condition=Attr("token").eq(token))
+
+    def all(self, count: int) -> list[Slot]:
+        slots = []
+        for number in range(count):
+            plain = self._store.get_plain(_key(number))
+            if plain:
+                slots.append(Slot(number=number, token=str(plain.get("token", "")),
+                                  status=str(plain.get("status", "")),
+                                  lease_until=float(plain.get("lease_until", 0)),
+                                  submitted_at=float(plain.get("submitted_at", 0)),
+                                  backend_job_id=str(plain.get("backend_job_id", ""))))
+        return slots
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleResult:
+    depth: int
+    live: int
+    started: tuple[tuple[int, str], ...] = ()  # (slot, backend job id)
+    oldest_start_wait: float = 0.0  # seconds the longest-waiting submitted worker has waited for a GPU
+    errors: tuple[str, ...] = field(default=())
+
+
+class WorkerScaler:
+    """Workers running or waiting follow the queue depth, up to max_workers."""
+
+    def __init__(self, *, slots: WorkerSlots, queue: WorkQueue, starter: WorkerStarter, max_workers: int,
+                 start_grace_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self._slots = slots
+        self._queue = queue
+        self._starter = starter
+        self._max = max(1, max_workers)
+        self._grace = start_grace_seconds
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: JobStore) -> WorkerScaler:
+        return cls(slots=WorkerSlots(store), queue=WorkQueue(sqs_client=aws.client("sqs", settings),
+                                                            queue_url=settings.work_queue_url),
+                   starter=make_starter(settings), max_workers=settings.max_workers,
+                   start_grace_seconds=settings.worker_start_grace_seconds)
+
+    def ensure(self, *, depth: int | None = None) -> ScaleResult:
+        """Start workers for free slots until live workers cover the queue depth (at most max_workers)."""
+        depth = self._queue.depth() if depth is None else depth
+        now = self._clock()
+        existing = {s.number: s for s in self._slots.all(self._max)}
+        live = [s for s in existing.values() if s.live(now)]
+        waiting = [now - s.submitted_at for s in live if s.status == STARTING]
+        need = min(self._max, depth) - len(live)
+        started: list[tuple[int, str]] = []
+        errors: list[str] = []
+        for number in range(self._max):
+            if need <= 0:
+                break
+            if number in existing and existing[number].live(now):
+                continue
+            token = self._slots.acquire(number, grace_seconds=self._grace)
+            need -= 1  # taken by us or, a moment ago, by a concurrent caller: either way one more worker
+            if token is None:
+                continue
+            try:
+                job_id = self._starter.start(number, token)
+            except Exception as exc:  # the slot is given back; the next call (or the schedule) tries again
+                self._slots.free(number, token)
+                errors.append(f"slot {number}: {type(exc).__name__}: {exc}")
+                log.exception("could not start a worker for slot %d", number)
+                continue
+            started.append((number, job_id))
+            try:
+                self._slots.note_job(number, token, job_id)
+            except Exception:
+                log.warning("worker %s started but not noted on slot %d", job_id, number, exc_info=True)
+        return ScaleResult(depth=depth, live=len(live) + len(started), started=tuple(started),
+                           oldest_start_wait=max(waiting, default=0.0), errors=tuple(errors))
+
+    def worker_ended(self, environment: Mapping[str, str]) -> bool:
+        """Batch says a worker job ended: free its slot (if still its) so a new one can start."""
+        try:
+            number, token = int(environment[ENV_WORKER_SLOT]), environment[ENV_WORKER_TOKEN]
+        except (KeyError, ValueError):
+            return False
+        return self._slots.free(number, token)
+
+
+def max_workers_for(max_vcpus: int, worker_vcpus: int) -> int:
+    """Workers the compute environment can hold at once: the default of `max_workers`."""
+    return max(1, math.floor(max_vcpus / max(1, worker_vcpus)))
+
+
+def _key(number: int) -> str:
+    return f"{SLOT_KEY_PREFIX}{number}"

@@ -1,0 +1,149 @@
+"""The worker's life: take items from the work queue one at a time until idle, too old, or told to stop.
+
+Models load once per process (the engine keeps a session per model), so a Batch job that drains many
+uploads pays container start, imports, clients and model load once. The worker holds a slot
+(common.scaling) and renews it while alive; it frees it when it exits so the scaler can start another.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from common.scaling import WorkerSlots
+from common.work_queue import Delivery
+
+from .errors import JobInterrupted
+from .item import Disposition, Worker, logger, process_delivery
+from .runtime import StopSignal
+
+MAX_RECEIVE_WAIT_SECONDS = 20  # SQS's longest long poll
+
+
+@dataclass(slots=True)
+class LoopSummary:
+    items: int = 0
+    done: int = 0
+    retried: int = 0
+    released: int = 0
+    models: set[str] = field(default_factory=set)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotLease:
+    slots: WorkerSlots
+    number: int
+    token: str
+
+
+def run_worker(worker: Worker, *, stop: StopSignal, slot: SlotLease | None = None) -> LoopSummary:
+    """Receive and process items until idle for worker_idle_seconds, past worker_max_seconds, or SIGTERM."""
+    settings, clock, queue = worker.settings, worker.clock, worker.queue
+    summary = LoopSummary()
+    keeper = _SlotKeeper(slot, lease_seconds=settings.work_visibility_seconds,
+                         every=settings.heartbeat_seconds) if slot else None
+    if keeper:
+        keeper.start()
+    started = last_work = clock.monotonic()
+    try:
+        while True:
+            now = clock.monotonic()
+            if stop.requested.is_set():
+                summary.reason = "stop signal"
+                break
+            if keeper and keeper.lost.is_set():
+                summary.reason = "slot taken over (this worker started after its slot was given up)"
+                break
+            if now - started >= settings.worker_max_seconds:
+                summary.reason = "worker_max_seconds reached"
+                break
+            idle = now - last_work
+            if idle >= settings.worker_idle_seconds:
+                summary.reason = "idle"
+                break
+            wait = max(1, min(MAX_RECEIVE_WAIT_SECONDS, math.ceil(settings.worker_idle_seconds - idle)))
+            try:
+                delivery = queue.receive(wait_seconds=wait, visibility_seconds=settings.work_visibility_seconds)
+            except (ClientError, BotoCoreError):
+                logger.warning("receive failed; trying again", exc_info=True)
+                stop.requested.wait(1.0)
+                continue
+            if delivery is None:
+                continue
+            summary.items += 1
+            stop.busy = True
+            try:
+                disposition = process_delivery(worker, delivery)
+            except JobInterrupted:
+                disposition = Disposition.RELEASED
+            except Exception:  # one item's trouble never ends the worker: the item comes back
+                logger.exception("item failed unexpectedly; it comes back after its visibility timeout")
+                disposition = Disposition.RETRY
+            finally:
+                stop.busy = False
+            _settle(worker, delivery, disposition, summary)
+            last_work = clock.monotonic()
+    finally:
+        if keeper:
+            keeper.stop()
+    summary.models = set(worker.models_loaded)
+    logger.info("worker exiting", extra={"reason": summary.reason, "items": summary.items, "done": summary.done,
+                                         "retried": summary.retried, "released": summary.released,
+                                         "models_loaded": sorted(summary.models),
+                                         "seconds": round(clock.monotonic() - started, 3)})
+    return summary
+
+
+def _settle(worker: Worker, delivery: Delivery, disposition: Disposition, summary: LoopSummary) -> None:
+    try:
+        if disposition is Disposition.DONE:
+            worker.queue.delete(delivery)
+            summary.done += 1
+        elif disposition is Disposition.RELEASED:
+            worker.queue.hide(delivery, 0)
+            summary.released += 1
+        else:
+            summary.retried += 1
+    except (ClientError, BotoCoreError):  # it comes back; the job record tells the next worker what is left
+        logger.warning("could not settle the item's message", extra={"disposition": str(disposition)},
+                       exc_info=True)
+
+
+class _SlotKeeper:
+    """Renews the worker's slot while the process lives; frees it on the way out."""
+
+    def __init__(self, slot: SlotLease, *, lease_seconds: float, every: float) -> None:
+        self._slot = slot
+        self._lease = lease_seconds
+        self._every = every
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slot-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._renew()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        if not self.lost.is_set():
+            try:
+                self._slot.slots.free(self._slot.number, self._slot.token)
+            except (ClientError, BotoCoreError):
+                logger.warning("could not free the worker slot; its lease lapses instead", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._renew()
+
+    def _renew(self) -> None:
+        try:
+            if not self._slot.slots.renew(self._slot.number, self._slot.token, lease_seconds=self._lease):
+                self.lost.set()
+        except (ClientError, BotoCoreError):
+            logger.warning("could not renew the worker slot", exc_info=True)

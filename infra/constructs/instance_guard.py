@@ -1,0 +1,60 @@
+"""Keeps the worker's containers away from the instance metadata service, and so from the instance role.
+
+AWS Batch runs EC2 jobs with host networking: a container's packets leave from the instance itself,
+so IMDSv2's hop limit does not stop them, and the instance role (which the ECS agent needs: it can
+register and deregister container instances account-wide) would be one HTTP call away. The launch
+template's user data therefore installs a boot-time service that rejects metadata traffic
+- from processes of the worker's uid (host networking: the OUTPUT chain matches the socket's owner), and
+- forwarded from Docker bridges (bridge networking), in DOCKER-USER, ahead of Docker's own rules.
+It runs before docker.service and ecs.service on every boot, so no job starts without it. The ECS agent
+(root) keeps IMDS; jobs get their credentials from the ECS credentials endpoint (169.254.170.2) instead.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import aws_ec2 as ec2
+
+# The Dockerfile's `USER` (gpu_batch/Dockerfile); tests check both agree. A worker running as any other
+# uid, or as root, or privileged, would not be covered: the job definition must keep this user.
+WORKER_UID = 10001
+IMDS_ADDRESS = "169.254.169.254/32"
+SERVICE_NAME = "upscaler-block-imds"
+SCRIPT_PATH = f"/usr/local/sbin/{SERVICE_NAME}"
+
+# Idempotent (check, then insert): the service may run again on a reboot.
+IMDS_BLOCK_SCRIPT = f"""#!/bin/bash
+set -eu
+add() {{ iptables -C "$@" 2>/dev/null || iptables -I "$@"; }}
+add OUTPUT -d {IMDS_ADDRESS} -m owner --uid-owner {WORKER_UID} -j REJECT
+iptables -N DOCKER-USER 2>/dev/null || true
+add DOCKER-USER -i docker+ -d {IMDS_ADDRESS} -j REJECT
+"""
+
+SYSTEMD_UNIT = f"""[Unit]
+Description=Reject instance metadata traffic from upscaler worker containers
+Before=docker.service ecs.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={SCRIPT_PATH}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def instance_user_data() -> ec2.MultipartUserData:
+    """The launch template's user data (Batch requires MIME multi-part; it appends its own ECS part)."""
+    script = ec2.UserData.for_linux()
+    script.add_commands(
+        "set -euo pipefail",
+        f"cat > {SCRIPT_PATH} <<'SCRIPT'\n{IMDS_BLOCK_SCRIPT}SCRIPT",
+        f"chmod 0755 {SCRIPT_PATH}",
+        f"cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'\n{SYSTEMD_UNIT}UNIT",
+        "systemctl daemon-reload",
+        f"systemctl enable --now {SERVICE_NAME}.service",
+    )
+    user_data = ec2.MultipartUserData()
+    user_data.add_user_data_part(script, ec2.MultipartBody.SHELL_SCRIPT, True)
+    return user_data

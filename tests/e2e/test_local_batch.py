@@ -1,0 +1,93 @@
+"""The local AWS Batch stand-in: capacity, placement delay, the worker's environment, state change events."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from common import aws
+from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
+from common.scaling import LocalWorkerStarter
+from common.settings import Settings
+from local_stack.batch import LocalBatch
+from local_stack.batch_events import exit_code_of
+from local_stack.resources import create_queue
+
+PRINT_ENV = ("import json, os, sys; print(json.dumps({k: os.environ.get(k) for k in "
+             "('PYTHONPATH', 'LD_PRELOAD', 'UPSCALER_WORKER_SLOT', 'UPSCALER_WORKER_TOKEN', 'AWS_BATCH_JOB_ID')}));"
+             "sys.exit(int(os.environ.get('UPSCALER_WORKER_SLOT', '0')) % 2)")
+SLEEP = "import time; time.sleep(60)"
+
+
+class Harness:
+    def __init__(self, settings: Settings, command: str, *, capacity: int = 2, delay: float = 0.0) -> None:
+        sqs = aws.client("sqs", settings)
+        self.queue_url, _ = create_queue(sqs, f"{settings.app_name}-batch-{uuid.uuid4().hex[:8]}")
+        self.events: list[dict[str, Any]] = []
+        self.log = io.StringIO()
+        self.batch = LocalBatch(sqs=sqs, queue_url=self.queue_url, settings=settings, base_env={"PATH": "/usr/bin"},
+                                capacity=capacity, on_state_change=self.events.append, batch_delay=delay,
+                                log_stream=self.log, command=[sys.executable, "-c", command], stop_grace_seconds=2)
+        self.starter = LocalWorkerStarter(sqs_client=sqs, queue_url=self.queue_url)
+        self.batch.start()
+
+
+@pytest.fixture
+def harness(emulator_settings: Settings) -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def make(command: str, **kwargs: Any) -> Harness:
+        made.append(Harness(emulator_settings, command, **kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.batch.stop()
+
+
+def test_exit_codes_map_like_containers() -> None:
+    assert (exit_code_of(0), exit_code_of(1), exit_code_of(-9), exit_code_of(-15)) == (0, 1, 137, 143)
+
+
+def test_only_the_overrides_the_worker_reads_reach_it_and_each_end_is_an_event(harness: Any, wait: Any) -> None:
+    """The local queue is unauthenticated: a PYTHONPATH or LD_PRELOAD in a job message must not reach the process."""
+    h = harness(PRINT_ENV)
+    h.starter.start(2, "token-2")
+    aws.client("sqs", h.batch._settings).send_message(QueueUrl=h.queue_url, MessageBody=json.dumps({
+        "job_name": "hostile", "environment": {ENV_WORKER_SLOT: "3", ENV_WORKER_TOKEN: "t",
+                                               "PYTHONPATH": "/tmp/evil", "LD_PRELOAD": "/tmp/evil.so"}}))
+    wait(lambda: len(h.events) == 2, timeout=60, what="two state change events")
+    seen = [json.loads(line.split("] ", 1)[1]) for line in h.log.getvalue().splitlines() if '"PYTHONPATH"' in line]
+    assert len(seen) == 2
+    assert all(s["PYTHONPATH"] is None and s["LD_PRELOAD"] is None and s["AWS_BATCH_JOB_ID"] for s in seen)
+    assert sorted(s["UPSCALER_WORKER_SLOT"] for s in seen) == ["2", "3"]
+    by_slot = {next(v["value"] for v in e["detail"]["container"]["environment"] if v["name"] == ENV_WORKER_SLOT):
+               e["detail"] for e in h.events}
+    assert (by_slot["2"]["status"], by_slot["2"]["container"]["exitCode"]) == ("SUCCEEDED", 0)
+    assert (by_slot["3"]["status"], by_slot["3"]["container"]["exitCode"]) == ("FAILED", 1)
+    assert all(e["detail-type"] == "Batch Job State Change" for e in h.events)
+
+
+def test_capacity_and_placement_delay_hold_jobs_runnable(harness: Any, wait: Any) -> None:
+    h = harness(SLEEP, capacity=1, delay=0.5)
+    for slot in range(2):
+        h.starter.start(slot, f"t{slot}")
+    wait(lambda: len(h.batch.running()) == 1, timeout=30, what="one worker running")
+    first = h.batch.running()[0]
+    assert first.started_at is not None and first.started_at - first.created_at >= 0.5  # the placement delay
+    wait(lambda: len(h.batch.jobs) == 2, timeout=30, what="the second job accepted")
+    waiting = [j for j in h.batch.jobs.values() if j is not first]
+    assert [j.status for j in waiting] == ["RUNNABLE"]  # no capacity left
+    assert h.batch.signal(first, signal.SIGKILL)
+    wait(lambda: h.events and h.events[0]["detail"]["container"]["exitCode"] == 137, timeout=30,
+         what="the killed worker's FAILED event")
+    wait(lambda: waiting[0].status == "RUNNING", timeout=30, what="the waiting job placed")
+    assert waiting[0].started_at is not None and waiting[0].started_at >= time.time() - 30

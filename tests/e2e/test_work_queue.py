@@ -1,0 +1,142 @@
+"""The work-queue design end to end on the local stack: workers that die, crash on one image, or are told to
+stop (spot reclaim) lose nothing and never make a second notification. Short leases so failures heal fast."""
+
+from __future__ import annotations
+
+import io
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from common import aws
+from common.contract import JobState
+from common.jobs import JobStore, upload_job_id
+from local_stack.batch import LocalBatchJob
+from local_stack.event_source import MappingConfig
+from local_stack.receiver import WebhookReceiver
+from local_stack.stack import LocalStack, LocalStackConfig, queue_depth
+from local_stack.webhooks import DeliveryPolicy
+
+pytestmark = pytest.mark.slow
+
+SUPPORT = Path(__file__).resolve().parent.parent / "support"
+sys.path.insert(0, str(SUPPORT))
+from crashing_worker import CRASH_MARKER  # noqa: E402
+
+FAST = {"model": "animevideov3"}
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(receiver: WebhookReceiver) -> Iterator[LocalStack]:
+    from gpu_batch.engine.models import ensure_model
+
+    ensure_model("animevideov3")
+    config = LocalStackConfig(
+        workers=2, webhooks=(receiver.url,), scaler_interval_seconds=1.0,
+        worker_command=(sys.executable, str(SUPPORT / "crashing_worker.py")),
+        settings_overrides={"work_visibility_seconds": 6, "worker_idle_seconds": 4, "max_attempts": 3},
+        delivery_policy=DeliveryPolicy(immediate_retries=1, backoff_retries=10, min_delay_seconds=0.25,
+                                       max_delay_seconds=1.0, timeout_seconds=5),
+        mapping=MappingConfig(batch_size=10, batching_window_seconds=0.2, pollers=2),
+    )
+    with LocalStack(config) as running:
+        assert running.webhook_subscriptions[0].confirmed.wait(10), "webhook not confirmed"
+        yield running
+
+
+def _png(size: tuple[int, int], seed: int, text: bytes = b"") -> bytes:
+    img = Image.new("RGB", size)
+    img.putdata([((x * 7 + seed) % 256, (y * 5) % 256, (x + y + seed) % 256)
+                 for y in range(size[1]) for x in range(size[0])])
+    info = PngImagePlugin.PngInfo()
+    if text:
+        info.add_text("Comment", text.decode())
+    buf = io.BytesIO()
+    img.save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _upload(stack: LocalStack, name: str, body: bytes) -> str:
+    s = stack.settings
+    assert s is not None
+    key = f"{s.upload_prefix}{name}"
+    put = aws.client("s3", s).put_object(Bucket=s.input_bucket, Key=key, Body=body, Metadata=FAST)
+    return upload_job_id(s.input_bucket, key, put.get("VersionId"), put.get("ETag"), len(body))
+
+
+def _store(stack: LocalStack) -> JobStore:
+    assert stack.settings is not None
+    return JobStore(dynamodb_client=aws.client("dynamodb", stack.settings), table_name=stack.settings.jobs_table)
+
+
+def _all_notified(stack: LocalStack, receiver: WebhookReceiver, job_ids: list[str], wait: Any,
+                  timeout: float) -> dict[str, Any]:
+    """Every job's notifications, once each has one and the work queue is empty (nothing left that could
+    make a second one)."""
+    wait(lambda: all(receiver.for_job(j) for j in job_ids), timeout=timeout, what="every upload's notification")
+    assert stack.resources is not None and stack.settings is not None
+    wait(lambda: queue_depth(aws.client("sqs", stack.settings), stack.resources.work_queue_url) == 0,
+         timeout=60, what="the work queue to drain")
+    return {j: [r.payload for r in receiver.for_job(j)] for j in job_ids}
+
+
+def _busy_worker(stack: LocalStack, wait: Any) -> LocalBatchJob:
+    def busy() -> LocalBatchJob | None:
+        running = stack.batch.running() if stack.batch else []
+        return running[0] if running and _any_running_job(stack) else None
+    return wait(busy, timeout=90, what="a worker busy with an image")
+
+
+def _any_running_job(stack: LocalStack) -> bool:
+    assert stack.settings is not None
+    items = aws.client("dynamodb", stack.settings).scan(
+        TableName=stack.settings.jobs_table, FilterExpression="#s = :r",
+        ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues={":r": {"S": "RUNNING"}})["Items"]
+    return bool(items)
+
+
+def test_a_worker_killed_mid_burst_loses_nothing_and_says_nothing_twice(stack: LocalStack,
+                                                                         receiver: WebhookReceiver, wait: Any) -> None:
+    jobs = [_upload(stack, f"killed-burst/{i}.png", _png((96, 96), i)) for i in range(8)]
+    victim = _busy_worker(stack, wait)
+    assert stack.batch.signal(victim, signal.SIGKILL)  # the OOM killer, or a lost host
+    notes = _all_notified(stack, receiver, jobs, wait, timeout=180)
+    assert {j: [n["event_type"] for n in ns] for j, ns in notes.items()} == \
+        {j: ["upscale.succeeded"] for j in jobs}
+    assert all(_store(stack).get(j).state is JobState.SUCCEEDED for j in jobs)
+    assert stack.dlq_depth(work=True) == 0 and stack.dlq_depth() == 0
+
+
+def test_an_image_that_kills_every_worker_fails_alone_after_max_attempts(stack: LocalStack,
+                                                                          receiver: WebhookReceiver,
+                                                                          wait: Any) -> None:
+    killer = _upload(stack, "crash-burst/killer.png", _png((32, 32), 99, CRASH_MARKER))
+    others = [_upload(stack, f"crash-burst/{i}.png", _png((48, 48), i)) for i in range(5)]
+    notes = _all_notified(stack, receiver, [killer, *others], wait, timeout=240)
+    (failure,) = notes[killer]
+    assert (failure["event_type"], failure["error"]["code"]) == ("upscale.failed", "WORKER_CRASHED")
+    assert _store(stack).get(killer).number("attempts") == stack.settings.max_attempts
+    assert all([n["event_type"] for n in notes[j]] == ["upscale.succeeded"] for j in others)
+
+
+def test_sigterm_to_a_busy_worker_gives_the_item_back_and_exits_within_the_notice(
+        stack: LocalStack, receiver: WebhookReceiver, wait: Any) -> None:
+    jobs = [_upload(stack, f"spot/{i}.png", _png((128, 128), i)) for i in range(4)]
+    victim = _busy_worker(stack, wait)
+    assert stack.batch.signal(victim, signal.SIGTERM)  # spot reclaim: two minutes' notice
+    wait(lambda: victim.stopped_at is not None, timeout=30, what="the worker to exit")
+    assert victim.exit_code == 0 and victim.summary.get("reason") == "stop signal"
+    notes = _all_notified(stack, receiver, jobs, wait, timeout=180)
+    assert {j: [n["event_type"] for n in ns] for j, ns in notes.items()} == {j: ["upscale.succeeded"] for j in jobs}

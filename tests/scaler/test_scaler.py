@@ -1,0 +1,187 @@
+"""Worker slots and the scaler (common.scaling, functions/scaler) on moto: a burst starts at most max_workers,
+concurrent callers never start more, a dead worker's slot comes back, and the Lambda reports what it did."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from common import aws
+from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
+from common.jobs import JobStore
+from common.scaling import BatchWorkerStarter, WorkerScaler, WorkerSlots, max_workers_for, worker_job_name
+from common.settings import Settings
+from common.work_queue import WorkQueue
+from functions.scaler import handler
+from local_stack.batch_events import batch_job_state_change
+from local_stack.resources import create_jobs_table, create_queue
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Starter:
+    started: list[tuple[int, str]] = field(default_factory=list)
+    fail: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, slot: int, token: str) -> str:
+        if self.fail:
+            raise RuntimeError("Batch said no")
+        with self.lock:
+            self.started.append((slot, token))
+            return f"job-{len(self.started)}"
+
+
+@dataclass
+class World:
+    settings: Settings
+    store: JobStore
+    queue: WorkQueue
+    clock: Clock
+    starter: Starter
+
+    def scaler(self, max_workers: int = 3) -> WorkerScaler:
+        return WorkerScaler(slots=WorkerSlots(self.store, clock=self.clock), queue=self.queue, starter=self.starter,
+                            max_workers=max_workers, start_grace_seconds=600, clock=self.clock)
+
+    def enqueue(self, n: int) -> None:
+        for i in range(n):
+            self.queue._sqs.send_message(QueueUrl=self.queue.url, MessageBody=json.dumps({"n": i}))
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    aws.clear_cache()
+    with mock_aws():
+        settings = Settings(jobs_table="jobs-scaler")
+        ddb, sqs = aws.client("dynamodb", settings), aws.client("sqs", settings)
+        create_jobs_table(ddb, settings.jobs_table)
+        url, _ = create_queue(sqs, "work")
+        yield World(settings.replace(work_queue_url=url), JobStore(dynamodb_client=ddb, table_name="jobs-scaler"),
+                    WorkQueue(sqs_client=sqs, queue_url=url), Clock(), Starter())
+    aws.clear_cache()
+
+
+def test_one_item_on_an_idle_system_starts_one_worker_now(world: World) -> None:
+    world.enqueue(1)
+    result = world.scaler().ensure()
+    assert (result.depth, result.live, [s for s, _ in result.started]) == (1, 1, [0])
+    assert world.scaler().ensure().started == ()  # it is still there: nothing more
+
+
+def test_a_burst_starts_at_most_max_workers_whatever_its_size(world: World) -> None:
+    world.enqueue(40)
+    for _ in range(5):
+        world.scaler().ensure()
+    assert sorted(s for s, _ in world.starter.started) == [0, 1, 2]
+
+
+def test_concurrent_callers_never_start_more_than_max_workers(world: World) -> None:
+    world.enqueue(20)
+    barrier = threading.Barrier(6)
+
+    def call() -> None:
+        barrier.wait()
+        world.scaler().ensure()
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(world.starter.started) <= 3
+    assert len({s for s, _ in world.starter.started}) == len(world.starter.started)
+
+
+def test_a_worker_that_died_frees_its_slot_when_its_lease_lapses_or_batch_says_so(world: World) -> None:
+    world.enqueue(2)
+    world.scaler(max_workers=1).ensure()
+    (slot, token), = world.starter.started
+    slots = WorkerSlots(world.store, clock=world.clock)
+    assert slots.renew(slot, token, lease_seconds=120)  # the worker runs...
+    assert world.scaler(max_workers=1).ensure().started == ()
+    world.clock.t += 121  # ...and dies without a word: its items come back, its slot lapses
+    assert [s for s, _ in world.scaler(max_workers=1).ensure().started] == [0]
+    (_, newer), = world.starter.started[1:]
+    assert world.scaler(max_workers=1).worker_ended({ENV_WORKER_SLOT: "0", ENV_WORKER_TOKEN: newer})
+    assert not world.scaler(max_workers=1).worker_ended({ENV_WORKER_SLOT: "0", ENV_WORKER_TOKEN: token})  # stale
+    assert not world.scaler().worker_ended({"OTHER": "x"})
+
+
+def test_a_submit_failure_gives_the_slot_back(world: World) -> None:
+    world.enqueue(1)
+    world.starter.fail = True
+    result = world.scaler().ensure()
+    assert result.started == () and "Batch said no" in result.errors[0]
+    world.starter.fail = False
+    assert [s for s, _ in world.scaler().ensure().started] == [0]
+
+
+def test_the_longest_wait_for_a_gpu_is_reported(world: World) -> None:
+    world.enqueue(1)
+    world.scaler().ensure()
+    world.clock.t += 500  # Batch has not placed it: no quota, no spot capacity
+    assert world.scaler().ensure().oldest_start_wait == pytest.approx(500)
+
+
+def test_max_workers_follows_the_compute_environment() -> None:
+    assert (max_workers_for(16, 4), max_workers_for(16, 8), max_workers_for(2, 4)) == (4, 2, 1)
+
+
+def test_batch_starter_submits_a_worker_job_with_its_slot() -> None:
+    from botocore.stub import Stubber
+
+    batch = aws.client("batch", Settings())
+    starter = BatchWorkerStarter(batch_client=batch, job_queue="q", job_definition="d")
+    with Stubber(batch) as stub:
+        stub.add_response("submit_job", {"jobId": "b-1", "jobName": "n", "jobArn": "arn"}, {
+            "jobName": worker_job_name(2), "jobQueue": "q", "jobDefinition": "d",
+            "containerOverrides": {"environment": [{"name": ENV_WORKER_SLOT, "value": "2"},
+                                                   {"name": ENV_WORKER_TOKEN, "value": "tok"}]},
+            "tags": {"upscaler:worker_slot": "2"}, "propagateTags": True})
+        assert starter.start(2, "tok") == "b-1"
+
+
+def test_the_lambda_frees_an_ended_workers_slot_and_scales(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    batch_url = world.queue._sqs.create_queue(QueueName="local-batch")["QueueUrl"]
+    for name, value in world.settings.replace(job_backend="local", local_job_queue_url=batch_url,
+                                              max_workers=2).to_env().items():
+        monkeypatch.setenv(name, value)
+    handler.get_scaler.cache_clear()
+    world.enqueue(3)
+
+    class Context:
+        function_name, memory_limit_in_mb, aws_request_id = "scaler", 256, "req-1"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:scaler"
+
+    try:
+        scheduled = {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
+        assert handler.lambda_handler(scheduled, Context())["started"] == 2
+        jobs = world.queue._sqs.receive_message(QueueUrl=batch_url, MaxNumberOfMessages=10)["Messages"]
+        env = json.loads(jobs[0]["Body"])["environment"]
+        ended = batch_job_state_change(job_id="b", job_name="w", status="FAILED", job_queue="q",
+                                       job_definition="d", region="us-east-1", environment=env, exit_code=137,
+                                       created_at_ms=0, started_at_ms=0, stopped_at_ms=1)
+        result: dict[str, Any] = handler.lambda_handler(ended, Context())
+        assert result["freed_slot"] is True and result["started"] == 1  # a new worker for the items left
+    finally:
+        handler.get_scaler.cache_clear()
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf and "WorkerStartWaitSeconds" in emf[-1] and "LiveWorkers" in emf[-1]

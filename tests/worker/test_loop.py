@@ -1,0 +1,66 @@
+"""The worker's loop: many items, one model load, a slot kept and freed, exits when idle or told to stop."""
+
+from __future__ import annotations
+
+from pipeline_world import PipelineWorld
+
+from common.contract import JobState
+from common.scaling import WorkerSlots
+from gpu_batch.worker.loop import SlotLease, run_worker
+from gpu_batch.worker.runtime import StopSignal, SystemClock
+
+FAST = {"model": "animevideov3", "scale": "2"}
+
+
+def real_time_worker(world: PipelineWorld, **settings: object):
+    """The world's worker with the system clock (the loop measures idleness and age in real time)."""
+    worker = world.worker
+    worker.clock = SystemClock()
+    worker.lifecycle = type(world.lifecycle)(store=world.store, notifier=world.lifecycle._notifier)
+    worker.settings = world.settings.replace(**settings)
+    return worker
+
+
+def test_one_worker_drains_many_items_loads_the_model_once_and_exits_when_idle(world: PipelineWorld, kit) -> None:
+    events = [world.upload(f"uploads/many/{i}.png", kit.image(8 + i, 8), FAST) for i in range(5)]
+    for event in events:
+        world.run_intake(event)
+    slots = WorkerSlots(world.store)
+    token = slots.acquire(5, grace_seconds=60)  # intake's fake starter holds the first slots
+    assert token is not None
+
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=1), stop=StopSignal(),
+                         slot=SlotLease(slots, 5, token))
+
+    assert (summary.items, summary.done, summary.reason) == (5, 5, "idle")
+    assert summary.models == {"animevideov3"} and world.engine.preloaded == ["animevideov3"]
+    assert all(world.record(e).state is JobState.SUCCEEDED for e in events)
+    assert len(world.notifications()) == 5
+    slot = slots.all(6)[-1]
+    assert slot.number == 5 and slot.status == "FREE" and slot.lease_until == 0  # freed on the way out
+
+
+def test_a_stop_request_ends_the_loop_without_taking_more_items(world: PipelineWorld, kit) -> None:
+    for i in range(3):
+        world.run_intake(world.upload(f"uploads/stop/{i}.png", kit.image(), FAST))
+    stop = StopSignal()
+    world.engine.during_upscale = stop.requested.set  # SIGTERM arrives while the first image is processed
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=30), stop=stop)
+    assert summary.reason == "stop signal" and summary.items == 1
+    assert len(world.notifications()) == 1  # the image in hand was finished
+
+
+def test_worker_max_seconds_stops_taking_items(world: PipelineWorld, kit) -> None:
+    world.run_intake(world.upload("uploads/old.png", kit.image(), FAST))
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=30, worker_max_seconds=0), stop=StopSignal())
+    assert summary.reason == "worker_max_seconds reached" and summary.items == 0
+
+
+def test_a_worker_whose_slot_was_given_to_another_stops(world: PipelineWorld, kit) -> None:
+    slots = WorkerSlots(world.store)
+    token = slots.acquire(0, grace_seconds=60)
+    assert token is not None and slots.free(0, token)
+    assert slots.acquire(0, grace_seconds=60)  # the scaler gave the slot to a new worker
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=30), stop=StopSignal(),
+                         slot=SlotLease(slots, 0, token))
+    assert summary.reason.startswith("slot taken over")
