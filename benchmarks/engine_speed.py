@@ -179,6 +179,7 @@ class NcnnSide:
         self.net = load_ncnn_net(model, threads)
         self.model = model
         self.scale = network_for(model, 4.0).scale
+        self.adds_nearest_input = network_for(model, 4.0).adds_nearest_input
 
     def __call__(self, jpeg: bytes) -> bytes:
         rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.float32) / 255.0
@@ -189,6 +190,8 @@ class NcnnSide:
         _, out = extractor.extract(names[1])
         height, width = rgb.shape[0] * self.scale, rgb.shape[1] * self.scale
         result = np.asarray(out)[:, crop : crop + height, crop : crop + width].transpose(1, 2, 0)
+        if self.adds_nearest_input:  # realcugan-ncnn-vulkan's 4x post-processing
+            result = result + rgb.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
         stream = io.BytesIO()
         Image.fromarray(np.rint(np.clip(result, 0, 1) * 255).astype(np.uint8)).save(stream, "JPEG", quality=95)
         return stream.getvalue()

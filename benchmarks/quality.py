@@ -127,6 +127,8 @@ def main() -> None:
     print("-" * len(header))
     for photo in args.photos:
         truth = centre_crop(getattr(data, photo)(), args.size)
+        truth = np.ascontiguousarray(truth[: truth.shape[0] // args.scale * args.scale,
+                                           : truth.shape[1] // args.scale * args.scale])
         jpeg = degrade(truth, args.scale)
         size = (truth.shape[1], truth.shape[0])
         row_tiles = [("input (nearest)", np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB").resize(

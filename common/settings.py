@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
+from common.formats import MAX_SCALE, MIN_SCALE, scale_in_range
+
 from common.presign import TASK_ROLE_CREDENTIAL_SECONDS
 
 ENV_PREFIX = "UPSCALER_"
@@ -133,8 +135,8 @@ class Settings:
             raise SettingsError("upload, rejected and output prefixes must differ")
         if self.job_backend not in ("batch", "local"):
             raise SettingsError(f"job_backend must be 'batch' or 'local', got {self.job_backend!r}")
-        if not 1.0 <= self.default_scale <= 4.0:
-            raise SettingsError(f"default_scale must be within 1..4, got {self.default_scale}")
+        if not scale_in_range(self.default_scale):
+            raise SettingsError(f"default_scale must be within {MIN_SCALE:g}..{MAX_SCALE:g}, got {self.default_scale}")
         for name in ("max_upload_bytes", "max_input_pixels", "max_input_side", "max_output_pixels",
                      "header_read_bytes", "presigned_url_expiry_seconds", "max_attempts",
                      "worker_idle_seconds", "worker_max_seconds", "worker_start_grace_seconds"):

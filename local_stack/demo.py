@@ -15,7 +15,7 @@ from rich.json import JSON
 from rich.table import Table
 
 from common import aws
-from common.jobs import JobStore, dedupe_key, job_id_for
+from common.jobs import JobStore, upload_job_id
 from local_stack.event_source import MappingConfig
 from local_stack.receiver import WebhookReceiver
 from local_stack.stack import LocalStack, LocalStackConfig
@@ -113,7 +113,7 @@ def _run(console: Console, stack: LocalStack, receiver: WebhookReceiver, data: b
     metadata = {"model": model} if model else {}
     uploaded_at = time.time()
     put = s3.put_object(Bucket=settings.input_bucket, Key=key, Body=data, Metadata=metadata)
-    job_id = job_id_for(dedupe_key(settings.input_bucket, key, put.get("VersionId"), put.get("ETag"), len(data)))
+    job_id = upload_job_id(settings.input_bucket, key, put.get("VersionId"), put.get("ETag"), len(data))
     console.print(f"[green]✓[/] uploaded s3://{settings.input_bucket}/{key} (job {job_id[:12]}...)")
 
     store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table)
@@ -159,8 +159,8 @@ def _run(console: Console, stack: LocalStack, receiver: WebhookReceiver, data: b
         ("model ready (ensure_model)", timings["model ready"]),
         ("local stack start", timings["stack start"]),
         ("upload -> job accepted (S3 event, SQS, intake Lambda)", accepted - uploaded_at if accepted else None),
-        ("accepted -> worker running (job queue, process start)", running - accepted if running and accepted
-         else None),
+        ("accepted -> worker running (work queue, Batch placement, worker start)",
+         running - accepted if running and accepted else None),
         ("worker: download", durations.get("download")),
         ("worker: inference", durations.get("inference")),
         ("worker: upload", durations.get("upload")),

@@ -419,6 +419,12 @@ def check_header(header: ImageHeader, *, file_size: int, options: JobOptions, se
 # --- 3. full decode ------------------------------------------------------------------------------
 
 
+# HEVC and AV1 decode in seconds what JPEG decodes in a tenth: intake checks their container (every box,
+# every item's data inside the file, so a truncation is caught) and the codec's parse, not the pixels.
+# A damaged bitstream inside an intact file is the worker's UNDECODABLE_IMAGE, before any inference.
+HEADER_CHECKED_ONLY = frozenset({"heic", "avif"})
+
+
 def decode_check(data: bytes, verdict: Verdict) -> Verdict:
     """Decode the whole (first frame of the) image; a header-accepted verdict stays accepted only if it decodes.
 
@@ -441,7 +447,8 @@ def decode_check(data: bytes, verdict: Verdict) -> Verdict:
                 # JPEG MPO extras aren't frames; TIFF thumbnails and HEIF tiles/aux images neither (the
                 # header parsers count what a viewer shows).
                 frames = int(getattr(img, "n_frames", 1)) if fmt in ("png", "webp") else verdict.frames
-                img.load()
+                if fmt not in HEADER_CHECKED_ONLY:
+                    img.load()
                 mode = img.mode
                 orientation = read_exif(img).orientation  # 1..8; broken EXIF never raises (the worker warns)
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, zlib.error,

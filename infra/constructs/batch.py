@@ -20,7 +20,7 @@ from constructs import Construct
 
 from common.settings import Settings
 from infra.config import REPO_ROOT, InfraConfig
-from infra.constructs.instance_guard import instance_user_data
+from infra.constructs.instance_guard import WORKER_UID, instance_user_data
 from infra.constructs.nag import acknowledge
 from infra.constructs.network import Network
 
@@ -106,6 +106,7 @@ class GpuBatch(Construct):
                 cpu=config.worker_vcpus,
                 memory=Size.mebibytes(settings.worker_memory_mib),
                 gpu=1,
+                user=str(WORKER_UID),  # the uid the instance's IMDS block applies to (and the image's USER)
                 environment=dict(environment),
                 job_role=self.job_role,
                 execution_role=self.execution_role,

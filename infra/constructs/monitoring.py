@@ -49,8 +49,9 @@ class Monitoring(Construct):
         self.alarms: list[cloudwatch.Alarm] = []
 
         def alarm(construct_id: str, metric: cloudwatch.IMetric, threshold: float, description: str) -> None:
-            created = metric.create_alarm(
-                self, construct_id, threshold=threshold, evaluation_periods=1, alarm_description=description,
+            created = cloudwatch.Alarm(  # = metric.create_alarm, which the IMetric interface lacks
+                self, construct_id, metric=metric, threshold=threshold, evaluation_periods=1,
+                alarm_description=description,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,8 @@ def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 def test_local_up_serves_plain_clients_and_stops_on_ctrl_c(tmp_path: Path, wait: Any) -> None:
     stderr = (tmp_path / "stderr.txt").open("w")
-    # --worker-start spawn: the real worker started exactly as the container command starts it.
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "local", "up", "--workers", "1",
-                                "--worker-start", "spawn"],
+    # the real worker, started exactly as the container command starts it
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "local", "up", "--workers", "1"],
                                stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         info = json.loads(_first_line(process, timeout=60))
@@ -66,9 +64,11 @@ def test_local_up_serves_plain_clients_and_stops_on_ctrl_c(tmp_path: Path, wait:
     assert rc == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     assert process.stdout.read() == ""  # type: ignore[union-attr]  # exactly one line on stdout
     port = int(info["endpoint_url"].rsplit(":", 1)[1])
-    time.sleep(0.5)
-    with socket.socket() as sock:  # the emulator went down with it
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+    def closed() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) != 0
+    wait(closed, timeout=10, what="the emulator to go down with it")
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ def test_the_blocked_uid_is_the_one_the_worker_runs_as(default: Any) -> None:
     assert users and int(users[-1]) == WORKER_UID
     container = default.one("AWS::Batch::JobDefinition")["ContainerProperties"]
     # Another user (root above all) or a privileged container would escape the owner match.
-    assert container.get("User", str(WORKER_UID)) == str(WORKER_UID)
+    assert container["User"] == str(WORKER_UID)
     assert container.get("Privileged") in (None, False)
     assert "Capabilities" not in container.get("LinuxParameters", {})
 

@@ -29,8 +29,9 @@ class FakeEngine:
 
     def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
                       output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
-                      progress: Callable[[int, int], None] | None = None) -> UpscaleResult:
-        self.calls.append({"model": model, "scale": scale, "output_format": output_format, "quality": quality})
+                      progress: Callable[[int, int], None] | None = None, strength: float = 1.0) -> UpscaleResult:
+        self.calls.append({"model": model, "scale": scale, "output_format": output_format, "quality": quality,
+                           "strength": strength})
         if self.during_upscale:
             self.during_upscale()
         if self.fail_with is not None:

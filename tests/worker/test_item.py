@@ -68,10 +68,12 @@ def test_success_writes_output_record_and_one_valid_notification(world: Pipeline
 
 
 def test_the_item_decides_the_format_and_intake_warnings_reach_the_notification(world: PipelineWorld, kit) -> None:
-    item = queued(world, "uploads/фото 1.jpg", kit.image(20, 20, "JPEG"), {**FAST, "format": "webp"})
+    item = queued(world, "uploads/фото 1.jpg", kit.image(20, 20, "JPEG"), {**FAST, "format": "webp",
+                                                                          "strength": "0.5"})
     assert item.output_key.endswith(".webp")
     deliver(world)
-    assert world.engine.calls[0]["output_format"] == "webp" and world.engine.calls[0]["quality"] == 95
+    call = world.engine.calls[0]
+    assert (call["output_format"], call["quality"], call["strength"]) == ("webp", 95, 0.5)
     head = world.raw_s3.head_object(Bucket=item.output_bucket, Key=item.output_key)
     assert head["ContentType"] == "image/webp"
     assert head["Metadata"]["source-key"] == "uploads/%D1%84%D0%BE%D1%82%D0%BE 1.jpg"
