@@ -19,6 +19,8 @@ SCHEMA_VERSION = "1.0"
 
 
 class JobState(enum.StrEnum):
+    """A job's states; common.lifecycle owns every move between them (its docstring draws the machine)."""
+
     ACCEPTED = "ACCEPTED"  # intake recorded the upload and is deciding
     QUEUED = "QUEUED"  # a work item is on the work queue (or was released back to it)
     RUNNING = "RUNNING"  # a worker holds a claim (token + lease) on it
@@ -32,23 +34,6 @@ class JobState(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED})
-
-# Which states a job may move to from each state (common.lifecycle adds the conditions: a claim token for
-# the holder's writes, an expired lease for a takeover of RUNNING by another delivery of the work item).
-ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
-    JobState.ACCEPTED: frozenset({JobState.QUEUED, JobState.REJECTED, JobState.FAILED}),
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED}),
-    JobState.SUCCEEDED: frozenset(),
-    JobState.FAILED: frozenset(),
-    JobState.REJECTED: frozenset(),
-}
-
-
-def allowed_sources(target: JobState) -> frozenset[JobState]:
-    """States from which `target` may be entered."""
-    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)
-
 
 class EventType(enum.StrEnum):
     REJECTED = "upscale.rejected"

@@ -11,10 +11,11 @@ Every state change of a job goes through here, as a conditional write on its rec
 * **Claim** gives one delivery of a work item a token and a lease. A RUNNING job can be claimed again
   only after its lease ran out (its worker died); two live workers never hold one job. Only the
   token's holder may renew the lease, release the job or finish it: a stale attempt cannot.
-* **Finish** is the terminal write, and it carries the terminal notification (the outbox). Whoever
-  wins it publishes the notification and marks it sent; whoever loses says nothing. A publish that
-  fails leaves the message on the record; the next delivery of the same work (intake's S3 event, the
-  work item, the DLQ message) finds it there and sends it (`resume`).
+* **Finish** is the terminal write, and it carries the terminal notification (the outbox) and a short
+  publish lease. Whoever wins it publishes the notification and marks it sent; whoever loses says
+  nothing. A publish that fails leaves the message on the record; the next delivery of the same work
+  (intake's S3 event, the work item, the DLQ message) finds it there and, once it has taken the
+  publish lease with a conditional write, sends it (`resume`): two deliveries never both publish.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common.contract import JobState, Notification, WorkItem, utc_now_iso
+from common.contract import JobState, Notification, WorkItem, utc_now_iso, validate_notification
 from common.jobs import JobRecord, JobStore
 from common.notify import Notifier
 
@@ -40,10 +41,13 @@ log = logging.getLogger(__name__)
 OUTBOX_MESSAGE = "notification"  # the terminal notification's JSON, written with the terminal state
 OUTBOX_SENT = "notified"  # False until SNS accepted the message
 OUTBOX_MESSAGE_ID = "notification_message_id"
+OUTBOX_UNTIL = "notify_until"  # epoch seconds: whoever holds the outbox publishes until then
+OUTBOX_LEASE_SECONDS = 30.0  # a publish with its retries takes seconds
 WORK_ITEM = "work_item"  # the queued work item's JSON, written with QUEUED
 WORK_ITEM_SENT = "work_item_sent"
 CLAIM_TOKEN = "claim_token"
 CLAIM_UNTIL = "claim_until"  # epoch seconds: the holder's lease
+CLAIM_MESSAGE = "claim_message"  # the SQS message id of the delivery that holds the claim
 ATTEMPTS = "attempts"
 PUBLISH_ATTEMPTS = 3  # on top of botocore's own retries
 
@@ -68,6 +72,11 @@ class ClaimResult:
     outcome: ClaimOutcome
     claim: Claim | None = None
     record: JobRecord | None = None
+
+    def held_by_another_message(self, message_id: str) -> bool:
+        """For HELD: the live claim came from another copy of the item (so this copy is a duplicate)."""
+        holder = self.record.attributes.get(CLAIM_MESSAGE) if self.record else None
+        return bool(holder) and holder != message_id
 
     def seconds_held(self, now: float) -> float:
         """For HELD: how long the current holder's lease still runs."""
@@ -124,8 +133,8 @@ class JobLifecycle:
             log.warning("work item of %s sent but not marked sent", item.job_id, exc_info=True)
 
     # --- worker ----------------------------------------------------------------------------------
-    def claim(self, job_id: str, *, lease_seconds: float, attributes: Mapping[str, Any] | None = None
-              ) -> ClaimResult:
+    def claim(self, job_id: str, *, lease_seconds: float, message_id: str = "",
+              attributes: Mapping[str, Any] | None = None) -> ClaimResult:
         """Take the job for one delivery of its work item: QUEUED, or RUNNING whose lease has run out."""
         now = self._clock()
         token = uuid.uuid4().hex
@@ -134,6 +143,7 @@ class JobLifecycle:
         claimed = self.store.update_record(job_id, {
             **(attributes or {}), "state": str(JobState.RUNNING), "updated_at": utc_now_iso(),
             "running_at": utc_now_iso(), CLAIM_TOKEN: token, CLAIM_UNTIL: round(now + lease_seconds, 3),
+            CLAIM_MESSAGE: message_id or None,
         }, condition=free, add={ATTEMPTS: 1})
         if claimed is not None:
             return ClaimResult(ClaimOutcome.CLAIMED, Claim(job_id, token, int(claimed.number(ATTEMPTS, 1))), claimed)
@@ -163,22 +173,32 @@ class JobLifecycle:
         """Make the job terminal with its notification stored, then publish it. Only the winner publishes."""
         if not state.is_terminal:
             raise ValueError(f"{state} is not a terminal state")
+        payload = notification.to_dict()
+        validate_notification(payload)  # a contract break is our bug: never make it terminal with it
         now = utc_now_iso()
         won = self.store.update(notification.job_id, {
             **(attributes or {}), "state": str(state), "updated_at": now, f"{state.lower()}_at": now,
             OUTBOX_MESSAGE: notification.to_json(), OUTBOX_SENT: False,
+            OUTBOX_UNTIL: round(self._clock() + OUTBOX_LEASE_SECONDS, 3),
         }, condition=self._terminal_condition(holder, claim), remove=(CLAIM_TOKEN,) if claim else ())
         if not won:
             return Finish(won=False, sent=False)
-        return Finish(won=True, sent=self._publish(notification.job_id, notification.to_dict()))
+        return Finish(won=True, sent=self._publish(notification.job_id, payload))
 
     def resume(self, record: JobRecord) -> bool:
         """Publish the stored notification of a terminal job that was not sent yet. True if one went out now.
 
-        Raises when the publish fails again, so the caller's message is delivered once more."""
+        Raises NotificationPending when another delivery holds the outbox (it is publishing right now) or
+        the publish fails again: the caller's message is then delivered once more and looks again."""
         payload = pending_notification(record)
         if payload is None:
             return False
+        now = self._clock()
+        taken = self.store.update(record.job_id, {OUTBOX_UNTIL: round(now + OUTBOX_LEASE_SECONDS, 3)},
+                                  condition=Attr(OUTBOX_SENT).eq(False) & (
+                                      Attr(OUTBOX_UNTIL).not_exists() | Attr(OUTBOX_UNTIL).lt(round(now, 3))))
+        if not taken:
+            raise NotificationPending(f"the notification of job {record.job_id} is being sent elsewhere")
         if not self._publish(record.job_id, payload):
             raise NotificationPending(f"the notification of job {record.job_id} is still unsent")
         return True

@@ -17,7 +17,7 @@ class Notifier:
 
     def publish_payload(self, payload: Mapping[str, Any]) -> str:
         """Validate against the published schema, then publish. Returns the SNS message id."""
-        validate_notification(payload)  # a contract break is our bug: fail loudly, never send it
+        validate_notification(payload)  # a contract break is our bug: fail loudly, never send it (cheap)
         event_type = str(payload["event_type"])
         resp = self._sns.publish(
             TopicArn=self._topic_arn,

@@ -31,7 +31,7 @@ from common.work_queue import WorkQueue
 log = logging.getLogger(__name__)
 
 SLOT_KEY_PREFIX = "#worker-slot/"
-STARTING, RUNNING = "STARTING", "RUNNING"
+SLOT_STARTING, SLOT_RUNNING, SLOT_FREE = "STARTING", "RUNNING", "FREE"
 WORKER_JOB_PREFIX = "upscaler-worker-"
 
 
@@ -116,7 +116,7 @@ class WorkerSlots:
         now = self._clock()
         token = uuid.uuid4().hex
         free = Attr("job_id").not_exists() | Attr("lease_until").lt(round(now, 3))
-        taken = self._store.put({"job_id": _key(number), "slot": number, "token": token, "status": STARTING,
+        taken = self._store.put({"job_id": _key(number), "slot": number, "token": token, "status": SLOT_STARTING,
                                  "lease_until": round(now + grace_seconds, 3), "submitted_at": round(now, 3)},
                                 free)
         return token if taken else None
@@ -126,12 +126,12 @@ class WorkerSlots:
 
     def renew(self, number: int, token: str, *, lease_seconds: float) -> bool:
         """The worker is alive: keep the slot. False: the slot is no longer this worker's."""
-        return self._store.update(_key(number), {"status": RUNNING, "lease_until": round(self._clock()
+        return self._store.update(_key(number), {"status": SLOT_RUNNING, "lease_until": round(self._clock()
                                                                                            + lease_seconds, 3)},
                                   condition=Attr("token").eq(token))
 
     def free(self, number: int, token: str) -> bool:
-        return self._store.update(_key(number), {"status": "FREE", "lease_until": 0},
+        return self._store.update(_key(number), {"status": SLOT_FREE, "lease_until": 0},
                                   condition=Attr("token").eq(token))
 
     def all(self, count: int) -> list[Slot]:
@@ -175,13 +175,16 @@ class WorkerScaler:
                    starter=make_starter(settings), max_workers=settings.max_workers,
                    start_grace_seconds=settings.worker_start_grace_seconds)
 
-    def ensure(self, *, depth: int | None = None) -> ScaleResult:
-        """Start workers for free slots until live workers cover the queue depth (at most max_workers)."""
-        depth = self._queue.depth() if depth is None else depth
+    def ensure(self, *, at_least: int = 0) -> ScaleResult:
+        """Start workers for free slots until live workers cover the queue depth (at most max_workers).
+
+        `at_least`: the caller knows of this many items (SQS's depth is approximate and can read 0 right
+        after a send)."""
+        depth = max(at_least, self._queue.depth())
         now = self._clock()
         existing = {s.number: s for s in self._slots.all(self._max)}
         live = [s for s in existing.values() if s.live(now)]
-        waiting = [now - s.submitted_at for s in live if s.status == STARTING]
+        waiting = [now - s.submitted_at for s in live if s.status == SLOT_STARTING]
         need = min(self._max, depth) - len(live)
         started: list[tuple[int, str]] = []
         errors: list[str] = []

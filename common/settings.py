@@ -13,7 +13,6 @@ from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 from common.formats import MAX_SCALE, MIN_SCALE, scale_in_range
-
 from common.presign import TASK_ROLE_CREDENTIAL_SECONDS
 
 ENV_PREFIX = "UPSCALER_"
@@ -72,6 +71,7 @@ class Settings:
     work_visibility_seconds: int = 120  # a claim's lease; the worker renews it while it works on an image
     worker_idle_seconds: int = 60  # a worker with nothing to do for this long exits (scale to zero)
     worker_max_seconds: int = 3600  # a worker takes no new item after this long (finishes the one in hand)
+    max_item_seconds: int = 1800  # a worker stops renewing an image's lease after this long (it is hung)
     max_workers: int = 0  # worker jobs running or waiting for a GPU at once; 0: what the compute environment holds
     worker_start_grace_seconds: int = 900  # a submitted worker may wait this long for a GPU before its slot is reused
     worker_memory_mib: int = 15_000
@@ -119,6 +119,11 @@ class Settings:
         return self.work_visibility_seconds / 3
 
     @property
+    def claim_lease_seconds(self) -> float:
+        """A claim's lease ends a little before its message's visibility, so a redelivery finds it lapsed."""
+        return self.work_visibility_seconds - max(1.0, self.heartbeat_seconds / 4)
+
+    @property
     def worker_timeout_seconds(self) -> int:
         """The Batch job timeout: the longest a worker takes items, plus the largest image's lease to finish it."""
         return self.worker_max_seconds + self.work_visibility_seconds + 300
@@ -139,7 +144,7 @@ class Settings:
             raise SettingsError(f"default_scale must be within {MIN_SCALE:g}..{MAX_SCALE:g}, got {self.default_scale}")
         for name in ("max_upload_bytes", "max_input_pixels", "max_input_side", "max_output_pixels",
                      "header_read_bytes", "presigned_url_expiry_seconds", "max_attempts",
-                     "worker_idle_seconds", "worker_max_seconds", "worker_start_grace_seconds"):
+                     "worker_idle_seconds", "worker_max_seconds", "worker_start_grace_seconds", "max_item_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         if self.max_workers < 0:

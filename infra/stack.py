@@ -61,7 +61,7 @@ class UpscalerStack(Stack):
         grant_worker_access(gpu, storage=storage, notifications=notifications, settings=config.settings)
         work.grant_work(gpu.job_role)
         # What the workers can reach through the VPC endpoints: this stack's resources, nothing else.
-        # queue_arns: the queues the workers use (the work queue and its DLQ).
+        # queue_arns: the one queue the workers use (the work DLQ is drained by the notifier Lambda, outside the VPC).
         network.limit_endpoints_to(EndpointTargets(
             buckets=[storage.input_bucket, storage.output_bucket], table=storage.table,
             topic=notifications.topic, queue_arns=[work.queue.queue_arn], log_groups=[gpu.log_group]))

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 INTAKE_HANDLER = "functions.intake.handler:lambda_handler"
 NOTIFIER_HANDLER = "functions.notifier.handler:lambda_handler"
 SCALER_HANDLER = "functions.scaler.handler:lambda_handler"
-# The work DLQ's event source as deployed (infra/constructs/work_queue.py): small batches, no window.
-DLQ_MAPPING = MappingConfig(batch_size=10, batching_window_seconds=0.0, pollers=1)
+# The work DLQ's event source as deployed (infra/constructs/notifier.py): batches of 10, no window, 2 at once.
+DLQ_MAPPING = MappingConfig(batch_size=10, batching_window_seconds=0.0, pollers=2)
 # Any credentials work against the emulator; these keep boto3 from looking for real ones.
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
@@ -158,7 +158,8 @@ class LocalStack:
         intake = runtime("intake", cfg.intake_handler, concurrency=shape.intake_concurrency,
                          timeout_seconds=shape.intake_timeout_seconds)
         notifier = runtime("notifier", cfg.notifier_handler, concurrency=1)
-        scaler = runtime("scaler", cfg.scaler_handler, concurrency=1)  # reserved concurrency 1, as deployed
+        # One at a time here; deployed runs may overlap, which the conditional slot writes make safe.
+        scaler = runtime("scaler", cfg.scaler_handler, concurrency=1)
         self._runtimes = [intake, notifier, scaler]
         with ThreadPoolExecutor(max_workers=3) as warmer:  # cold starts before traffic; import errors surface
             for future in [warmer.submit(r.warm) for r in self._runtimes]:

@@ -360,7 +360,7 @@ class Intake:
         if self._scaler is None:
             return 0
         try:
-            scaled: ScaleResult = self._scaler.ensure()
+            scaled: ScaleResult = self._scaler.ensure(at_least=1)
         except Exception:
             log.warning("could not check the GPU workers; the scheduled scaler will", exc_info=True)
             return 0

@@ -39,7 +39,7 @@ from common.work_queue import Delivery, WorkQueue
 from gpu_batch.engine import EngineError, EngineOutOfMemoryError, UndecodableImageError, UpscaleResult
 
 from .errors import Failure, InputMissingError, JobInterrupted, classify_storage_error
-from .runtime import Clock, critical_section
+from .runtime import Clock, StopSignal, critical_section
 from .storage import download_input, upload_output
 
 logger = Logger(service="upscaler-worker")
@@ -98,6 +98,7 @@ class Worker:
     clock: Clock
     runtime_info: Mapping[str, str | None] = field(default_factory=dict)
     models_loaded: set[str] = field(default_factory=set)  # the engine loads each model once per process
+    stop: StopSignal = field(default_factory=StopSignal)  # installed by main(): SIGTERM sets it
 
 
 FinishStep = Callable[[], Disposition]
@@ -143,26 +144,32 @@ def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposi
     settings, clock, lifecycle = worker.settings, worker.clock, worker.lifecycle
     started = clock.monotonic()
     timings = Timings(queued=seconds_since(item.enqueued_at, clock.now()))
-    result = lifecycle.claim(item.job_id, lease_seconds=_lease(settings), attributes={
-        "worker": {k: v for k, v in worker.runtime_info.items() if v}, "delivery": delivery.receive_count})
+    result = lifecycle.claim(item.job_id, lease_seconds=settings.claim_lease_seconds,
+                             message_id=delivery.message_id, attributes={
+                                 "worker": {k: v for k, v in worker.runtime_info.items() if v},
+                                 "delivery": delivery.receive_count})
     timings.claim = clock.monotonic() - started
     if result.outcome is ClaimOutcome.TERMINAL:
         assert result.record is not None
         try:
             if lifecycle.resume(result.record):
                 logger.info("published the notification a previous attempt stored")
-        except NotificationPending:
+        except NotificationPending:  # being sent elsewhere, or SNS still refuses: look again later
             return Disposition.RETRY
         return Disposition.DONE
     if result.outcome is ClaimOutcome.MISSING:
         logger.error("no job record for this item: nothing to run or report")
         return Disposition.DONE
+    if result.outcome is ClaimOutcome.HELD and result.held_by_another_message(delivery.message_id):
+        # A second copy of the item (a resend, or SQS's at-least-once delivery) while a live worker holds
+        # the job with the first: the first copy stays on the queue until its job is done; drop this one.
+        logger.info("a duplicate copy of an item another worker holds; dropped")
+        return Disposition.DONE
     if result.outcome in (ClaimOutcome.HELD, ClaimOutcome.NOT_QUEUED):
-        # A duplicate delivery while another worker holds the job (or intake is still queueing it):
-        # come back when that lease would have run out, and see then.
+        # This very message came back while its claim still runs (a renewal was late), or intake has not
+        # finished queueing: look again when that lease would have run out.
         wait = max(1, int(result.seconds_held(clock.wall()) + 1)) if result.outcome is ClaimOutcome.HELD else 5
-        logger.info("job held elsewhere; looking again later", extra={"outcome": str(result.outcome),
-                                                                       "seconds": wait})
+        logger.info("job held; looking again later", extra={"outcome": str(result.outcome), "seconds": wait})
         worker.queue.hide(delivery, wait)
         return Disposition.RETRY
     claim = result.claim
@@ -233,10 +240,16 @@ def _upscale(worker: Worker, item: WorkItem, timings: Timings) -> tuple[UpscaleR
 
     fmt = str(item.output_format)
     quality = {"jpeg": settings.jpeg_quality, "webp": settings.webp_quality}.get(fmt)
+    if worker.stop.requested.is_set():
+        raise JobInterrupted("stop requested before inference")
     t0 = clock.monotonic()
-    result = engine.upscale_bytes(data, model=model, scale=item.options.scale, output_format=fmt,
-                                  quality=quality, tile_size=settings.tile_size, progress=_ProgressLog(clock),
-                                  strength=item.options.strength)
+    worker.stop.busy = True  # only inference is interrupted by SIGTERM: the claim is known and released
+    try:
+        result = engine.upscale_bytes(data, model=model, scale=item.options.scale, output_format=fmt,
+                                      quality=quality, tile_size=settings.tile_size, progress=_ProgressLog(clock),
+                                      strength=item.options.strength)
+    finally:
+        worker.stop.busy = False
     timings.inference = clock.monotonic() - t0
     logger.info("upscaled", extra={"input": f"{result.input_width}x{result.input_height}",
                                    "output": f"{result.output_width}x{result.output_height}",
@@ -281,9 +294,7 @@ def _finish_succeeded(worker: Worker, item: WorkItem, claim: Claim, result: Upsc
     })
     timings.finish = clock.monotonic() - t0
     if not finish.won:
-        logger.warning("the claim was lost while this worker ran (it took too long without renewing); "
-                       "the job's holder speaks for it")
-        return Disposition.DONE
+        return _claim_lost(worker, item)
     logger.info("job succeeded", extra={"durations": timings.as_record(), "notified": finish.sent})
     return Disposition.DONE if finish.sent else Disposition.RETRY
 
@@ -299,19 +310,22 @@ def _finish_failed(worker: Worker, item: WorkItem, claim: Claim, failure: Failur
         "error_code": str(failure.code), "error_message": failure.message[:1000],
         "durations": timings.as_record()})
     if not finish.won:
-        logger.warning("job already terminal elsewhere; not notifying")
-        return Disposition.DONE
+        return _claim_lost(worker, item)
     return Disposition.DONE if finish.sent else Disposition.RETRY
+
+
+def _claim_lost(worker: Worker, item: WorkItem) -> Disposition:
+    """The terminal write lost: the job was taken over (this worker ran past its lease) or finished elsewhere.
+    Its message is left alone unless the job is done: the holder's delivery may be this very message."""
+    record = worker.lifecycle.store.get(item.job_id)
+    logger.warning("the claim was lost while this worker ran; its holder speaks for the job",
+                   extra={"state": str(record.state) if record else None})
+    return Disposition.DONE if record is None or record.state.is_terminal else Disposition.RETRY
 
 
 def retry_delay(receive_count: int) -> int:
     """Back off before the next delivery of an item that failed for a transient reason."""
     return min(300, 5 * 2 ** max(0, receive_count - 1))
-
-
-def _lease(settings: Settings) -> float:
-    """A claim's lease ends a little before the item's visibility does, so a redelivery finds it lapsed."""
-    return settings.work_visibility_seconds - max(1.0, settings.heartbeat_seconds / 4)
 
 
 class _Heartbeat:
@@ -332,14 +346,19 @@ class _Heartbeat:
         self._thread.join(10)
 
     def _run(self) -> None:
-        settings = self._worker.settings
+        settings, clock = self._worker.settings, self._worker.clock
+        started = clock.monotonic()
         while not self._stop.wait(settings.heartbeat_seconds):
+            if clock.monotonic() - started > settings.max_item_seconds:
+                # Hung (e.g. a stuck CUDA call): let the lease lapse so another worker takes the item.
+                logger.error("image still in hand after max_item_seconds; no longer renewing its lease")
+                return
             try:
                 self._worker.queue.hide(self._delivery, settings.work_visibility_seconds)
-                if not self._worker.lifecycle.renew(self._claim, _lease(settings)):
+                if not self._worker.lifecycle.renew(self._claim, settings.claim_lease_seconds):
                     logger.warning("claim lost: another delivery took the job over")
                     return
-            except (ClientError, BotoCoreError):
+            except Exception:  # a dead heartbeat would hand the image to a second worker: keep trying
                 logger.warning("could not renew the item's lease; trying again", exc_info=True)
 
 

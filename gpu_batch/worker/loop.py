@@ -21,7 +21,6 @@ from common.work_queue import Delivery
 
 from .errors import JobInterrupted
 from .item import Disposition, FinishStep, Worker, begin_delivery, logger
-from .runtime import StopSignal
 
 MAX_RECEIVE_WAIT_SECONDS = 20  # SQS's longest long poll
 
@@ -53,9 +52,9 @@ class SlotLease:
     token: str
 
 
-def run_worker(worker: Worker, *, stop: StopSignal, slot: SlotLease | None = None) -> LoopSummary:
+def run_worker(worker: Worker, *, slot: SlotLease | None = None) -> LoopSummary:
     """Receive and process items until idle for worker_idle_seconds, past worker_max_seconds, or SIGTERM."""
-    settings, clock, queue = worker.settings, worker.clock, worker.queue
+    settings, clock, queue, stop = worker.settings, worker.clock, worker.queue, worker.stop
     summary = LoopSummary()
     keeper = _SlotKeeper(slot, lease_seconds=settings.work_visibility_seconds,
                          every=settings.heartbeat_seconds) if slot else None
@@ -89,17 +88,18 @@ def run_worker(worker: Worker, *, stop: StopSignal, slot: SlotLease | None = Non
                 continue
             if delivery is None:
                 continue
+            if stop.requested.is_set():  # SIGTERM during the long poll: give this one back untouched
+                _settle(worker, delivery, Disposition.RELEASED, summary)
+                summary.reason = "stop signal"
+                break
             summary.items += 1
-            stop.busy = True
             try:
                 step = begin_delivery(worker, delivery)
-            except JobInterrupted:
+            except JobInterrupted:  # only inference is interrupted, and begin_delivery releases it
                 step = Disposition.RELEASED
             except Exception:  # one item's trouble never ends the worker: the item comes back
                 logger.exception("item failed unexpectedly; it comes back after its visibility timeout")
                 step = Disposition.RETRY
-            finally:
-                stop.busy = False
             if finishing is not None:
                 finishing.result()  # one image's terminal step in flight at a time
                 finishing = None
@@ -173,5 +173,5 @@ class _SlotKeeper:
         try:
             if not self._slot.slots.renew(self._slot.number, self._slot.token, lease_seconds=self._lease):
                 self.lost.set()
-        except (ClientError, BotoCoreError):
+        except Exception:  # a dead keeper lets the slot lapse and the scaler start one worker too many
             logger.warning("could not renew the worker slot", exc_info=True)

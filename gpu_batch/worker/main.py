@@ -52,11 +52,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
             queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
             clock=SystemClock(),
             runtime_info=runtime_info,
+            stop=stop,
         )
         slot = None
         if env.get(ENV_WORKER_SLOT) and env.get(ENV_WORKER_TOKEN):
             slot = SlotLease(WorkerSlots(store), int(env[ENV_WORKER_SLOT]), env[ENV_WORKER_TOKEN])
-        run_worker(worker, stop=stop, slot=slot)
+        run_worker(worker, slot=slot)
     except JobInterrupted:
         logger.warning("stopped before taking any item")
     return 0

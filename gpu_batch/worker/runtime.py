@@ -40,10 +40,10 @@ class SystemClock:
 class StopSignal:
     """SIGTERM (spot reclaim, Batch termination): stop taking items, and give back the one in hand.
 
-    The first signal sets `requested` and interrupts the image being processed (JobInterrupted in the
-    main thread), unless the worker is inside a critical section (a terminal write and its publish),
-    which it then finishes. The worker gives the item back, frees its slot and exits well within
-    Batch's stop timeout.
+    The signal sets `requested`. While an image is in inference (`busy`), it also interrupts it
+    (JobInterrupted in the main thread), and the worker releases the claim it holds; anywhere else the
+    worker checks `requested` at its next step (before inference, after a receive) and the image in
+    hand is finished or given back. It frees its slot and exits well within Batch's stop timeout.
     """
 
     def __init__(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,25 +93,28 @@ def _all_notified(stack: LocalStack, receiver: WebhookReceiver, job_ids: list[st
     return {j: [r.payload for r in receiver.for_job(j)] for j in job_ids}
 
 
-def _busy_worker(stack: LocalStack, wait: Any) -> LocalBatchJob:
-    def busy() -> LocalBatchJob | None:
-        running = stack.batch.running() if stack.batch else []
-        return running[0] if running and _any_running_job(stack) else None
-    return wait(busy, timeout=90, what="a worker busy with an image")
+def _busy_worker(stack: LocalStack, wait: Any) -> tuple[LocalBatchJob, str]:
+    """A worker that holds a RUNNING job right now, and that job's id."""
+    assert stack.settings is not None and stack.batch is not None
 
-
-def _any_running_job(stack: LocalStack) -> bool:
-    assert stack.settings is not None
-    items = aws.client("dynamodb", stack.settings).scan(
-        TableName=stack.settings.jobs_table, FilterExpression="#s = :r",
-        ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues={":r": {"S": "RUNNING"}})["Items"]
-    return bool(items)
+    def busy() -> tuple[LocalBatchJob, str] | None:
+        items = aws.client("dynamodb", stack.settings).scan(
+            TableName=stack.settings.jobs_table, FilterExpression="#s = :r",
+            ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues={":r": {"S": "RUNNING"}})["Items"]
+        for item in items:
+            holder = item.get("worker", {}).get("M", {}).get("batch_job_id", {}).get("S")
+            job = stack.batch.jobs.get(holder or "")
+            if job is not None and job in stack.batch.running():
+                return job, item["job_id"]["S"]
+        return None
+    return wait(busy, timeout=90, interval=0.05, what="a worker busy with an image")
 
 
 def test_a_worker_killed_mid_burst_loses_nothing_and_says_nothing_twice(stack: LocalStack,
                                                                          receiver: WebhookReceiver, wait: Any) -> None:
     jobs = [_upload(stack, f"killed-burst/{i}.png", _png((96, 96), i)) for i in range(8)]
-    victim = _busy_worker(stack, wait)
+    victim, held = _busy_worker(stack, wait)
+    assert held in jobs
     assert stack.batch.signal(victim, signal.SIGKILL)  # the OOM killer, or a lost host
     notes = _all_notified(stack, receiver, jobs, wait, timeout=180)
     assert {j: [n["event_type"] for n in ns] for j, ns in notes.items()} == \
@@ -134,9 +138,14 @@ def test_an_image_that_kills_every_worker_fails_alone_after_max_attempts(stack: 
 def test_sigterm_to_a_busy_worker_gives_the_item_back_and_exits_within_the_notice(
         stack: LocalStack, receiver: WebhookReceiver, wait: Any) -> None:
     jobs = [_upload(stack, f"spot/{i}.png", _png((128, 128), i)) for i in range(4)]
-    victim = _busy_worker(stack, wait)
+    victim, held = _busy_worker(stack, wait)
+    assert held in jobs
+    signalled = time.time()
     assert stack.batch.signal(victim, signal.SIGTERM)  # spot reclaim: two minutes' notice
-    wait(lambda: victim.stopped_at is not None, timeout=30, what="the worker to exit")
-    assert victim.exit_code == 0 and victim.summary.get("reason") == "stop signal"
+    wait(lambda: victim.stopped_at is not None, timeout=60, what="the worker to exit")
+    assert victim.stopped_at is not None and victim.stopped_at - signalled < 60  # well within the notice
+    summary = victim.summary
+    assert victim.exit_code == 0 and summary.get("reason") == "stop signal"
+    assert summary["released"] + summary["done"] >= 1  # the image in hand: given back, or finished
     notes = _all_notified(stack, receiver, jobs, wait, timeout=180)
     assert {j: [n["event_type"] for n in ns] for j, ns in notes.items()} == {j: ["upscale.succeeded"] for j in jobs}

@@ -129,6 +129,12 @@ def _user_data_script(synth: Any) -> str:
     return str(script)
 
 
+def test_spot_reclaims_reach_the_worker_as_sigterm_with_time_to_give_its_image_back(default: Any) -> None:
+    script = _user_data_script(default)
+    assert "echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config" in script
+    assert "echo ECS_CONTAINER_STOP_TIMEOUT=110s >> /etc/ecs/ecs.config" in script  # within the 2-minute notice
+
+
 def test_user_data_installs_the_imds_block_as_a_boot_service(default: Any) -> None:
     script = _user_data_script(default)
     assert f"cat > {SCRIPT_PATH} <<'SCRIPT'\n{IMDS_BLOCK_SCRIPT}SCRIPT\n" in script

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -288,6 +289,13 @@ def _upload(obj: dict[str, Any]) -> Any:
     return UploadEvent(BUCKET, obj["key"], obj["size"], obj["eTag"], obj.get("versionId"), "ObjectCreated:Put")
 
 
+def _outbox_lease_passes(stack: Any) -> None:
+    """Time passes for the stack's intake: the failed publisher's hold on the outbox has run out."""
+    from common.lifecycle import OUTBOX_LEASE_SECONDS
+
+    stack.intake._lifecycle._clock = lambda: time.time() + OUTBOX_LEASE_SECONDS + 1
+
+
 def _fail_first_publish(monkeypatch: pytest.MonkeyPatch, notifier: Any) -> None:
     """SNS throttles every try of the first publish (every publish goes through `publish_payload`), then recovers."""
     from common.lifecycle import PUBLISH_ATTEMPTS
@@ -315,6 +323,7 @@ def test_publish_failure_is_finished_by_the_retry_with_one_notification(
     record = aws_stack.store.get(job_id(obj))
     assert record.state is JobState.REJECTED and record.attributes["notified"] is False
 
+    _outbox_lease_passes(aws_stack)  # the intake queue redelivers after its visibility timeout
     assert run(message) == {"batchItemFailures": []}
     assert run(message) == {"batchItemFailures": []}  # a further duplicate publishes nothing
     (envelope,) = aws_stack.notifications()
@@ -433,6 +442,7 @@ def test_input_missing_failure_whose_publish_failed_is_sent_by_the_retry(
     assert run(message) == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
     assert aws_stack.store.get(job_id(obj)).attributes["notified"] is False
 
+    _outbox_lease_passes(aws_stack)  # the intake queue redelivers after its visibility timeout
     assert run(message) == {"batchItemFailures": []}
     assert run(message) == {"batchItemFailures": []}
     (envelope,) = aws_stack.notifications()

@@ -172,5 +172,8 @@ def test_a_publish_that_keeps_failing_waits_on_the_record_and_the_redelivery_sen
     assert world.raw_store.get(item.job_id).attributes["notified"] is False
     monkeypatch.setattr(notifier, "publish_payload", real)
     world.queue.hide(delivery, 0)
+    assert deliver(world)[0] is Disposition.RETRY  # within the first publisher's outbox lease: not twice
+    world.clock.advance(31)
+    world.queue.hide(delivery, 0)
     assert deliver(world)[0] is Disposition.DONE
     assert len(world.notifications()) == 1 and len(world.engine.calls) == 1

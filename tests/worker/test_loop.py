@@ -7,7 +7,7 @@ from pipeline_world import PipelineWorld
 from common.contract import JobState
 from common.scaling import WorkerSlots
 from gpu_batch.worker.loop import SlotLease, run_worker
-from gpu_batch.worker.runtime import StopSignal, SystemClock
+from gpu_batch.worker.runtime import SystemClock
 
 FAST = {"model": "animevideov3", "scale": "2"}
 
@@ -29,8 +29,7 @@ def test_one_worker_drains_many_items_loads_the_model_once_and_exits_when_idle(w
     token = slots.acquire(5, grace_seconds=60)  # intake's fake starter holds the first slots
     assert token is not None
 
-    summary = run_worker(real_time_worker(world, worker_idle_seconds=1), stop=StopSignal(),
-                         slot=SlotLease(slots, 5, token))
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=1), slot=SlotLease(slots, 5, token))
 
     assert (summary.items, summary.done, summary.reason) == (5, 5, "idle")
     assert summary.models == {"animevideov3"} and world.engine.preloaded == ["animevideov3"]
@@ -43,16 +42,34 @@ def test_one_worker_drains_many_items_loads_the_model_once_and_exits_when_idle(w
 def test_a_stop_request_ends_the_loop_without_taking_more_items(world: PipelineWorld, kit) -> None:
     for i in range(3):
         world.run_intake(world.upload(f"uploads/stop/{i}.png", kit.image(), FAST))
-    stop = StopSignal()
-    world.engine.during_upscale = stop.requested.set  # SIGTERM arrives while the first image is processed
-    summary = run_worker(real_time_worker(world, worker_idle_seconds=30), stop=stop)
+    worker = real_time_worker(world, worker_idle_seconds=30)
+    world.engine.during_upscale = worker.stop.requested.set  # SIGTERM arrives while the first image is processed
+    summary = run_worker(worker)
     assert summary.reason == "stop signal" and summary.items == 1
     assert len(world.notifications()) == 1  # the image in hand was finished
 
 
+def test_a_stop_during_the_long_poll_gives_the_received_item_back_untouched(world: PipelineWorld, kit) -> None:
+    event = world.upload("uploads/poll.png", kit.image(), FAST)
+    world.run_intake(event)
+    worker = real_time_worker(world, worker_idle_seconds=30)
+    receive = worker.queue.receive
+
+    def receive_then_sigterm(**kwargs):
+        delivery = receive(**kwargs)
+        worker.stop.requested.set()
+        return delivery
+
+    worker.queue.receive = receive_then_sigterm  # type: ignore[method-assign]
+    summary = run_worker(worker)
+    assert (summary.reason, summary.items, summary.released) == ("stop signal", 0, 1)
+    assert world.engine.calls == [] and world.record(event).state is JobState.QUEUED
+    assert world.queue.receive(wait_seconds=0, visibility_seconds=30) is not None  # visible again at once
+
+
 def test_worker_max_seconds_stops_taking_items(world: PipelineWorld, kit) -> None:
     world.run_intake(world.upload("uploads/old.png", kit.image(), FAST))
-    summary = run_worker(real_time_worker(world, worker_idle_seconds=30, worker_max_seconds=0), stop=StopSignal())
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=30, worker_max_seconds=0))
     assert summary.reason == "worker_max_seconds reached" and summary.items == 0
 
 
@@ -61,6 +78,5 @@ def test_a_worker_whose_slot_was_given_to_another_stops(world: PipelineWorld, ki
     token = slots.acquire(0, grace_seconds=60)
     assert token is not None and slots.free(0, token)
     assert slots.acquire(0, grace_seconds=60)  # the scaler gave the slot to a new worker
-    summary = run_worker(real_time_worker(world, worker_idle_seconds=30), stop=StopSignal(),
-                         slot=SlotLease(slots, 0, token))
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=30), slot=SlotLease(slots, 0, token))
     assert summary.reason.startswith("slot taken over")
