@@ -68,7 +68,8 @@ def up(
 def demo(
     image: Annotated[Path | None, typer.Argument(
         exists=True, dir_okay=False, help="Photo to upscale (default: scikit-image's coffee, degraded).")] = None,
-    model: Annotated[str | None, typer.Option(help="x4plus (default), x4plus-anime or animevideov3.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="A model name (default x4plus; `upscaler models list`; which for what: docs/models.md).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where the result and the side-by-side go.")] = Path("out"),
     width: Annotated[int | None, typer.Option(
         help="Width the sample photo is shrunk to when no IMAGE is given (default 256).")] = None,

@@ -48,7 +48,7 @@ logger = Logger(service="upscaler-worker")
 class Upscaler(Protocol):
     """What the worker needs of gpu_batch.engine.Engine (tests pass a fake with the same methods)."""
 
-    def preload(self, model: str) -> None: ...
+    def preload(self, model: str, scale: float) -> None: ...
 
     def provider(self, model: str) -> str: ...
 
@@ -231,9 +231,9 @@ def _upscale(worker: Worker, item: WorkItem, timings: Timings) -> tuple[UpscaleR
     t0 = clock.monotonic()
     data, input_version = download_input(worker.s3, item)
     timings.download = clock.monotonic() - t0
+    t0 = clock.monotonic()
+    engine.preload(model, scale=item.options.scale)  # the network for this scale; cached after its first load
     if model not in worker.models_loaded:
-        t0 = clock.monotonic()
-        engine.preload(model)
         worker.models_loaded.add(model)
         logger.info("model loaded", extra={"model": model, "seconds": _r(clock.monotonic() - t0)})
     logger.thread_safe_append_keys(provider=engine.provider(model))

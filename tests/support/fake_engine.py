@@ -21,8 +21,9 @@ class FakeEngine:
     calls: list[dict[str, Any]] = field(default_factory=list)
     preloaded: list[str] = field(default_factory=list)
 
-    def preload(self, model: str) -> None:
-        self.preloaded.append(model)
+    def preload(self, model: str, scale: float = 4.0) -> None:
+        if model not in self.preloaded:
+            self.preloaded.append(model)
 
     def provider(self, model: str) -> str:
         return "CPUExecutionProvider"
