@@ -106,7 +106,7 @@ class JobLifecycle:
         self._sleep = sleep
 
     # --- intake ----------------------------------------------------------------------------------
-    def enqueue(self, item: WorkItem, send: Callable[[WorkItem], None],
+    def enqueue(self, item: WorkItem, send: Callable[[WorkItem], object],
                 attributes: Mapping[str, Any] | None = None) -> bool:
         """ACCEPTED -> QUEUED with the item stored, then send it. False if the job had left ACCEPTED."""
         now = utc_now_iso()
@@ -118,14 +118,14 @@ class JobLifecycle:
             self._send(item, send)
         return won
 
-    def resend_unsent(self, record: JobRecord, send: Callable[[WorkItem], None]) -> bool:
+    def resend_unsent(self, record: JobRecord, send: Callable[[WorkItem], object]) -> bool:
         """A QUEUED job whose work item may never have reached the queue: send it (again)."""
         if record.state is not JobState.QUEUED or record.attributes.get(WORK_ITEM_SENT) is not False:
             return False
         self._send(WorkItem.from_json(str(record.attributes[WORK_ITEM])), send)
         return True
 
-    def _send(self, item: WorkItem, send: Callable[[WorkItem], None]) -> None:
+    def _send(self, item: WorkItem, send: Callable[[WorkItem], object]) -> None:
         send(item)
         try:
             self.store.update(item.job_id, {WORK_ITEM_SENT: True})

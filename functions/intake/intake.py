@@ -329,6 +329,7 @@ class Intake:
     def _enqueue(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
                  reads: _Reads) -> IntakeResult:
         s = self._settings
+        assert verdict.output_format is not None  # check_header resolves it for every accepted image
         out_format = OutputFormat(verdict.output_format)
         item = WorkItem(
             job_id=job_id,
