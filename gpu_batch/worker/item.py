@@ -13,6 +13,7 @@ import enum
 import io
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -144,6 +145,11 @@ def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposi
     settings, clock, lifecycle = worker.settings, worker.clock, worker.lifecycle
     started = clock.monotonic()
     timings = Timings(queued=seconds_since(item.enqueued_at, clock.now()))
+    # The download runs beside the claim (both wait on the network); a delivery that does not get the
+    # claim (a duplicate, a finished job) just drops what it fetched.
+    fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="download")
+    downloading = fetcher.submit(_timed_download, worker, item)
+    fetcher.shutdown(wait=False)
     result = lifecycle.claim(item.job_id, lease_seconds=settings.claim_lease_seconds,
                              message_id=delivery.message_id, attributes={
                                  "worker": {k: v for k, v in worker.runtime_info.items() if v},
@@ -179,7 +185,7 @@ def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposi
     heartbeat = _Heartbeat(worker, delivery, claim)
     heartbeat.start()
     try:
-        upscaled, output_version, input_format = _upscale(worker, item, timings)
+        upscaled, output_version, input_format = _upscale(worker, item, timings, downloading)
     except JobInterrupted as exc:
         heartbeat.stop()
         logger.warning("interrupted; giving the item back", extra={"reason": str(exc)})
@@ -225,12 +231,17 @@ def classify(exc: BaseException) -> Failure:
     return Failure(FailureCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", retryable=False)
 
 
-def _upscale(worker: Worker, item: WorkItem, timings: Timings) -> tuple[UpscaleResult, str | None, str | None]:
+def _timed_download(worker: Worker, item: WorkItem) -> tuple[bytes, str | None, float]:
+    t0 = worker.clock.monotonic()
+    data, version = download_input(worker.s3, item)
+    return data, version, worker.clock.monotonic() - t0
+
+
+def _upscale(worker: Worker, item: WorkItem, timings: Timings,
+             downloading: Future[tuple[bytes, str | None, float]]) -> tuple[UpscaleResult, str | None, str | None]:
     settings, clock, engine = worker.settings, worker.clock, worker.engine
     model = str(item.options.model)
-    t0 = clock.monotonic()
-    data, input_version = download_input(worker.s3, item)
-    timings.download = clock.monotonic() - t0
+    data, input_version, timings.download = downloading.result()
     t0 = clock.monotonic()
     engine.preload(model, scale=item.options.scale)  # the network for this scale; cached after its first load
     if model not in worker.models_loaded:
