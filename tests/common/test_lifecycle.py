@@ -19,16 +19,6 @@ from gpu_batch.worker.item import Disposition
 
 
 @pytest.fixture
-def aws_creds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    aws.clear_cache()
-    yield
-    aws.clear_cache()
-
-
-@pytest.fixture
 def aws_env(aws_creds: None) -> Iterator[None]:
     with mock_aws():
         yield

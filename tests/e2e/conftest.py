@@ -12,6 +12,9 @@ import pytest
 
 from common.settings import Settings
 from local_stack.emulator import MotoServer
+from local_stack.event_source import MappingConfig
+from local_stack.receiver import WebhookReceiver
+from local_stack.webhooks import DeliveryPolicy
 
 T = TypeVar("T")
 
@@ -46,3 +49,23 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, interval: f
 def wait() -> Callable[..., object]:
     """`wait(condition, timeout=..., what=...)`: poll until truthy (test modules cannot import conftest)."""
     return wait_until
+
+
+# Pipeline tests: webhook retries and the intake batching window short, so failures heal in seconds.
+QUICK_DELIVERY = DeliveryPolicy(immediate_retries=1, backoff_retries=10, min_delay_seconds=0.25,
+                                max_delay_seconds=1.0, timeout_seconds=5)
+QUICK_MAPPING = MappingConfig(batch_size=10, batching_window_seconds=0.2, pollers=2)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver for the module's stack."""
+    r = WebhookReceiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def quick() -> dict[str, object]:
+    """LocalStackConfig arguments of the pipeline tests (test modules cannot import conftest)."""
+    return {"delivery_policy": QUICK_DELIVERY, "mapping": QUICK_MAPPING}

@@ -19,10 +19,8 @@ from PIL import Image
 from common import aws
 from common.heif import register_heif_opener
 from common.jobs import dedupe_key, job_id_for
-from local_stack.event_source import MappingConfig
 from local_stack.receiver import WebhookReceiver
 from local_stack.stack import LocalStack, LocalStackConfig
-from local_stack.webhooks import DeliveryPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +28,14 @@ FAST_MODEL = {"model": "animevideov3"}
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(receiver: WebhookReceiver) -> Iterator[LocalStack]:
+def stack(receiver: WebhookReceiver, quick: dict[str, Any]) -> Iterator[LocalStack]:
     from gpu_batch.engine.models import ensure_model
 
     ensure_model("animevideov3")  # built once and cached; workers must not race to build it
     config = LocalStackConfig(
         workers=1,
         webhooks=(receiver.url,),
-        delivery_policy=DeliveryPolicy(immediate_retries=1, backoff_retries=10, min_delay_seconds=0.25,
-                                       max_delay_seconds=1.0, timeout_seconds=5),
-        mapping=MappingConfig(batch_size=10, batching_window_seconds=0.2, pollers=1),
+        **quick,
     )
     with LocalStack(config) as running:
         assert running.webhook_subscriptions[0].confirmed.wait(10), "webhook not confirmed"

@@ -17,10 +17,8 @@ from PIL import Image
 from common import aws
 from common.contract import JobState
 from common.jobs import JobStore, upload_job_id
-from local_stack.event_source import MappingConfig
 from local_stack.receiver import WebhookReceiver
 from local_stack.stack import LocalStack, LocalStackConfig
-from local_stack.webhooks import DeliveryPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +26,7 @@ FAST_MODEL = {"model": "animevideov3"}
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(receiver: WebhookReceiver) -> Iterator[LocalStack]:
+def stack(receiver: WebhookReceiver, quick: dict[str, Any]) -> Iterator[LocalStack]:
     from gpu_batch.engine.models import ensure_model
 
     for model in ("animevideov3", "x4plus"):
@@ -43,9 +34,7 @@ def stack(receiver: WebhookReceiver) -> Iterator[LocalStack]:
     config = LocalStackConfig(
         workers=2,
         webhooks=(receiver.url,),
-        delivery_policy=DeliveryPolicy(immediate_retries=1, backoff_retries=10, min_delay_seconds=0.25,
-                                       max_delay_seconds=1.0, timeout_seconds=5),
-        mapping=MappingConfig(batch_size=10, batching_window_seconds=0.2, pollers=2),
+        **quick,
     )
     with LocalStack(config) as running:
         assert running.webhook_subscriptions[0].confirmed.wait(10), "webhook not confirmed"

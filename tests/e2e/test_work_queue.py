@@ -18,10 +18,8 @@ from common import aws
 from common.contract import JobState
 from common.jobs import JobStore, upload_job_id
 from local_stack.batch import LocalBatchJob
-from local_stack.event_source import MappingConfig
 from local_stack.receiver import WebhookReceiver
 from local_stack.stack import LocalStack, LocalStackConfig, queue_depth
-from local_stack.webhooks import DeliveryPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +31,7 @@ FAST = {"model": "animevideov3"}
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(receiver: WebhookReceiver) -> Iterator[LocalStack]:
+def stack(receiver: WebhookReceiver, quick: dict[str, Any]) -> Iterator[LocalStack]:
     from gpu_batch.engine.models import ensure_model
 
     ensure_model("animevideov3")
@@ -48,9 +39,7 @@ def stack(receiver: WebhookReceiver) -> Iterator[LocalStack]:
         workers=2, webhooks=(receiver.url,), scaler_interval_seconds=1.0,
         worker_command=(sys.executable, str(SUPPORT / "crashing_worker.py")),
         settings_overrides={"work_visibility_seconds": 6, "worker_idle_seconds": 4, "max_attempts": 3},
-        delivery_policy=DeliveryPolicy(immediate_retries=1, backoff_retries=10, min_delay_seconds=0.25,
-                                       max_delay_seconds=1.0, timeout_seconds=5),
-        mapping=MappingConfig(batch_size=10, batching_window_seconds=0.2, pollers=2),
+        **quick,
     )
     with LocalStack(config) as running:
         assert running.webhook_subscriptions[0].confirmed.wait(10), "webhook not confirmed"

@@ -11,7 +11,6 @@ from fake_engine import image_bytes
 from moto import mock_aws
 from pipeline_world import PipelineWorld, make_pipeline_world
 
-from common import aws
 from common.contract import JobState, WorkItem, validate_notification
 from common.lifecycle import NotificationPending
 from functions.notifier import handler
@@ -19,14 +18,9 @@ from functions.notifier.dead_items import fail_dead_item
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[PipelineWorld]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    aws.clear_cache()
+def world(aws_creds: None) -> Iterator[PipelineWorld]:
     with mock_aws():
         yield make_pipeline_world()
-    aws.clear_cache()
 
 
 def queued_item(world: PipelineWorld, name: str = "dead.png") -> WorkItem:

@@ -63,11 +63,7 @@ class World:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    aws.clear_cache()
+def world(aws_creds: None) -> Iterator[World]:
     with mock_aws():
         settings = Settings(jobs_table="jobs-scaler")
         ddb, sqs = aws.client("dynamodb", settings), aws.client("sqs", settings)
@@ -75,7 +71,6 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         url, _ = create_queue(sqs, "work")
         yield World(settings.replace(work_queue_url=url), JobStore(dynamodb_client=ddb, table_name="jobs-scaler"),
                     WorkQueue(sqs_client=sqs, queue_url=url), Clock(), Starter())
-    aws.clear_cache()
 
 
 def test_one_item_on_an_idle_system_starts_one_worker_now(world: World) -> None:

@@ -10,18 +10,6 @@ from fake_engine import FakeEngine, image_bytes
 from moto import mock_aws
 from pipeline_world import PipelineWorld, make_pipeline_world
 
-from common import aws
-
-
-@pytest.fixture
-def aws_creds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    aws.clear_cache()
-    yield
-    aws.clear_cache()
-
 
 @pytest.fixture
 def world(aws_creds: None) -> Iterator[PipelineWorld]:
