@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from common.contract import JobOptions, JobState, utc_now_iso
 
 TTL_ATTRIBUTE = "expires_at"
+BATCH_GET_LIMIT = 100
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -56,7 +57,7 @@ class JobRecord:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> JobRecord:
-        plain = {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+        plain = _plain_item(item)
         return cls(
             job_id=plain["job_id"],
             state=JobState(plain["state"]),
@@ -107,12 +108,7 @@ class JobStore:
 
     def put(self, item: Mapping[str, Any], condition: ConditionBase) -> bool:
         """A conditional PutItem; False when the condition does not hold."""
-        built = ConditionExpressionBuilder().build_expression(condition)
-        kwargs: dict[str, Any] = {"TableName": self._table, "Item": _item(item),
-                                  "ConditionExpression": built.condition_expression,
-                                  "ExpressionAttributeNames": built.attribute_name_placeholders}
-        if built.attribute_value_placeholders:
-            kwargs["ExpressionAttributeValues"] = _item(built.attribute_value_placeholders)
+        kwargs = {"TableName": self._table, "Item": _item(item), **_condition_request(condition)}
         return _conditional(lambda: self._ddb.put_item(**kwargs))
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -128,7 +124,23 @@ class JobStore:
     def get_plain(self, key: str) -> dict[str, Any] | None:
         """The item under `key` as plain Python values (strongly consistent), or None."""
         item = self.get_item(key)
-        return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()} if item else None
+        return _plain_item(item) if item else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The items under `keys` that exist, as plain Python values: strongly consistent BatchGetItems of
+        up to 100 keys each (DynamoDB's limit), asking again for any it left unprocessed."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            chunk = keys[start:start + BATCH_GET_LIMIT]
+            wanted: dict[str, Any] = {self._table: {"Keys": [{"job_id": {"S": k}} for k in chunk],
+                                                    "ConsistentRead": True}}
+            while wanted:
+                resp = self._ddb.batch_get_item(RequestItems=wanted)
+                for item in resp.get("Responses", {}).get(self._table, []):
+                    plain = _plain_item(item)
+                    found[str(plain["job_id"])] = plain
+                wanted = resp.get("UnprocessedKeys") or {}
+        return found
 
     def update(self, key: str, values: Mapping[str, Any], *, condition: ConditionBase | None = None,
                add: Mapping[str, int] | None = None, remove: Sequence[str] = ()) -> bool:
@@ -151,9 +163,9 @@ class JobStore:
     def _update_request(self, key: str, values: Mapping[str, Any], *, condition: ConditionBase | None,
                         add: Mapping[str, int] | None, remove: Sequence[str]) -> dict[str, Any]:
         condition = Attr("job_id").exists() & condition if condition is not None else Attr("job_id").exists()
-        built = ConditionExpressionBuilder().build_expression(condition)
-        names = dict(built.attribute_name_placeholders)
-        expr_values = _item(built.attribute_value_placeholders)
+        conditioned = _condition_request(condition)
+        names: dict[str, str] = conditioned["ExpressionAttributeNames"]
+        expr_values: dict[str, Any] = conditioned.get("ExpressionAttributeValues", {})
         sets, removes, adds = [], [], []
         for i, (name, value) in enumerate(values.items()):
             names[f"#s{i}"] = name
@@ -172,20 +184,14 @@ class JobStore:
         clauses = [f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("REMOVE", removes),
                                                                     ("ADD", adds)) if parts]
         kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"job_id": {"S": key}},
-                                  "UpdateExpression": " ".join(clauses),
-                                  "ConditionExpression": built.condition_expression,
+                                  "UpdateExpression": " ".join(clauses), **conditioned,
                                   "ExpressionAttributeNames": names}
         if expr_values:
             kwargs["ExpressionAttributeValues"] = expr_values
         return kwargs
 
     def delete(self, key: str, condition: ConditionBase) -> bool:
-        built = ConditionExpressionBuilder().build_expression(condition)
-        kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"job_id": {"S": key}},
-                                  "ConditionExpression": built.condition_expression,
-                                  "ExpressionAttributeNames": built.attribute_name_placeholders}
-        if built.attribute_value_placeholders:
-            kwargs["ExpressionAttributeValues"] = _item(built.attribute_value_placeholders)
+        kwargs = {"TableName": self._table, "Key": {"job_id": {"S": key}}, **_condition_request(condition)}
         return _conditional(lambda: self._ddb.delete_item(**kwargs))
 
     def update_attributes(self, job_id: str, attributes: Mapping[str, Any]) -> None:
@@ -204,7 +210,17 @@ def table_definition(table_name: str) -> dict[str, Any]:
     }
 
 
-def _conditional(call: Any) -> bool:
+def _condition_request(condition: ConditionBase) -> dict[str, Any]:
+    """ConditionExpression with its names and (serialized) values, from boto3's condition builder."""
+    built = ConditionExpressionBuilder().build_expression(condition)
+    request: dict[str, Any] = {"ConditionExpression": built.condition_expression,
+                               "ExpressionAttributeNames": dict(built.attribute_name_placeholders)}
+    if built.attribute_value_placeholders:
+        request["ExpressionAttributeValues"] = _item(built.attribute_value_placeholders)
+    return request
+
+
+def _conditional(call: Callable[[], object]) -> bool:
     try:
         call()
     except ClientError as exc:
@@ -229,6 +245,10 @@ def _storable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_storable(v) for v in value]
     raise TypeError(f"cannot store {type(value).__name__} in a job record")
+
+
+def _plain_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
 def _plain(value: Any) -> Any:

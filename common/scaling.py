@@ -135,16 +135,13 @@ class WorkerSlots:
                                   condition=Attr("token").eq(token))
 
     def all(self, count: int) -> list[Slot]:
-        slots = []
-        for number in range(count):
-            plain = self._store.get_plain(_key(number))
-            if plain:
-                slots.append(Slot(number=number, token=str(plain.get("token", "")),
-                                  status=str(plain.get("status", "")),
-                                  lease_until=float(plain.get("lease_until", 0)),
-                                  submitted_at=float(plain.get("submitted_at", 0)),
-                                  backend_job_id=str(plain.get("backend_job_id", ""))))
-        return slots
+        """Slots 0..count-1 that were ever taken, read in one round trip (intake asks on every upload)."""
+        found = self._store.get_many([_key(number) for number in range(count)])
+        return [Slot(number=number, token=str(plain.get("token", "")), status=str(plain.get("status", "")),
+                     lease_until=float(plain.get("lease_until", 0)),
+                     submitted_at=float(plain.get("submitted_at", 0)),
+                     backend_job_id=str(plain.get("backend_job_id", "")))
+                for number in range(count) if (plain := found.get(_key(number)))]
 
 
 @dataclass(frozen=True, slots=True)

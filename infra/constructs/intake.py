@@ -76,7 +76,8 @@ class Intake(Construct):
         ))
         self._grant(settings=settings, input_bucket=input_bucket, table=table, notifications=notifications)
         work_queue.grant_send(self.handler.role)
-        grant_start_workers(self.handler.role, scope=self, job_queue=job_queue, job_definition=job_definition)
+        grant_start_workers(self.handler.role, scope=self, table=table, job_queue=job_queue,
+                            job_definition=job_definition)
 
     def _grant(self, *, settings: Settings, input_bucket: s3.IBucket, table: dynamodb.ITable,
                notifications: Notifications) -> None:

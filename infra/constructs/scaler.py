@@ -28,12 +28,16 @@ from infra.constructs.work_queue import WorkQueue
 
 SCALER_HANDLER = "functions.scaler.handler.lambda_handler"
 SCHEDULE = Duration.minutes(1)
-SLOT_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+# common.scaling.WorkerSlots: all slots in one BatchGetItem, then conditional puts and updates of one.
+SLOT_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
 
 
-def grant_start_workers(role: iam.IRole, *, scope: Construct, job_queue: batch.IJobQueue,
+def grant_start_workers(role: iam.IRole, *, scope: Construct, table: dynamodb.ITable, job_queue: batch.IJobQueue,
                         job_definition: batch.IJobDefinition) -> None:
-    """SubmitJob of worker jobs to this queue with this definition, and their tags; nothing else in Batch."""
+    """Take worker slots (records in the jobs table), then SubmitJob of worker jobs to this queue with this
+    definition, and their tags; nothing else in Batch."""
+    role.add_to_principal_policy(iam.PolicyStatement(sid="WorkerSlots", actions=SLOT_ACTIONS,
+                                                     resources=[table.table_arn]))
     role.add_to_principal_policy(iam.PolicyStatement(
         sid="StartWorkers", actions=["batch:SubmitJob"],
         resources=[job_queue.job_queue_arn, job_definition.job_definition_arn]))
@@ -63,10 +67,8 @@ class WorkerScaler(Construct):
         )
         self.function = self.handler.function
         role = self.handler.role
-        role.add_to_policy(iam.PolicyStatement(sid="WorkerSlots", actions=SLOT_ACTIONS,
-                                               resources=[table.table_arn]))
         work_queue.grant_depth(role)
-        grant_start_workers(role, scope=self, job_queue=job_queue, job_definition=job_definition)
+        grant_start_workers(role, scope=self, table=table, job_queue=job_queue, job_definition=job_definition)
 
         self.dead_letter_queue = dead_letter_queue(self, "DeadLetterQueue")
         acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",

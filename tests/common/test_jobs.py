@@ -67,3 +67,12 @@ def test_exactly_one_concurrent_writer_wins_the_terminal_state(store):
         t.join()
     assert len(wins) == 1
     assert store.get("j").state == wins[0]
+
+
+def test_get_many_reads_existing_items_in_batches_of_a_hundred(store):
+    keys = [f"k{i}" for i in range(150)]
+    for key in keys[::3]:
+        store.create(job_id=key, dedupe=f"d-{key}", input_bucket="b", input_key=key)
+    found = store.get_many(keys)
+    assert sorted(found) == sorted(keys[::3])
+    assert found["k3"]["state"] == "ACCEPTED" and found["k3"]["input_key"] == "k3"

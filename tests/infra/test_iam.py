@@ -43,6 +43,9 @@ def test_intake_and_scaler_start_workers_only_in_this_queue_with_this_definition
                                       {"Ref": default.logical_id(gpu.job_definition)}]
         tag = default.statement(role, "TagWorkerJobs")
         assert tag["Condition"] == {"StringEquals": {"batch:CreateAction": "SubmitJob"}}
+        slots = default.statement(role, "WorkerSlots")  # slots are records in the jobs table, all read at once
+        assert "dynamodb:BatchGetItem" in slots["Action"]
+        assert slots["Resource"] == {"Fn::GetAtt": [default.logical_id(default.stack.storage.table), "Arn"]}
 
 
 def test_work_queue_access_is_least_privilege(default: Any) -> None:
