@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,6 +37,7 @@ from common.jobs import JobRecord, JobStore
 from common.notify import Notifier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OUTBOX_MESSAGE = "notification"  # the terminal notification's JSON, written with the terminal state
 OUTBOX_SENT = "notified"  # False until SNS accepted the message
@@ -204,31 +205,26 @@ class JobLifecycle:
         return True
 
     def _publish(self, job_id: str, payload: Mapping[str, Any]) -> bool:
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            try:
-                message_id = self._notifier.publish_payload(payload)
-            except (ClientError, BotoCoreError):
-                if attempt == PUBLISH_ATTEMPTS:
-                    log.error("could not publish the notification of %s; it waits on the record", job_id,
-                              exc_info=True)
-                    return False
-                self._sleep(0.5 * attempt)
-                continue
-            self._mark_sent(job_id, message_id)
-            return True
-        return False
+        message_id = self._retrying(lambda: self._notifier.publish_payload(payload))
+        if message_id is None:
+            log.error("could not publish the notification of %s; it waits on the record", job_id)
+            return False
+        # Only this process knows SNS has the message: try as hard to record it, or a redelivery sends it again.
+        if self._retrying(lambda: self.store.update(job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})) \
+                is None:  # then delivery is at least once: a retry may send it again
+            log.warning("notification of %s published but not marked sent", job_id)
+        return True
 
-    def _mark_sent(self, job_id: str, message_id: str) -> None:
-        """Only this process knows SNS has the message: try hard to record it, or a redelivery sends it again."""
+    def _retrying(self, call: Callable[[], T]) -> T | None:
+        """`call`'s result, tried PUBLISH_ATTEMPTS times with a growing pause; None if every try failed."""
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
-                self.store.update(job_id, {OUTBOX_SENT: True, OUTBOX_MESSAGE_ID: message_id})
-                return
+                return call()
             except (ClientError, BotoCoreError):
-                if attempt == PUBLISH_ATTEMPTS:  # then delivery is at least once: a retry may send it again
-                    log.warning("notification of %s published but not marked sent", job_id, exc_info=True)
-                    return
-                self._sleep(0.5 * attempt)
+                log.warning("try %d of %d failed", attempt, PUBLISH_ATTEMPTS, exc_info=True)
+                if attempt < PUBLISH_ATTEMPTS:
+                    self._sleep(0.5 * attempt)
+        return None
 
     def _held_by(self, claim: Claim) -> ConditionBase:
         return Attr("state").eq(str(JobState.RUNNING)) & Attr(CLAIM_TOKEN).eq(claim.token)
