@@ -170,10 +170,6 @@ class WorkItem:
         return f"s3://{self.input_bucket}/{self.input_key}"
 
     @property
-    def output_uri(self) -> str:
-        return f"s3://{self.output_bucket}/{self.output_key}"
-
-    @property
     def output_format(self) -> OutputFormat:
         if self.options.output_format is None:
             raise WorkItemError(f"work item {self.job_id} has no resolved output format")

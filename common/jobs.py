@@ -84,10 +84,6 @@ class JobStore:
         self._table = table_name
         self._ttl_seconds = ttl_days * 86_400
 
-    @property
-    def table_name(self) -> str:
-        return self._table
-
     def create(self, *, job_id: str, dedupe: str, input_bucket: str, input_key: str,
                attributes: Mapping[str, Any] | None = None) -> bool:
         """Write a new ACCEPTED record. False if the job already exists (a duplicate event)."""
@@ -112,19 +108,10 @@ class JobStore:
         return _conditional(lambda: self._ddb.put_item(**kwargs))
 
     def get(self, job_id: str) -> JobRecord | None:
-        item = self.get_item(job_id)
-        return JobRecord.from_item(item) if item else None
-
-    def get_item(self, key: str) -> dict[str, Any] | None:
-        """The raw item under `key` (strongly consistent), or None."""
-        resp = self._ddb.get_item(TableName=self._table, Key={"job_id": {"S": key}}, ConsistentRead=True)
+        """The record (strongly consistent), or None."""
+        resp = self._ddb.get_item(TableName=self._table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
         item = resp.get("Item")
-        return dict(item) if item else None
-
-    def get_plain(self, key: str) -> dict[str, Any] | None:
-        """The item under `key` as plain Python values (strongly consistent), or None."""
-        item = self.get_item(key)
-        return _plain_item(item) if item else None
+        return JobRecord.from_item(item) if item else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The items under `keys` that exist, as plain Python values: strongly consistent BatchGetItems of
