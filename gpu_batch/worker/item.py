@@ -10,7 +10,6 @@ loop runs that step (terminal write, publish) in the background while the next i
 from __future__ import annotations
 
 import enum
-import io
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -185,7 +184,7 @@ def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposi
     heartbeat = _Heartbeat(worker, delivery, claim)
     heartbeat.start()
     try:
-        upscaled, output_version, input_format = _upscale(worker, item, timings, downloading)
+        upscaled, output_version = _upscale(worker, item, timings, downloading)
     except JobInterrupted as exc:
         heartbeat.stop()
         logger.warning("interrupted; giving the item back", extra={"reason": str(exc)})
@@ -210,7 +209,7 @@ def _process_item(worker: Worker, item: WorkItem, delivery: Delivery) -> Disposi
             return _finish_failed(worker, item, claim, failure, timings)
     heartbeat.stop()
     timings.item = clock.monotonic() - started
-    return lambda: _finish_succeeded(worker, item, claim, upscaled, output_version, input_format, timings,
+    return lambda: _finish_succeeded(worker, item, claim, upscaled, output_version, timings,
                                      started=started)
 
 
@@ -238,7 +237,7 @@ def _timed_download(worker: Worker, item: WorkItem) -> tuple[bytes, str | None, 
 
 
 def _upscale(worker: Worker, item: WorkItem, timings: Timings,
-             downloading: Future[tuple[bytes, str | None, float]]) -> tuple[UpscaleResult, str | None, str | None]:
+             downloading: Future[tuple[bytes, str | None, float]]) -> tuple[UpscaleResult, str | None]:
     settings, clock, engine = worker.settings, worker.clock, worker.engine
     model = str(item.options.model)
     data, input_version, timings.download = downloading.result()
@@ -277,11 +276,11 @@ def _upscale(worker: Worker, item: WorkItem, timings: Timings,
                   "provider": result.provider},
     )
     timings.upload = clock.monotonic() - t0
-    return result, output_version, item.input_format or _sniff_format(data)
+    return result, output_version
 
 
 def _finish_succeeded(worker: Worker, item: WorkItem, claim: Claim, result: UpscaleResult,
-                      output_version: str | None, input_format: str | None, timings: Timings, *,
+                      output_version: str | None, timings: Timings, *,
                       started: float) -> Disposition:
     clock = worker.clock
     t0 = clock.monotonic()
@@ -290,7 +289,8 @@ def _finish_succeeded(worker: Worker, item: WorkItem, claim: Claim, result: Upsc
     timings.total = (timings.queued or 0.0) + (clock.monotonic() - started)
     notification = Notification(
         event_type=EventType.SUCCEEDED, job_id=item.job_id,
-        input=ImageInfo(item.input_bucket, item.input_key, result.input_width, result.input_height, input_format),
+        input=ImageInfo(item.input_bucket, item.input_key, result.input_width, result.input_height,
+                        item.input_format),
         output=ImageInfo(item.output_bucket, item.output_key, result.output_width, result.output_height,
                          result.format),
         presigned_url=link.url, presigned_url_expires_at=_iso(link.expires_at),
@@ -390,17 +390,6 @@ class _ProgressLog:
                                                      "elapsed_seconds": _r(self._clock.monotonic() - self._started)})
             while self._next_step <= fraction:
                 self._next_step += 0.1
-
-
-def _sniff_format(data: bytes) -> str | None:
-    """The input's format from its header (no decode), when intake did not record it."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return (img.format or "").lower() or None
-    except Exception:
-        return None
 
 
 def _iso(moment: datetime) -> str:
