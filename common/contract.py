@@ -7,6 +7,7 @@ event types, error codes and SNS message attributes are defined here and nowhere
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -15,30 +16,43 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: event_id; upscale.cancelled and upscale.superseded
 
 
 class JobState(enum.StrEnum):
     """A job's states; common.lifecycle owns every move between them (its docstring draws the machine)."""
 
+    AWAITING_UPLOAD = "AWAITING_UPLOAD"  # created by the HTTP API; its upload has not arrived yet
     ACCEPTED = "ACCEPTED"  # intake recorded the upload and is deciding
     QUEUED = "QUEUED"  # a work item is on the work queue (or was released back to it)
     RUNNING = "RUNNING"  # a worker holds a claim (token + lease) on it
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"  # its caller cancelled it before a worker took it
+    SUPERSEDED = "SUPERSEDED"  # a newer upload of the same key owns the output: this version's is not written
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED})
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED, JobState.CANCELLED,
+                             JobState.SUPERSEDED})
+
 
 class EventType(enum.StrEnum):
     REJECTED = "upscale.rejected"
     SUCCEEDED = "upscale.succeeded"
     FAILED = "upscale.failed"
+    CANCELLED = "upscale.cancelled"
+    SUPERSEDED = "upscale.superseded"
+
+
+# The one terminal event of each terminal state.
+TERMINAL_EVENTS = {JobState.SUCCEEDED: EventType.SUCCEEDED, JobState.FAILED: EventType.FAILED,
+                   JobState.REJECTED: EventType.REJECTED, JobState.CANCELLED: EventType.CANCELLED,
+                   JobState.SUPERSEDED: EventType.SUPERSEDED}
 
 
 class ModelName(enum.StrEnum):
@@ -85,6 +99,7 @@ class FailureCode(enum.StrEnum):
     INFERENCE_ERROR = "INFERENCE_ERROR"
     STORAGE_ERROR = "STORAGE_ERROR"  # S3 5xx / throttling that outlived retries
     WORKER_CRASHED = "WORKER_CRASHED"  # every attempt killed its worker (OOM kill, signal) before it could report
+    TIMED_OUT = "TIMED_OUT"  # no worker finished it within job_deadline_seconds (no GPU capacity, or lost work)
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -98,6 +113,7 @@ ENV_WORKER_TOKEN = "UPSCALER_WORKER_TOKEN"  # the slot's token: only this worker
 ATTR_EVENT_TYPE = "event_type"
 ATTR_UPLOAD_PREFIX = "upload_prefix"
 ATTR_SCHEMA_VERSION = "schema_version"
+ATTR_EVENT_ID = "event_id"  # the notification's stable id: every copy of one notification carries the same
 
 
 MIN_STRENGTH, MAX_STRENGTH = 0.0, 1.0
@@ -162,6 +178,8 @@ class WorkItem:
     input_format: str | None = None
     input_width: int | None = None
     input_height: int | None = None
+    # The S3 event's `sequencer`: orders the versions of one key (common.outputs: the newest owns the output).
+    input_sequencer: str | None = None
     warnings: tuple[str, ...] = ()  # intake's, repeated in upscale.succeeded
     enqueued_at: str = ""  # ISO-8601 UTC; lets the worker report time queued
 
@@ -180,7 +198,8 @@ class WorkItem:
             "version": WORK_ITEM_VERSION,
             "job_id": self.job_id,
             "input": {"bucket": self.input_bucket, "key": self.input_key, "version": self.input_version,
-                      "format": self.input_format, "width": self.input_width, "height": self.input_height},
+                      "format": self.input_format, "width": self.input_width, "height": self.input_height,
+                      "sequencer": self.input_sequencer},
             "output": {"bucket": self.output_bucket, "key": self.output_key},
             "options": self.options.to_dict(),
             "warnings": list(self.warnings),
@@ -199,6 +218,7 @@ class WorkItem:
                 input_bucket=str(source["bucket"]), input_key=str(source["key"]),
                 input_version=source.get("version") or None, input_format=source.get("format"),
                 input_width=source.get("width"), input_height=source.get("height"),
+                input_sequencer=source.get("sequencer") or None,
                 output_bucket=str(target["bucket"]), output_key=str(target["key"]),
                 options=JobOptions.from_dict(data["options"]),
                 warnings=tuple(str(w) for w in data.get("warnings") or ()),
@@ -246,9 +266,19 @@ class ErrorInfo:
     retryable: bool = False
 
 
+def event_id_for(job_id: str, event_type: EventType | str) -> str:
+    """The stable id of a job's terminal notification: a job has one terminal event, so every copy of it
+    (a retried publish, a resumed outbox, an SNS redelivery) carries this id, and receivers dedupe on it."""
+    digest = hashlib.sha256(f"{job_id}/{EventType(event_type)}".encode()).hexdigest()[:32]
+    return f"evt_{digest}"
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One terminal event of one job, exactly as webhook subscribers receive it."""
+    """One terminal event of one job, exactly as webhook subscribers receive it.
+
+    `event_id` and `occurred_at` are fixed when the notification is made (the terminal write stores its
+    JSON), so every copy that is ever published is byte for byte the same."""
 
     event_type: EventType
     job_id: str
@@ -262,6 +292,13 @@ class Notification:
     error: ErrorInfo | None = None
     warnings: tuple[str, ...] = ()
     occurred_at: str = ""
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.occurred_at:
+            object.__setattr__(self, "occurred_at", utc_now_iso())
+        if not self.event_id:
+            object.__setattr__(self, "event_id", event_id_for(self.job_id, self.event_type))
 
     def to_dict(self) -> dict[str, Any]:
         def image(info: ImageInfo | None) -> dict[str, Any] | None:
@@ -271,9 +308,10 @@ class Notification:
 
         return {
             "schema_version": SCHEMA_VERSION,
+            "event_id": self.event_id,
             "event_type": str(self.event_type),
             "job_id": self.job_id,
-            "occurred_at": self.occurred_at or utc_now_iso(),
+            "occurred_at": self.occurred_at,
             "input": image(self.input),
             "output": image(self.output),
             "presigned_url": self.presigned_url,
@@ -286,12 +324,19 @@ class Notification:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return notification_json(self.to_dict())
 
 
-def message_attributes(event_type: str, upload_prefix: str) -> dict[str, dict[str, str]]:
-    """SNS MessageAttributes of a notification of `event_type` (subscription filter policies match these)."""
+def notification_json(payload: Mapping[str, Any]) -> str:
+    """The one serialisation of a notification: what the outbox stores and SNS carries, byte for byte."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def message_attributes(event_type: str, upload_prefix: str, event_id: str) -> dict[str, dict[str, str]]:
+    """SNS MessageAttributes of a notification (subscription filter policies match these; `event_id` is
+    the dedupe key, also in the body)."""
     return {
+        ATTR_EVENT_ID: {"DataType": "String", "StringValue": event_id},
         ATTR_EVENT_TYPE: {"DataType": "String", "StringValue": str(EventType(event_type))},
         ATTR_UPLOAD_PREFIX: {"DataType": "String", "StringValue": upload_prefix},
         ATTR_SCHEMA_VERSION: {"DataType": "String", "StringValue": SCHEMA_VERSION},

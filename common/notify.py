@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from common.contract import message_attributes, validate_notification
+from common.contract import message_attributes, notification_json, validate_notification
 
 
 class Notifier:
@@ -22,7 +21,7 @@ class Notifier:
         resp = self._sns.publish(
             TopicArn=self._topic_arn,
             Subject=event_type,
-            Message=json.dumps(payload, sort_keys=True, separators=(",", ":")),
-            MessageAttributes=message_attributes(event_type, self._upload_prefix),
+            Message=notification_json(payload),
+            MessageAttributes=message_attributes(event_type, self._upload_prefix, str(payload["event_id"])),
         )
         return str(resp["MessageId"])

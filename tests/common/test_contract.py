@@ -1,3 +1,5 @@
+import json
+
 import jsonschema
 import pytest
 
@@ -14,14 +16,16 @@ from common.contract import (
     OutputFormat,
     WorkItem,
     WorkItemError,
+    event_id_for,
     message_attributes,
+    notification_json,
     validate_notification,
 )
 
 
-def test_terminal_states_are_the_three_ends():
+def test_terminal_states_are_the_five_ends():
     assert {s for s in JobState if s.is_terminal} == set(TERMINAL_STATES) == {
-        JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED}
+        JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED, JobState.CANCELLED, JobState.SUPERSEDED}
 
 
 def _item() -> WorkItem:
@@ -77,7 +81,18 @@ def test_schema_refuses_success_without_output_and_failure_without_error():
         validate_notification(failed)
 
 
-def test_message_attributes_carry_event_type_and_prefix():
-    attrs = message_attributes(_succeeded().to_dict()["event_type"], "uploads/")
+def test_message_attributes_carry_event_type_prefix_and_event_id():
+    payload = _succeeded().to_dict()
+    attrs = message_attributes(payload["event_type"], "uploads/", payload["event_id"])
+    assert attrs["event_id"]["StringValue"] == payload["event_id"] == event_id_for(payload["job_id"],
+                                                                                   "upscale.succeeded")
     assert attrs["event_type"]["StringValue"] == "upscale.succeeded"
     assert attrs["upload_prefix"]["StringValue"] == "uploads/"
+
+
+def test_every_copy_of_a_notification_is_byte_identical():
+    """Finding 1: a retried publish sent a second, different copy (occurred_at made again)."""
+    note = _succeeded()
+    assert note.to_json() == note.to_json() == notification_json(json.loads(note.to_json()))
+    assert note.event_id.startswith("evt_") and note.event_id == _succeeded().event_id
+    assert event_id_for("j1", "upscale.failed") != event_id_for("j2", "upscale.failed")
