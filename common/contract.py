@@ -288,6 +288,7 @@ class Notification:
     presigned_url_expires_at: str | None = None
     model: str | None = None
     scale: float | None = None
+    strength: float | None = None  # the network's share (JobOptions.strength)
     durations: Durations = field(default_factory=Durations)
     error: ErrorInfo | None = None
     warnings: tuple[str, ...] = ()
@@ -318,6 +319,7 @@ class Notification:
             "presigned_url_expires_at": self.presigned_url_expires_at,
             "model": self.model,
             "scale": self.scale,
+            "strength": self.strength,
             "durations": asdict(self.durations),
             "error": asdict(self.error) if self.error else None,
             "warnings": list(self.warnings),

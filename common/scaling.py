@@ -10,15 +10,12 @@ scaler when Batch reports the job ended or the lease lapsed (the worker died).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from boto3.dynamodb.conditions import Attr
 
@@ -27,68 +24,12 @@ from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
 from common.jobs import JobStore
 from common.settings import Settings
 from common.work_queue import WorkQueue
+from common.worker_backends import WorkerBackend, make_backend
 
 log = logging.getLogger(__name__)
 
 SLOT_KEY_PREFIX = "#worker-slot/"
 SLOT_STARTING, SLOT_RUNNING, SLOT_FREE = "STARTING", "RUNNING", "FREE"
-WORKER_JOB_PREFIX = "upscaler-worker-"
-
-
-class WorkerStarter(Protocol):
-    def start(self, slot: int, token: str) -> str:
-        """Submit one worker job for `slot`; return the backend's job id. Raises on failure."""
-        ...
-
-
-def worker_environment(slot: int, token: str) -> dict[str, str]:
-    """What a worker job gets on top of the job definition's environment."""
-    return {ENV_WORKER_SLOT: str(slot), ENV_WORKER_TOKEN: token}
-
-
-def worker_job_name(slot: int) -> str:
-    # Batch job names: up to 128 letters, digits, hyphens and underscores.
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{WORKER_JOB_PREFIX}{slot}")[:128]
-
-
-class BatchWorkerStarter:
-    """AWS Batch: one job per worker slot; the slot and its token travel as environment overrides."""
-
-    def __init__(self, *, batch_client: Any, job_queue: str, job_definition: str) -> None:
-        self._batch = batch_client
-        self._queue = job_queue
-        self._definition = job_definition
-
-    def start(self, slot: int, token: str) -> str:
-        resp = self._batch.submit_job(
-            jobName=worker_job_name(slot), jobQueue=self._queue, jobDefinition=self._definition,
-            containerOverrides={"environment": [{"name": k, "value": v}
-                                                for k, v in sorted(worker_environment(slot, token).items())]},
-            tags={"upscaler:worker_slot": str(slot)}, propagateTags=True,
-        )
-        return str(resp["jobId"])
-
-
-class LocalWorkerStarter:
-    """The local stack: the job's environment goes to the SQS queue its Batch stand-in drains."""
-
-    def __init__(self, *, sqs_client: Any, queue_url: str) -> None:
-        self._sqs = sqs_client
-        self._queue_url = queue_url
-
-    def start(self, slot: int, token: str) -> str:
-        resp = self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps(
-            {"job_name": worker_job_name(slot), "environment": worker_environment(slot, token)}))
-        return f"local-{resp['MessageId']}"
-
-
-def make_starter(settings: Settings) -> WorkerStarter:
-    if settings.job_backend == "local":
-        if not settings.local_job_queue_url:
-            raise ValueError("job_backend=local needs UPSCALER_LOCAL_JOB_QUEUE_URL")
-        return LocalWorkerStarter(sqs_client=aws.client("sqs", settings), queue_url=settings.local_job_queue_url)
-    return BatchWorkerStarter(batch_client=aws.client("batch", settings), job_queue=settings.job_queue,
-                              job_definition=settings.job_definition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +97,11 @@ class ScaleResult:
 class WorkerScaler:
     """Workers running or waiting follow the queue depth, up to max_workers."""
 
-    def __init__(self, *, slots: WorkerSlots, queue: WorkQueue, starter: WorkerStarter, max_workers: int,
+    def __init__(self, *, slots: WorkerSlots, queue: WorkQueue, backend: WorkerBackend, max_workers: int,
                  start_grace_seconds: float, clock: Callable[[], float] = time.time) -> None:
         self._slots = slots
         self._queue = queue
-        self._starter = starter
+        self._backend = backend
         self._max = max(1, max_workers)
         self._grace = start_grace_seconds
         self._clock = clock
@@ -169,7 +110,7 @@ class WorkerScaler:
     def from_settings(cls, settings: Settings, store: JobStore) -> WorkerScaler:
         return cls(slots=WorkerSlots(store), queue=WorkQueue(sqs_client=aws.client("sqs", settings),
                                                             queue_url=settings.work_queue_url),
-                   starter=make_starter(settings), max_workers=settings.max_workers,
+                   backend=make_backend(settings), max_workers=settings.max_workers,
                    start_grace_seconds=settings.worker_start_grace_seconds)
 
     def ensure(self, *, at_least: int = 0) -> ScaleResult:
@@ -195,7 +136,7 @@ class WorkerScaler:
             if token is None:
                 continue
             try:
-                job_id = self._starter.start(number, token)
+                job_id = self._backend.start(number, token)
             except Exception as exc:  # the slot is given back; the next call (or the schedule) tries again
                 self._slots.free(number, token)
                 errors.append(f"slot {number}: {type(exc).__name__}: {exc}")

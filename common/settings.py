@@ -37,9 +37,9 @@ class Settings:
     work_queue_url: str = ""  # the SQS work queue: one item per accepted upload
     job_queue: str = "upscaler-gpu"  # the Batch job queue that worker jobs run in
     job_definition: str = "upscaler-worker"
-    # "batch": worker jobs go to AWS Batch. "local": to the local stack's Batch stand-in (an SQS queue).
+    # "batch": worker jobs go to AWS Batch. "local": to the local stack's Batch stand-in (local_stack.batch_api).
     job_backend: str = "batch"
-    local_job_queue_url: str = ""
+    local_batch_url: str = ""
 
     # --- prefixes ---
     upload_prefix: str = "uploads/"

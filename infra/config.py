@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Settings the stack itself decides (generated resource names, the real backend): not configurable.
 STACK_OWNED_SETTINGS = frozenset({
     "region", "endpoint_url", "input_bucket", "output_bucket", "jobs_table", "topic_arn",
-    "job_backend", "local_job_queue_url",
+    "job_backend", "local_batch_url",
 })
 
 # CUDA-capable x86_64 GPU families the ECS AL2023 NVIDIA AMI runs (g4ad is AMD, g5g is Graviton: the worker

@@ -53,7 +53,7 @@ class UpscalerStack(Stack):
             work_queue_url=work.queue.queue_url,
             job_backend="batch",
             endpoint_url=None,
-            local_job_queue_url="",
+            local_batch_url="",
             max_workers=config.max_workers,
         )
         gpu = GpuBatch(self, "Batch", config=config, settings=config.settings,

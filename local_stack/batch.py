@@ -1,17 +1,20 @@
 """The local stand-in for AWS Batch: worker jobs wait for placement, then run the real worker as a process.
 
-Drains the SQS queue that `common.scaling.LocalWorkerStarter` sends to. Like Batch, a job first waits
-for capacity (at most `capacity` run at once) and a placement delay (`batch_delay`: Batch's fixed
-cost of finding an instance and starting the container), then runs `python -m gpu_batch.worker` (the
-container's command) with the job definition's environment plus the job's overrides. Only the
-overrides the worker reads are passed on: the local queue is unauthenticated, and anything else
-(PYTHONPATH, LD_PRELOAD...) would let whoever can write to it run code. When a job ends, its
-"Batch Job State Change" event goes to `on_state_change` (in AWS: EventBridge -> scaler Lambda).
+Jobs arrive through `submit` (served to the Lambdas by local_stack.batch_api, which
+`common.worker_backends.LocalWorkerBackend` calls). Like Batch, a job first waits for capacity (at most
+`capacity` run at once) and a placement delay (`batch_delay`: Batch's fixed cost of finding an instance and
+starting the container), then runs `python -m gpu_batch.worker` (the container's command) on an instance of
+its own (one GPU per instance) with the job definition's environment plus the job's overrides. Only the
+overrides the worker reads are passed on: the local API is unauthenticated, and anything else (PYTHONPATH,
+LD_PRELOAD...) would let whoever can call it run code. `terminate` cancels a job still waiting and stops a
+running one as ECS does (SIGTERM, SIGKILL after the stop timeout). When a job ends, its "Batch Job State
+Change" event goes to `on_state_change` (in AWS: EventBridge -> scaler Lambda).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import signal
@@ -42,6 +45,8 @@ class LocalBatchJob:
     environment: dict[str, str]
     created_at: float
     status: str = "RUNNABLE"  # RUNNABLE -> STARTING -> RUNNING -> SUCCEEDED | FAILED (Batch job states)
+    instance_id: str | None = None  # the "EC2 instance" it was placed on (one GPU, one worker job)
+    status_reason: str | None = None  # why it was cancelled or stopped (TerminateJob's reason)
     process: subprocess.Popen[bytes] | None = None
     started_at: float | None = None
     stopped_at: float | None = None
@@ -50,14 +55,12 @@ class LocalBatchJob:
 
 
 class LocalBatch:
-    def __init__(self, *, sqs: Any, queue_url: str, settings: Settings, base_env: Mapping[str, str],
+    def __init__(self, *, settings: Settings, base_env: Mapping[str, str],
                  capacity: int, on_state_change: Callable[[dict[str, Any]], None], batch_delay: float = 0.0,
                  log_stream: IO[str] | None = None, command: Sequence[str] | None = None,
                  stop_grace_seconds: float = 10.0) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self._sqs = sqs
-        self._queue_url = queue_url
         self._settings = settings
         self._base_env = dict(base_env)
         self._on_state_change = on_state_change
@@ -69,20 +72,22 @@ class LocalBatch:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
-        self._dispatcher: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
+        self._instances = itertools.count(1)
         self.jobs: dict[str, LocalBatchJob] = {}
+
+    def configure(self, *, settings: Settings, base_env: Mapping[str, str]) -> None:
+        """The settings and job definition environment, once the stack knows every address (before any job)."""
+        self._settings = settings
+        self._base_env = dict(base_env)
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        self._dispatcher = threading.Thread(target=self._dispatch_forever, name="local-batch", daemon=True)
-        self._dispatcher.start()
+        """Nothing runs until a job is submitted (kept for the stack's start/stop symmetry)."""
 
     def stop(self) -> None:
         """Stop taking jobs; SIGTERM running workers (they give their item back), SIGKILL after the grace."""
         self._stop.set()
-        if self._dispatcher:
-            self._dispatcher.join(10)
         for job in self.running():
             self.signal(job, signal.SIGTERM)
         deadline = time.monotonic() + self._grace
@@ -113,53 +118,77 @@ class LocalBatch:
             return False
         return True
 
-    # --- internals -----------------------------------------------------------------------
-    def _dispatch_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                messages = self._sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10,
-                                                     WaitTimeSeconds=1).get("Messages", [])
-            except Exception:
-                if not self._stop.is_set():
-                    log.exception("local batch: receive failed; retrying")
-                    self._stop.wait(1.0)
-                continue
-            for message in messages:
-                self._accept(message)
-
-    def _accept(self, message: Mapping[str, Any]) -> None:
-        # Batch owns the job from here on (SubmitJob returned); the queue message has served its purpose.
-        self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
-        try:
-            body = json.loads(message["Body"])
-            overrides = {str(k): str(v) for k, v in body["environment"].items()}
-            job = LocalBatchJob(batch_job_id=str(uuid.uuid4()), job_name=str(body.get("job_name") or "worker"),
-                                environment={k: v for k, v in overrides.items() if k in ALLOWED_OVERRIDES},
-                                created_at=time.time())
-        except (KeyError, TypeError, ValueError, AttributeError):
-            log.error("local batch: dropping a malformed job message: %.200s", message.get("Body"))
-            return
+    # --- the Batch API (local_stack.batch_api serves these) ---------------------------------
+    def submit(self, job_name: str, environment: Mapping[str, str]) -> str:
+        """SubmitJob: the job is RUNNABLE until capacity and placement let it run. Returns its job id."""
+        overrides = {str(k): str(v) for k, v in environment.items()}
         refused = sorted(set(overrides) - ALLOWED_OVERRIDES)
         if refused:
             log.warning("local batch: ignoring environment overrides the worker does not read: %s", refused)
+        job = LocalBatchJob(batch_job_id=str(uuid.uuid4()), job_name=str(job_name or "worker"),
+                            environment={k: v for k, v in overrides.items() if k in ALLOWED_OVERRIDES},
+                            created_at=time.time())
         with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError("local batch is stopping")
             self.jobs[job.batch_job_id] = job
-        thread = threading.Thread(target=self._run_job, args=(job,), name=f"batch-{job.job_name}", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()]
-        self._threads.append(thread)
+            thread = threading.Thread(target=self._run_job, args=(job,), name=f"batch-{job.job_name}", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
         thread.start()
+        return job.batch_job_id
 
+    def terminate(self, job_id: str, reason: str) -> None:
+        """TerminateJob: a job not yet running is cancelled (FAILED); a running one gets SIGTERM, and SIGKILL
+        after the stop timeout, as ECS stops a task. Unknown or ended jobs: nothing to do."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.status in ("SUCCEEDED", "FAILED"):
+                return
+            job.status_reason = reason
+            process = job.process
+        if process is None:
+            return  # _run_job sees the reason before it starts a process, and ends the job FAILED
+        self.signal(job, signal.SIGTERM)
+        threading.Thread(target=self._kill_after_stop_timeout, args=(job,), daemon=True).start()
+
+    def describe(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """DescribeJobs, reduced to what the scaler reads: id, status, the instance it runs on."""
+        with self._lock:
+            found = [self.jobs[j] for j in job_ids if j in self.jobs]
+            return [{"jobId": j.batch_job_id, "jobName": j.job_name, "status": j.status,
+                     "instanceId": j.instance_id, "statusReason": j.status_reason} for j in found]
+
+    def _kill_after_stop_timeout(self, job: LocalBatchJob) -> None:
+        process = job.process
+        if process is None:
+            return
+        try:
+            process.wait(timeout=self._grace)
+        except subprocess.TimeoutExpired:
+            self.signal(job, signal.SIGKILL)
+
+    # --- internals -----------------------------------------------------------------------
     def _run_job(self, job: LocalBatchJob) -> None:
         while not self._capacity.acquire(timeout=0.5):  # RUNNABLE: waiting for capacity
             if self._stop.is_set():
                 return
-        try:
-            job.status = "STARTING"
-            if self._stop.wait(self._delay):  # placement: instance, image pull, container start
-                return
-            self._run_worker(job)
-        finally:
-            self._capacity.release()
+            if job.status_reason is not None:
+                break
+        else:
+            try:
+                with self._lock:
+                    job.status = "STARTING"
+                    job.instance_id = f"i-local{next(self._instances):012x}"
+                if self._stop.wait(self._delay):  # placement: instance, image pull, container start
+                    return
+                if job.status_reason is None:
+                    self._run_worker(job)
+            finally:
+                self._capacity.release()
+        if job.process is None:  # cancelled before it ran (TerminateJob on a RUNNABLE or STARTING job)
+            with self._lock:
+                job.status, job.stopped_at = "FAILED", time.time()
         if not self._stop.is_set():
             self._emit(job)
 
@@ -171,8 +200,11 @@ class LocalBatch:
         # A session of its own: Ctrl-C in the terminal reaches the stack, which then stops the workers.
         process = subprocess.Popen(self._command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        job.process = process
-        job.status = "RUNNING"
+        with self._lock:
+            job.process = process
+            job.status = "RUNNING"
+        if job.status_reason is not None:  # terminated while its container was starting
+            self.signal(job, signal.SIGTERM)
         reader = threading.Thread(target=self._pump_logs, args=(job, process), daemon=True)
         reader.start()
         try:
@@ -209,7 +241,7 @@ class LocalBatch:
             job_definition=self._settings.job_definition, region=self._settings.region,
             environment=job.environment, exit_code=job.exit_code, created_at_ms=int(job.created_at * 1000),
             started_at_ms=int((job.started_at or job.created_at) * 1000),
-            stopped_at_ms=int((job.stopped_at or time.time()) * 1000))
+            stopped_at_ms=int((job.stopped_at or time.time()) * 1000), reason=job.status_reason)
         try:
             self._on_state_change(event)
         except Exception:

@@ -32,8 +32,6 @@ class StackResources:
     work_queue_arn: str
     work_dlq_url: str
     work_dlq_arn: str
-    job_queue_url: str  # the local Batch stand-in's submissions
-    job_queue_arn: str
     topic_arn: str
 
 
@@ -69,7 +67,7 @@ def create_queue(sqs: Any, name: str, attributes: dict[str, str] | None = None) 
 
 
 def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig()) -> StackResources:
-    """Buckets, upload notification -> intake queue (+DLQ), jobs table, topic, local job queue."""
+    """Buckets, upload notification -> intake queue (+DLQ), work queue (+DLQ), jobs table, topic."""
     s3 = aws.client("s3", settings)
     sqs = aws.client("sqs", settings)
     ddb = aws.client("dynamodb", settings)
@@ -92,8 +90,6 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
     work_dlq_url, work_dlq_arn = create_queue(
         sqs, work_dlq_name(settings), {"MessageRetentionPeriod": str(queue_config.dlq_retention_seconds)})
     work_url, work_arn = create_queue(sqs, work_queue_name(settings), work_queue_attributes(settings, work_dlq_arn))
-    # The Batch job queue's local stand-in: same name, an SQS queue the local Batch drains.
-    job_url, job_arn = create_queue(sqs, settings.job_queue, {"VisibilityTimeout": "60"})
 
     for bucket in (settings.input_bucket, settings.output_bucket):
         create_bucket(s3, bucket, settings.region)
@@ -124,8 +120,6 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
         work_queue_arn=work_arn,
         work_dlq_url=work_dlq_url,
         work_dlq_arn=work_dlq_arn,
-        job_queue_url=job_url,
-        job_queue_arn=job_arn,
         topic_arn=topic_arn,
     )
 

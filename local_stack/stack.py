@@ -16,6 +16,7 @@ from typing import IO, Any
 from common import aws
 from common.settings import Settings
 from local_stack.batch import LocalBatch
+from local_stack.batch_api import LocalBatchApi
 from local_stack.emulator import MotoServer
 from local_stack.event_source import MappingConfig, SqsEventSourceMapping
 from local_stack.lambda_runtime import LambdaRuntime
@@ -107,6 +108,7 @@ class LocalStack:
         self.intake: SqsEventSourceMapping | None = None
         self.dead_items: SqsEventSourceMapping | None = None
         self.batch: LocalBatch | None = None
+        self.batch_api: LocalBatchApi | None = None
         self.webhook_subscriptions: list[WebhookSubscription] = []
         self._runtimes: list[LambdaRuntime] = []
         self._schedule_stop = threading.Event()
@@ -144,11 +146,18 @@ class LocalStack:
         settings = base.replace(endpoint_url=endpoint_url, job_backend="local", max_workers=cfg.workers,
                                 **cfg.settings_overrides)
         self.resources = create_resources(settings, cfg.queue or shape.queue)
+        # The Batch stand-in and its API come first: the Lambdas' environment names the API's address.
+        self.batch = LocalBatch(
+            settings=settings, base_env={}, capacity=cfg.workers, on_state_change=self._deliver_to_scaler,
+            batch_delay=cfg.batch_delay, log_stream=cfg.log_stream, command=cfg.worker_command or None)
+        self.batch_api = LocalBatchApi(self.batch)
+        self.batch_api.start()
         settings = settings.replace(topic_arn=self.resources.topic_arn, work_queue_url=self.resources.work_queue_url,
-                                    local_job_queue_url=self.resources.job_queue_url)
+                                    local_batch_url=self.batch_api.url)
         settings.check()
         self.settings = settings
         child_env = self.child_environment()
+        self.batch.configure(settings=settings, base_env=child_env)
 
         def runtime(name: str, handler: str, **kwargs: Any) -> LambdaRuntime:
             return LambdaRuntime(function_name=f"{settings.app_name}-{name}", handler=handler,
@@ -182,10 +191,6 @@ class LocalStack:
         self.dead_items = SqsEventSourceMapping(
             sqs=sqs, queue_url=self.resources.work_dlq_url, queue_arn=self.resources.work_dlq_arn,
             region=settings.region, invoke=notifier.invoke, config=DLQ_MAPPING, name="work-dlq")
-        self.batch = LocalBatch(
-            sqs=sqs, queue_url=self.resources.job_queue_url, settings=settings, base_env=child_env,
-            capacity=cfg.workers, on_state_change=self._deliver_to_scaler, batch_delay=cfg.batch_delay,
-            log_stream=cfg.log_stream, command=cfg.worker_command or None)
         self.intake.start()
         self.dead_items.start()
         self.batch.start()
@@ -203,6 +208,8 @@ class LocalStack:
         stopping: list[Callable[[], None]] = [m.stop for m in (self.intake, self.dead_items) if m]
         if self.batch:
             stopping.append(self.batch.stop)
+        if self.batch_api:
+            stopping.append(self.batch_api.stop)
         if self.webhooks:
             stopping.append(self.webhooks.close)
         with ThreadPoolExecutor(max_workers=4) as pool:  # each waits out a long poll: wait once, together
@@ -213,7 +220,7 @@ class LocalStack:
         with ThreadPoolExecutor(max_workers=max(1, len(self._runtimes))) as closing:
             list(closing.map(LambdaRuntime.close, self._runtimes))
         self._runtimes = []
-        self.intake = self.dead_items = self.batch = self.webhooks = self.sns_endpoint = None
+        self.intake = self.dead_items = self.batch = self.webhooks = self.sns_endpoint = self.batch_api = None
         self._schedule = None
         self.emulator.stop()
         for name in self._env_added:
@@ -261,7 +268,7 @@ class LocalStack:
             "intake_dlq_url": r.intake_dlq_url,
             "work_queue_url": r.work_queue_url,
             "work_dlq_url": r.work_dlq_url,
-            "job_queue_url": r.job_queue_url,
+            "batch_api_url": s.local_batch_url,
             "max_workers": self.config.workers,
             "batch_delay": self.config.batch_delay,
             "webhooks": [{"endpoint": w.endpoint, "subscription_arn": w.arn} for w in self.webhook_subscriptions],

@@ -1,4 +1,5 @@
-"""The local AWS Batch stand-in: capacity, placement delay, the worker's environment, state change events."""
+"""The local AWS Batch stand-in: capacity, placement delay, the worker's environment, state change events,
+TerminateJob (cancel while waiting, SIGTERM when running) and the instance each job runs on."""
 
 from __future__ import annotations
 
@@ -7,19 +8,17 @@ import json
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from common import aws
 from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
-from common.scaling import LocalWorkerStarter
 from common.settings import Settings
+from common.worker_backends import LocalWorkerBackend
 from local_stack.batch import LocalBatch
+from local_stack.batch_api import LocalBatchApi
 from local_stack.batch_events import exit_code_of
-from local_stack.resources import create_queue
 
 PRINT_ENV = ("import json, os, sys; print(json.dumps({k: os.environ.get(k) for k in "
              "('PYTHONPATH', 'LD_PRELOAD', 'UPSCALER_WORKER_SLOT', 'UPSCALER_WORKER_TOKEN', 'AWS_BATCH_JOB_ID')}));"
@@ -28,29 +27,30 @@ SLEEP = "import time; time.sleep(60)"
 
 
 class Harness:
-    def __init__(self, settings: Settings, command: str, *, capacity: int = 2, delay: float = 0.0) -> None:
-        sqs = aws.client("sqs", settings)
-        self.queue_url, _ = create_queue(sqs, f"{settings.app_name}-batch-{uuid.uuid4().hex[:8]}")
+    def __init__(self, command: str, *, capacity: int = 2, delay: float = 0.0) -> None:
         self.events: list[dict[str, Any]] = []
         self.log = io.StringIO()
-        self.batch = LocalBatch(sqs=sqs, queue_url=self.queue_url, settings=settings, base_env={"PATH": "/usr/bin"},
+        self.batch = LocalBatch(settings=Settings(), base_env={"PATH": "/usr/bin"},
                                 capacity=capacity, on_state_change=self.events.append, batch_delay=delay,
                                 log_stream=self.log, command=[sys.executable, "-c", command], stop_grace_seconds=2)
-        self.starter = LocalWorkerStarter(sqs_client=sqs, queue_url=self.queue_url)
+        self.api = LocalBatchApi(self.batch)
+        self.api.start()
+        self.starter = LocalWorkerBackend(url=self.api.url)
         self.batch.start()
 
 
 @pytest.fixture
-def harness(emulator_settings: Settings) -> Iterator[Any]:
+def harness() -> Iterator[Any]:
     made: list[Harness] = []
 
     def make(command: str, **kwargs: Any) -> Harness:
-        made.append(Harness(emulator_settings, command, **kwargs))
+        made.append(Harness(command, **kwargs))
         return made[-1]
 
     yield make
     for h in made:
         h.batch.stop()
+        h.api.stop()
 
 
 def test_exit_codes_map_like_containers() -> None:
@@ -61,9 +61,8 @@ def test_only_the_overrides_the_worker_reads_reach_it_and_each_end_is_an_event(h
     """The local queue is unauthenticated: a PYTHONPATH or LD_PRELOAD in a job message must not reach the process."""
     h = harness(PRINT_ENV)
     h.starter.start(2, "token-2")
-    aws.client("sqs", h.batch._settings).send_message(QueueUrl=h.queue_url, MessageBody=json.dumps({
-        "job_name": "hostile", "environment": {ENV_WORKER_SLOT: "3", ENV_WORKER_TOKEN: "t",
-                                               "PYTHONPATH": "/tmp/evil", "LD_PRELOAD": "/tmp/evil.so"}}))
+    h.starter._call("submitjob", {"jobName": "hostile", "environment": {
+        ENV_WORKER_SLOT: "3", ENV_WORKER_TOKEN: "t", "PYTHONPATH": "/tmp/evil", "LD_PRELOAD": "/tmp/evil.so"}})
     wait(lambda: len(h.events) == 2, timeout=60, what="two state change events")
     seen = [json.loads(line.split("] ", 1)[1]) for line in h.log.getvalue().splitlines() if '"PYTHONPATH"' in line]
     assert len(seen) == 2
@@ -91,3 +90,19 @@ def test_capacity_and_placement_delay_hold_jobs_runnable(harness: Any, wait: Any
          what="the killed worker's FAILED event")
     wait(lambda: waiting[0].status == "RUNNING", timeout=30, what="the waiting job placed")
     assert waiting[0].started_at is not None and waiting[0].started_at >= time.time() - 30
+
+
+def test_terminate_cancels_a_waiting_job_and_stops_a_running_one_on_its_instance(harness: Any, wait: Any) -> None:
+    h = harness(SLEEP, capacity=1)
+    running_id, waiting_id = h.starter.start(0, "t0"), h.starter.start(1, "t1")
+    wait(lambda: len(h.batch.running()) == 1, timeout=30, what="one worker running")
+    (running,) = h.batch.running()
+    assert running.batch_job_id == running_id and running.instance_id
+    assert h.starter.jobs_on_instance(running.instance_id, [running_id, waiting_id]) == [running_id]
+    h.starter.terminate(waiting_id, "superseded")  # still RUNNABLE: cancelled, never started
+    wait(lambda: h.batch.jobs[waiting_id].status == "FAILED", timeout=30, what="the waiting job cancelled")
+    assert h.batch.jobs[waiting_id].started_at is None
+    h.starter.terminate(running_id, "spot interruption")  # running: SIGTERM (this one exits on it)
+    wait(lambda: running.exit_code is not None, timeout=30, what="the running job stopped")
+    assert running.exit_code == 143 and running.status_reason == "spot interruption"
+    assert {e["detail"]["jobId"] for e in h.events} >= {running_id, waiting_id}

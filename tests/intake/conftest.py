@@ -11,7 +11,7 @@ import random
 import struct
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -190,14 +190,21 @@ class RecordingQueue(WorkQueue):
 
 
 @dataclass
-class FakeStarter:
-    """A WorkerStarter that records the worker jobs it was asked for."""
+class FakeBackend:
+    """A WorkerBackend that records the worker jobs it was asked for."""
 
     started: list[tuple[int, str]] = field(default_factory=list)
+    terminated: list[tuple[str, str]] = field(default_factory=list)
 
     def start(self, slot: int, token: str) -> str:
         self.started.append((slot, token))
         return f"batch-{len(self.started)}"
+
+    def terminate(self, job_id: str, reason: str) -> None:
+        self.terminated.append((job_id, reason))
+
+    def jobs_on_instance(self, instance_id: str, job_ids: Sequence[str]) -> list[str]:
+        return []
 
 
 class CountingS3:
@@ -230,7 +237,7 @@ class Stack:
     s3: CountingS3
     store: JobStore
     work_queue: RecordingQueue
-    starter: FakeStarter
+    starter: FakeBackend
     notifier: Notifier
     notifications_queue_url: str
     intake: Intake
@@ -242,7 +249,7 @@ class Stack:
 
     @property
     def scaler(self) -> WorkerScaler:
-        return WorkerScaler(slots=WorkerSlots(self.store), queue=self.work_queue, starter=self.starter,
+        return WorkerScaler(slots=WorkerSlots(self.store), queue=self.work_queue, backend=self.starter,
                             max_workers=self.settings.max_workers,
                             start_grace_seconds=self.settings.worker_start_grace_seconds)
 
@@ -285,7 +292,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         settings = base.replace(topic_arn=topic_arn, work_queue_url=work_url)
         store = JobStore(dynamodb_client=ddb, table_name=settings.jobs_table)
         stack = Stack(settings=settings, s3=CountingS3(s3), store=store,
-                      work_queue=RecordingQueue(sqs_client=sqs, queue_url=work_url), starter=FakeStarter(),
+                      work_queue=RecordingQueue(sqs_client=sqs, queue_url=work_url), starter=FakeBackend(),
                       notifier=Notifier(sns_client=sns, topic_arn=topic_arn, upload_prefix=settings.upload_prefix),
                       notifications_queue_url=queue_url, intake=None,  # type: ignore[arg-type]
                       clients={"s3": s3, "dynamodb": ddb, "sns": sns, "sqs": sqs})

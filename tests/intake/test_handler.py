@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from recording_batch import RecordingBatch, serving
 
 from common import aws
 from common.contract import (
@@ -21,7 +22,7 @@ from common.contract import (
     validate_notification,
 )
 from common.jobs import upload_job_id
-from common.scaling import WORKER_JOB_PREFIX
+from common.worker_backends import WORKER_JOB_PREFIX
 from functions.intake import handler
 from functions.intake import intake as intake_module
 from functions.intake.intake import Intake
@@ -387,23 +388,23 @@ def test_intake_from_settings_queues_and_starts_a_local_worker(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """No fake: Settings -> Intake.from_settings -> the work queue + the local Batch stand-in's queue."""
     sqs = aws_stack.clients["sqs"]
-    batch_url = sqs.create_queue(QueueName="local-batch")["QueueUrl"]
-    settings = aws_stack.settings.replace(job_backend="local", local_job_queue_url=batch_url)
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    handler.get_intake.cache_clear()
-    try:
-        obj = aws_stack.put("uploads/local.jpg", corpus["photo.jpg"])
-        response = handler.lambda_handler({"Records": [events.upload_message(obj)]}, lambda_context)
-    finally:
+    recorder = RecordingBatch()
+    with serving(recorder) as batch_url:
+        settings = aws_stack.settings.replace(job_backend="local", local_batch_url=batch_url)
+        for name, value in settings.to_env().items():
+            monkeypatch.setenv(name, value)
         handler.get_intake.cache_clear()
+        try:
+            obj = aws_stack.put("uploads/local.jpg", corpus["photo.jpg"])
+            response = handler.lambda_handler({"Records": [events.upload_message(obj)]}, lambda_context)
+        finally:
+            handler.get_intake.cache_clear()
     assert response == {"batchItemFailures": []}
     (work,) = sqs.receive_message(QueueUrl=settings.work_queue_url, MaxNumberOfMessages=10)["Messages"]
     assert WorkItem.from_json(work["Body"]).job_id == job_id(obj)
-    (job,) = sqs.receive_message(QueueUrl=batch_url, MaxNumberOfMessages=10)["Messages"]
-    body = json.loads(job["Body"])
-    assert body["job_name"] == f"{WORKER_JOB_PREFIX}0"
-    assert body["environment"]["UPSCALER_WORKER_SLOT"] == "0"
+    ((job_name, environment),) = recorder.submitted
+    assert job_name == f"{WORKER_JOB_PREFIX}0"
+    assert environment["UPSCALER_WORKER_SLOT"] == "0"
     assert aws_stack.store.get(job_id(obj)).state is JobState.QUEUED
     aws.clear_cache()
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from moto import mock_aws
+from recording_batch import RecordingBatch, serving
 
 from common import aws
 from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
 from common.jobs import JobStore
-from common.scaling import BatchWorkerStarter, WorkerScaler, WorkerSlots, max_workers_for, worker_job_name
+from common.scaling import WorkerScaler, WorkerSlots, max_workers_for
 from common.settings import Settings
 from common.work_queue import WorkQueue
+from common.worker_backends import BatchWorkerBackend, worker_job_name
 from functions.scaler import handler
 from local_stack.batch_events import batch_job_state_change
 from local_stack.resources import create_jobs_table, create_queue
@@ -32,8 +34,9 @@ class Clock:
 
 
 @dataclass
-class Starter:
+class Backend:
     started: list[tuple[int, str]] = field(default_factory=list)
+    terminated: list[tuple[str, str]] = field(default_factory=list)
     fail: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,6 +47,13 @@ class Starter:
             self.started.append((slot, token))
             return f"job-{len(self.started)}"
 
+    def terminate(self, job_id: str, reason: str) -> None:
+        with self.lock:
+            self.terminated.append((job_id, reason))
+
+    def jobs_on_instance(self, instance_id: str, job_ids: Sequence[str]) -> list[str]:
+        return []
+
 
 @dataclass
 class World:
@@ -51,10 +61,10 @@ class World:
     store: JobStore
     queue: WorkQueue
     clock: Clock
-    starter: Starter
+    starter: Backend
 
     def scaler(self, max_workers: int = 3) -> WorkerScaler:
-        return WorkerScaler(slots=WorkerSlots(self.store, clock=self.clock), queue=self.queue, starter=self.starter,
+        return WorkerScaler(slots=WorkerSlots(self.store, clock=self.clock), queue=self.queue, backend=self.starter,
                             max_workers=max_workers, start_grace_seconds=600, clock=self.clock)
 
     def enqueue(self, n: int) -> None:
@@ -70,7 +80,7 @@ def world(aws_creds: None) -> Iterator[World]:
         create_jobs_table(ddb, settings.jobs_table)
         url, _ = create_queue(sqs, "work")
         yield World(settings.replace(work_queue_url=url), JobStore(dynamodb_client=ddb, table_name="jobs-scaler"),
-                    WorkQueue(sqs_client=sqs, queue_url=url), Clock(), Starter())
+                    WorkQueue(sqs_client=sqs, queue_url=url), Clock(), Backend())
 
 
 def test_one_item_on_an_idle_system_starts_one_worker_now(world: World) -> None:
@@ -138,11 +148,12 @@ def test_max_workers_follows_the_compute_environment() -> None:
     assert (max_workers_for(16, 4), max_workers_for(16, 8), max_workers_for(2, 4)) == (4, 2, 1)
 
 
-def test_batch_starter_submits_a_worker_job_with_its_slot() -> None:
+def test_batch_backend_submits_a_worker_job_with_its_slot() -> None:
     from botocore.stub import Stubber
 
     batch = aws.client("batch", Settings())
-    starter = BatchWorkerStarter(batch_client=batch, job_queue="q", job_definition="d")
+    starter = BatchWorkerBackend(batch_client=batch, ecs_client=aws.client("ecs", Settings()), job_queue="q",
+                                 job_definition="d")
     with Stubber(batch) as stub:
         stub.add_response("submit_job", {"jobId": "b-1", "jobName": "n", "jobArn": "arn"}, {
             "jobName": worker_job_name(2), "jobQueue": "q", "jobDefinition": "d",
@@ -154,8 +165,16 @@ def test_batch_starter_submits_a_worker_job_with_its_slot() -> None:
 
 def test_the_lambda_frees_an_ended_workers_slot_and_scales(world: World, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    batch_url = world.queue._sqs.create_queue(QueueName="local-batch")["QueueUrl"]
-    for name, value in world.settings.replace(job_backend="local", local_job_queue_url=batch_url,
+    recorder = RecordingBatch()
+    with serving(recorder) as batch_url:
+        _scale_through_the_lambda(world, recorder, batch_url, monkeypatch)
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf and "WorkerStartWaitSeconds" in emf[-1] and "LiveWorkers" in emf[-1]
+
+
+def _scale_through_the_lambda(world: World, recorder: RecordingBatch, batch_url: str,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in world.settings.replace(job_backend="local", local_batch_url=batch_url,
                                               max_workers=2).to_env().items():
         monkeypatch.setenv(name, value)
     handler.get_scaler.cache_clear()
@@ -168,8 +187,7 @@ def test_the_lambda_frees_an_ended_workers_slot_and_scales(world: World, monkeyp
     try:
         scheduled = {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
         assert handler.lambda_handler(scheduled, Context())["started"] == 2
-        jobs = world.queue._sqs.receive_message(QueueUrl=batch_url, MaxNumberOfMessages=10)["Messages"]
-        env = json.loads(jobs[0]["Body"])["environment"]
+        env = recorder.submitted[0][1]
         ended = batch_job_state_change(job_id="b", job_name="w", status="FAILED", job_queue="q",
                                        job_definition="d", region="us-east-1", environment=env, exit_code=137,
                                        created_at_ms=0, started_at_ms=0, stopped_at_ms=1)
@@ -177,5 +195,3 @@ def test_the_lambda_frees_an_ended_workers_slot_and_scales(world: World, monkeyp
         assert result["freed_slot"] is True and result["started"] == 1  # a new worker for the items left
     finally:
         handler.get_scaler.cache_clear()
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    assert emf and "WorkerStartWaitSeconds" in emf[-1] and "LiveWorkers" in emf[-1]
