@@ -9,6 +9,10 @@ overrides the worker reads are passed on: the local API is unauthenticated, and 
 LD_PRELOAD...) would let whoever can call it run code. `terminate` cancels a job still waiting and stops a
 running one as ECS does (SIGTERM, SIGKILL after the stop timeout). When a job ends, its "Batch Job State
 Change" event goes to `on_state_change` (in AWS: EventBridge -> scaler Lambda).
+
+For fault runs (local_stack.faults): the capacity can change while jobs wait (`set_capacity`: no GPUs for a
+while), a `launcher` may give one job's process its own command and environment (its own AWS endpoint, a
+skewed clock), and `on_log_line` sees every line a worker prints.
 """
 
 from __future__ import annotations
@@ -47,18 +51,30 @@ class LocalBatchJob:
     status: str = "RUNNABLE"  # RUNNABLE -> STARTING -> RUNNING -> SUCCEEDED | FAILED (Batch job states)
     instance_id: str | None = None  # the "EC2 instance" it was placed on (one GPU, one worker job)
     status_reason: str | None = None  # why it was cancelled or stopped (TerminateJob's reason)
+    terminate_requested_at: float | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float | None = None
     stopped_at: float | None = None
     exit_code: int | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # the worker's "worker exiting" log line
+    exiting_at: float | None = None  # when it logged that line (its slot is freed by then)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLaunch:
+    """How one job's process starts: environment on top of the job definition's, and its command (None:
+    the stand-in's)."""
+
+    environment: Mapping[str, str] = field(default_factory=dict)
+    command: Sequence[str] | None = None
 
 
 class LocalBatch:
     def __init__(self, *, settings: Settings, base_env: Mapping[str, str],
                  capacity: int, on_state_change: Callable[[dict[str, Any]], None], batch_delay: float = 0.0,
                  log_stream: IO[str] | None = None, command: Sequence[str] | None = None,
-                 stop_grace_seconds: float = 10.0) -> None:
+                 stop_grace_seconds: float = 10.0, launcher: Callable[[LocalBatchJob], WorkerLaunch] | None = None,
+                 on_log_line: Callable[[LocalBatchJob, str], None] | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._settings = settings
@@ -68,7 +84,11 @@ class LocalBatch:
         self._log_stream = log_stream if log_stream is not None else sys.stderr
         self._command = list(command) if command else [sys.executable, "-m", WORKER_MODULE]
         self._grace = stop_grace_seconds
-        self._capacity = threading.BoundedSemaphore(capacity)
+        self._launcher = launcher
+        self._on_log_line = on_log_line
+        self._capacity = capacity
+        self._placed = 0
+        self._room = threading.Condition()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
@@ -88,6 +108,8 @@ class LocalBatch:
     def stop(self) -> None:
         """Stop taking jobs; SIGTERM running workers (they give their item back), SIGKILL after the grace."""
         self._stop.set()
+        with self._room:
+            self._room.notify_all()
         for job in self.running():
             self.signal(job, signal.SIGTERM)
         deadline = time.monotonic() + self._grace
@@ -99,6 +121,12 @@ class LocalBatch:
             thread.join(5)
 
     # --- inspection and faults (tests, benchmark) ----------------------------------------
+    def set_capacity(self, capacity: int) -> None:
+        """GPUs available from now on (0: none, jobs stay RUNNABLE); running jobs keep theirs."""
+        with self._room:
+            self._capacity = max(0, capacity)
+            self._room.notify_all()
+
     def running(self) -> list[LocalBatchJob]:
         with self._lock:
             return [j for j in self.jobs.values() if j.process is not None and j.process.poll() is None]
@@ -146,6 +174,7 @@ class LocalBatch:
             if job is None or job.status in ("SUCCEEDED", "FAILED"):
                 return
             job.status_reason = reason
+            job.terminate_requested_at = job.terminate_requested_at or time.time()
             process = job.process
         if process is None:
             return  # _run_job sees the reason before it starts a process, and ends the job FAILED
@@ -170,12 +199,7 @@ class LocalBatch:
 
     # --- internals -----------------------------------------------------------------------
     def _run_job(self, job: LocalBatchJob) -> None:
-        while not self._capacity.acquire(timeout=0.5):  # RUNNABLE: waiting for capacity
-            if self._stop.is_set():
-                return
-            if job.status_reason is not None:
-                break
-        else:
+        if self._place(job):
             try:
                 with self._lock:
                     job.status = "STARTING"
@@ -185,21 +209,36 @@ class LocalBatch:
                 if job.status_reason is None:
                     self._run_worker(job)
             finally:
-                self._capacity.release()
+                with self._room:
+                    self._placed -= 1
+                    self._room.notify_all()
+        elif self._stop.is_set():
+            return
         if job.process is None:  # cancelled before it ran (TerminateJob on a RUNNABLE or STARTING job)
             with self._lock:
                 job.status, job.stopped_at = "FAILED", time.time()
         if not self._stop.is_set():
             self._emit(job)
 
+    def _place(self, job: LocalBatchJob) -> bool:
+        """RUNNABLE until a GPU is free. False: cancelled (TerminateJob) or stopping while it waited."""
+        with self._room:
+            while self._placed >= self._capacity:
+                if self._stop.is_set() or job.status_reason is not None:
+                    return False
+                self._room.wait(0.5)
+            self._placed += 1
+            return True
+
     def _run_worker(self, job: LocalBatchJob) -> None:
-        env = {**self._base_env, **job.environment, "AWS_BATCH_JOB_ID": job.batch_job_id,
+        launch = self._launcher(job) if self._launcher else WorkerLaunch()
+        env = {**self._base_env, **job.environment, **launch.environment, "AWS_BATCH_JOB_ID": job.batch_job_id,
                "AWS_BATCH_JQ_NAME": self._settings.job_queue, "AWS_BATCH_JOB_ATTEMPT": "1",
                "PYTHONUNBUFFERED": "1"}
         job.started_at = time.time()
         # A session of its own: Ctrl-C in the terminal reaches the stack, which then stops the workers.
-        process = subprocess.Popen(self._command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(list(launch.command or self._command), env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         with self._lock:
             job.process = process
             job.status = "RUNNING"
@@ -217,7 +256,7 @@ class LocalBatch:
         job.stopped_at = time.time()
         job.exit_code = exit_code_of(returncode)
         job.status = "SUCCEEDED" if returncode == 0 else "FAILED"
-        if reason:
+        if reason and not self._stop.is_set():  # stopping with the stack is expected: nothing to report
             self._write(job, f"job {job.status}: {reason}")
 
     def _pump_logs(self, job: LocalBatchJob, process: subprocess.Popen[bytes]) -> None:
@@ -226,8 +265,14 @@ class LocalBatch:
             for raw in process.stdout:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if '"worker exiting"' in line:
+                    job.exiting_at = time.time()
                     with contextlib.suppress(ValueError):
                         job.summary = json.loads(line)
+                if self._on_log_line:
+                    try:
+                        self._on_log_line(job, line)
+                    except Exception:  # an observer's bug must not stop the worker's logs
+                        log.exception("local batch: the log observer failed")
                 self._write(job, line)
 
     def _write(self, job: LocalBatchJob, line: str) -> None:

@@ -1,4 +1,5 @@
-"""The EventBridge "Batch Job State Change" event AWS Batch emits when a job ends (shape as AWS sends it)."""
+"""EventBridge events about worker jobs, shaped as AWS sends them: AWS Batch's "Batch Job State Change" when a
+job ends, and EC2's "Spot Instance Interruption Warning" two minutes before a spot instance is reclaimed."""
 
 from __future__ import annotations
 
@@ -53,4 +54,20 @@ def batch_job_state_change(*, job_id: str, job_name: str, status: str, job_queue
             "jobDefinition": definition_arn, "parameters": {}, "container": container, "tags": {},
             "propagateTags": True, "platformCapabilities": ["EC2"],
         },
+    }
+
+
+def spot_interruption_warning(*, instance_id: str, region: str) -> dict[str, Any]:
+    """EC2's warning, two minutes before it stops the spot instance (EC2 User Guide, "Spot Instance
+    interruption notices"): EventBridge delivers it once, and nothing signals the containers on it."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance_id}"],
+        "detail": {"instance-id": instance_id, "instance-action": "terminate"},
     }

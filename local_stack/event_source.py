@@ -42,7 +42,9 @@ class MappingStats:
 
 class SqsEventSourceMapping:
     def __init__(self, *, sqs: Any, queue_url: str, queue_arn: str, region: str, invoke: Invoke,
-                 config: MappingConfig = MappingConfig(), name: str = "event-source") -> None:
+                 config: MappingConfig = MappingConfig(), name: str = "event-source",
+                 tap: Callable[[Sequence[Mapping[str, Any]]], None] | None = None) -> None:
+        """`tap` sees every batch received, before the function does (fault runs duplicate messages there)."""
         if not 1 <= config.batch_size <= 10_000:
             raise ValueError("batch_size must be within 1..10000")
         self._sqs = sqs
@@ -52,6 +54,7 @@ class SqsEventSourceMapping:
         self._invoke = invoke
         self._config = config
         self._name = name
+        self._tap = tap
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.stats = MappingStats()
@@ -114,6 +117,8 @@ class SqsEventSourceMapping:
 
     def process_batch(self, messages: Sequence[Mapping[str, Any]]) -> set[str]:
         """Invoke the function with one batch; delete what succeeded. Returns the failed message ids."""
+        if self._tap:
+            self._tap(messages)
         ids = [m["MessageId"] for m in messages]
         event = sqs_event(messages, queue_arn=self._queue_arn, region=self._region)
         try:

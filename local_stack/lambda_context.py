@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 
@@ -13,6 +14,7 @@ class LocalLambdaContext:
     region: str
     aws_request_id: str
     function_version: str = "$LATEST"
+    deadline_ms: int = 0  # epoch milliseconds when the invocation times out (0: not started)
 
     @property
     def invoked_function_arn(self) -> str:
@@ -27,4 +29,6 @@ class LocalLambdaContext:
         return f"local/{self.aws_request_id}"
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.timeout_seconds * 1000  # not enforced locally
+        if not self.deadline_ms:
+            return self.timeout_seconds * 1000
+        return max(0, self.deadline_ms - int(time.time() * 1000))

@@ -3,7 +3,9 @@
 Each function gets up to `concurrency` host processes (execution environments), started with exactly
 the environment the CDK stack gives the function (Settings.to_env() + credentials), so the handler's
 init code sees what it sees in AWS and nothing leaks into the caller's process. A host that dies is
-replaced on the next invocation (a new cold start), as Lambda does.
+replaced on the next invocation (a new cold start), as Lambda does. The function's timeout is enforced as
+Lambda does: an invocation still running at its timeout has its execution environment killed, and fails
+("Task timed out after N seconds"); the context reports the time really left.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import queue
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from typing import IO, Any
@@ -21,7 +24,7 @@ from local_stack.lambda_context import LocalLambdaContext
 
 
 class LambdaInvocationError(RuntimeError):
-    """The handler raised, or its environment died: Lambda reports a function error."""
+    """The handler raised, its environment died, or it timed out: Lambda reports a function error."""
 
 
 class _Host(JsonLinesChild):
@@ -40,12 +43,29 @@ class _Host(JsonLinesChild):
         except ChildExited as exc:
             raise LambdaInvocationError(f"execution environment {exc}") from exc
 
-    def invoke(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    def invoke(self, request: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        timed_out = threading.Event()
+
+        def time_out() -> None:
+            timed_out.set()
+            self.process.kill()
+
+        timer = threading.Timer(timeout, time_out)
+        timer.daemon = True
+        timer.start()
         try:
             self.send(request)
+            return self._read()
         except OSError as exc:
+            if timed_out.is_set():
+                raise LambdaInvocationError(f"Task timed out after {timeout:.2f} seconds") from None
             raise LambdaInvocationError(f"execution environment is gone: {exc}") from exc
-        return self._read()
+        except LambdaInvocationError:
+            if timed_out.is_set():
+                raise LambdaInvocationError(f"Task timed out after {timeout:.2f} seconds") from None
+            raise
+        finally:
+            timer.cancel()
 
 
 class LambdaRuntime:
@@ -68,6 +88,13 @@ class LambdaRuntime:
         self._all: list[_Host] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Invocations running now."""
+        with self._lock:
+            return self._in_flight
 
     def warm(self) -> None:
         """Start one execution environment now (import the handler) so the first event is not a cold start."""
@@ -79,22 +106,27 @@ class LambdaRuntime:
 
     def invoke(self, event: Mapping[str, Any]) -> Any:
         """Synchronous invocation (RequestResponse). Raises LambdaInvocationError on a function error."""
-        context = LocalLambdaContext(function_name=self.function_name, memory_limit_in_mb=self._memory_mb,
-                                     timeout_seconds=self._timeout, region=self._region,
-                                     aws_request_id=str(uuid.uuid4()))
         host = self._idle.get()
+        with self._lock:
+            self._in_flight += 1
         try:
             if self._closed:
                 raise LambdaInvocationError(f"{self.function_name}: runtime closed")
             if host is None or not host.alive():
-                host = self._start_host()
-            outcome = host.invoke({"event": dict(event), "context": dataclasses.asdict(context)})
+                host = self._start_host()  # a cold start: its init does not count against the timeout
+            context = LocalLambdaContext(function_name=self.function_name, memory_limit_in_mb=self._memory_mb,
+                                         timeout_seconds=self._timeout, region=self._region,
+                                         aws_request_id=str(uuid.uuid4()),
+                                         deadline_ms=int((time.time() + self._timeout) * 1000))
+            outcome = host.invoke({"event": dict(event), "context": dataclasses.asdict(context)}, self._timeout)
         except LambdaInvocationError:
             if host is not None and not host.alive():
                 host = None
             raise
         finally:
             self._idle.put(host)
+            with self._lock:
+                self._in_flight -= 1
         if "error" in outcome:
             raise LambdaInvocationError(f"{self.function_name}: {outcome['error']}\n{outcome['trace']}")
         return outcome["result"]

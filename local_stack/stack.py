@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from common import aws
-from common.settings import Settings
+from common.settings import ENV_PREFIX, Settings
 from local_stack.batch import LocalBatch
 from local_stack.batch_api import LocalBatchApi
 from local_stack.emulator import MotoServer
@@ -25,13 +25,18 @@ from local_stack.sns_endpoint import SnsEndpoint
 from local_stack.webhooks import DeliveryPolicy, WebhookDelivery, WebhookSubscription
 from sns_webhook.sign import generate_signing_identity
 
+if TYPE_CHECKING:
+    from local_stack.faults.injector import FaultInjector
+
 log = logging.getLogger(__name__)
 
 INTAKE_HANDLER = "functions.intake.handler:lambda_handler"
 NOTIFIER_HANDLER = "functions.notifier.handler:lambda_handler"
 SCALER_HANDLER = "functions.scaler.handler:lambda_handler"
+SWEEPER_HANDLER = "functions.sweeper.handler:lambda_handler"
 # The work DLQ's event source as deployed (infra/constructs/notifier.py): batches of 10, no window, 2 at once.
 DLQ_MAPPING = MappingConfig(batch_size=10, batching_window_seconds=0.0, pollers=2)
+ENDPOINT_ENV = f"{ENV_PREFIX}ENDPOINT_URL"
 # Any credentials work against the emulator; these keep boto3 from looking for real ones.
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
@@ -91,8 +96,13 @@ class LocalStackConfig:
     notifier_handler: str = NOTIFIER_HANDLER
     scaler_handler: str = SCALER_HANDLER
     scaler_attempts: int = 3  # EventBridge retries a failed target invocation
+    sweeper_handler: str | None = None  # e.g. SWEEPER_HANDLER: a scheduled Lambda; None: no sweeper
+    sweeper_interval_seconds: float = 60.0  # its EventBridge schedule
+    intake_timeout_seconds: int | None = None  # None: as deployed
     worker_command: tuple[str, ...] = ()  # default `python -m gpu_batch.worker`, the container's command
     log_stream: IO[str] | None = None  # worker and Lambda logs; default stderr
+    # Fault runs (local_stack.faults): every process reaches the emulator through its own fault proxy port.
+    faults: FaultInjector | None = None
 
 
 class LocalStack:
@@ -110,9 +120,9 @@ class LocalStack:
         self.batch: LocalBatch | None = None
         self.batch_api: LocalBatchApi | None = None
         self.webhook_subscriptions: list[WebhookSubscription] = []
-        self._runtimes: list[LambdaRuntime] = []
+        self._runtimes: dict[str, LambdaRuntime] = {}
         self._schedule_stop = threading.Event()
-        self._schedule: threading.Thread | None = None
+        self._schedules: list[threading.Thread] = []
         self._env_added: list[str] = []
         self.started_seconds = 0.0
 
@@ -142,14 +152,18 @@ class LocalStack:
                 os.environ[name] = value
                 self._env_added.append(name)
         endpoint_url = self.emulator.start()
+        faults = cfg.faults
+        if faults:
+            faults.start(endpoint_url)
         base = Settings.from_env({**shape.settings.to_env(), **_upscaler_env(os.environ)})
         settings = base.replace(endpoint_url=endpoint_url, job_backend="local", max_workers=cfg.workers,
                                 **cfg.settings_overrides)
         self.resources = create_resources(settings, cfg.queue or shape.queue)
         # The Batch stand-in and its API come first: the Lambdas' environment names the API's address.
         self.batch = LocalBatch(
-            settings=settings, base_env={}, capacity=cfg.workers, on_state_change=self._deliver_to_scaler,
-            batch_delay=cfg.batch_delay, log_stream=cfg.log_stream, command=cfg.worker_command or None)
+            settings=settings, base_env={}, capacity=cfg.workers, on_state_change=self.deliver_to_scaler,
+            batch_delay=cfg.batch_delay, log_stream=cfg.log_stream, command=cfg.worker_command or None,
+            launcher=faults.launch if faults else None, on_log_line=faults.on_worker_line if faults else None)
         self.batch_api = LocalBatchApi(self.batch)
         self.batch_api.start()
         settings = settings.replace(topic_arn=self.resources.topic_arn, work_queue_url=self.resources.work_queue_url,
@@ -160,18 +174,24 @@ class LocalStack:
         self.batch.configure(settings=settings, base_env=child_env)
 
         def runtime(name: str, handler: str, **kwargs: Any) -> LambdaRuntime:
-            return LambdaRuntime(function_name=f"{settings.app_name}-{name}", handler=handler,
-                                 environment={**child_env, "POWERTOOLS_SERVICE_NAME": f"upscaler-{name}"},
-                                 region=settings.region, log=self._file_log(), **kwargs)
+            function_name = f"{settings.app_name}-{name}"
+            environment = {**child_env, "POWERTOOLS_SERVICE_NAME": f"upscaler-{name}"}
+            if faults:
+                environment[ENDPOINT_ENV] = faults.endpoint_for(function_name, name)
+            self._runtimes[name] = LambdaRuntime(function_name=function_name, handler=handler,
+                                                 environment=environment, region=settings.region,
+                                                 log=self._file_log(), **kwargs)
+            return self._runtimes[name]
 
         intake = runtime("intake", cfg.intake_handler, concurrency=shape.intake_concurrency,
-                         timeout_seconds=shape.intake_timeout_seconds)
+                         timeout_seconds=cfg.intake_timeout_seconds or shape.intake_timeout_seconds)
         notifier = runtime("notifier", cfg.notifier_handler, concurrency=1)
         # One at a time here; deployed runs may overlap, which the conditional slot writes make safe.
-        scaler = runtime("scaler", cfg.scaler_handler, concurrency=1)
-        self._runtimes = [intake, notifier, scaler]
-        with ThreadPoolExecutor(max_workers=3) as warmer:  # cold starts before traffic; import errors surface
-            for future in [warmer.submit(r.warm) for r in self._runtimes]:
+        runtime("scaler", cfg.scaler_handler, concurrency=1)
+        if cfg.sweeper_handler:
+            runtime("sweeper", cfg.sweeper_handler, concurrency=1)
+        with ThreadPoolExecutor(max_workers=4) as warmer:  # cold starts before traffic; import errors surface
+            for future in [warmer.submit(r.warm) for r in self._runtimes.values()]:
                 future.result()
 
         key_pem, cert_pem = generate_signing_identity("sns.local")
@@ -187,7 +207,8 @@ class LocalStack:
         sqs = aws.client("sqs", settings)
         self.intake = SqsEventSourceMapping(
             sqs=sqs, queue_url=self.resources.intake_queue_url, queue_arn=self.resources.intake_queue_arn,
-            region=settings.region, invoke=intake.invoke, config=cfg.mapping or shape.mapping, name="intake")
+            region=settings.region, invoke=intake.invoke, config=cfg.mapping or shape.mapping, name="intake",
+            tap=faults.on_intake_messages if faults else None)
         self.dead_items = SqsEventSourceMapping(
             sqs=sqs, queue_url=self.resources.work_dlq_url, queue_arn=self.resources.work_dlq_arn,
             region=settings.region, invoke=notifier.invoke, config=DLQ_MAPPING, name="work-dlq")
@@ -195,16 +216,21 @@ class LocalStack:
         self.dead_items.start()
         self.batch.start()
         self._schedule_stop.clear()
-        self._schedule = threading.Thread(target=self._run_schedule, name="scaler-schedule", daemon=True)
-        self._schedule.start()
+        self._schedule("scaler", cfg.scaler_interval_seconds)
+        if cfg.sweeper_handler:
+            self._schedule("sweeper", cfg.sweeper_interval_seconds)
         for url in cfg.webhooks:
             self.subscribe_webhook(url, cfg.filter_policy)
+        if faults:
+            from local_stack.faults.injector import LocalStackControls
+
+            faults.bind(LocalStackControls(self))
 
     def stop(self) -> None:
         """Stop the pollers and workers, then the Lambda processes, then the emulator; idempotent."""
         self._schedule_stop.set()
-        if self._schedule:
-            self._schedule.join(10)
+        for schedule in self._schedules:
+            schedule.join(10)
         stopping: list[Callable[[], None]] = [m.stop for m in (self.intake, self.dead_items) if m]
         if self.batch:
             stopping.append(self.batch.stop)
@@ -218,10 +244,12 @@ class LocalStack:
         if self.sns_endpoint:
             self.sns_endpoint.stop()
         with ThreadPoolExecutor(max_workers=max(1, len(self._runtimes))) as closing:
-            list(closing.map(LambdaRuntime.close, self._runtimes))
-        self._runtimes = []
+            list(closing.map(LambdaRuntime.close, self._runtimes.values()))
+        self._runtimes = {}
+        if self.config.faults:
+            self.config.faults.close()
         self.intake = self.dead_items = self.batch = self.webhooks = self.sns_endpoint = self.batch_api = None
-        self._schedule = None
+        self._schedules = []
         self.emulator.stop()
         for name in self._env_added:
             os.environ.pop(name, None)
@@ -291,22 +319,37 @@ class LocalStack:
 
     def scale_now(self) -> Any:
         """Invoke the scaler as its schedule would (tests use it instead of waiting for the period)."""
-        return self._runtimes[2].invoke(_scheduled_event(self.settings.region if self.settings else "us-east-1"))
+        return self.invoke_scheduled("scaler")
 
-    def _run_schedule(self) -> None:
-        while not self._schedule_stop.wait(self.config.scaler_interval_seconds):
-            try:
-                self.scale_now()
-            except Exception:
-                log.warning("scheduled scaler invocation failed", exc_info=True)
+    def invoke_scheduled(self, function: str) -> Any:
+        """Invoke `function` ("scaler", "sweeper") with the event its EventBridge schedule sends."""
+        return self._runtimes[function].invoke(_scheduled_event(self.settings.region if self.settings
+                                                                else "us-east-1"))
 
-    def _deliver_to_scaler(self, event: dict[str, Any]) -> None:
-        """EventBridge rule "worker job ended" -> scaler Lambda, with EventBridge's retry of failed invocations."""
+    def invocations_in_flight(self) -> int:
+        """Lambda invocations running now, over every function."""
+        return sum(r.in_flight for r in self._runtimes.values())
+
+    def _schedule(self, function: str, interval: float) -> None:
+        def run() -> None:
+            while not self._schedule_stop.wait(interval):
+                try:
+                    self.invoke_scheduled(function)
+                except Exception:
+                    log.warning("scheduled %s invocation failed", function, exc_info=True)
+
+        thread = threading.Thread(target=run, name=f"{function}-schedule", daemon=True)
+        thread.start()
+        self._schedules.append(thread)
+
+    def deliver_to_scaler(self, event: dict[str, Any]) -> None:
+        """EventBridge rules "worker job ended" and "spot interruption warning" -> scaler Lambda, with
+        EventBridge's retry of failed invocations."""
         for attempt in range(1, self.config.scaler_attempts + 1):
             if self._schedule_stop.is_set():
                 return
             try:
-                self._runtimes[2].invoke(event)
+                self._runtimes["scaler"].invoke(event)
                 return
             except Exception as exc:
                 if attempt == self.config.scaler_attempts:

@@ -255,6 +255,7 @@ def _upscale(worker: Worker, item: WorkItem, timings: Timings,
     t0 = clock.monotonic()
     worker.stop.busy = True  # only inference is interrupted by SIGTERM: the claim is known and released
     try:
+        logger.info("inference started")
         result = engine.upscale_bytes(data, model=model, scale=item.options.scale, output_format=fmt,
                                       quality=quality, tile_size=settings.tile_size, progress=_ProgressLog(clock),
                                       strength=item.options.strength)

@@ -1,0 +1,202 @@
+"""Every fault by name: what AWS does, the variants a seed picks from, and how it is armed for one upload.
+
+Each fault mirrors a failure AWS documents (the `aws` line of each entry). Families group them for
+`--faults` (e.g. `kill` arms every kill point). Errors come back as botocore's retries see them: a
+throttle or a 5xx is retried by the caller's SDK (standard mode, 5 attempts), so a fault armed for 5 or
+more consecutive calls reaches the code, fewer only cost it time.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from common.lifecycle import OUTBOX_LEASE_SECONDS
+from local_stack.faults.injector import Armed, FaultInjector, Match, Upload
+from local_stack.faults.operations import AwsRequest, aws_error
+from local_stack.faults.proxy import Action, Delay, LoseResponse, Respond, Target
+from local_stack.faults.worker_log import INFERENCE_STARTED
+
+Params = Mapping[str, str | int]
+# AWS's minutes become seconds locally: the spot warning's two minutes are 120 * TIME_SCALE seconds.
+TIME_SCALE = 1 / 30
+
+
+@dataclass(frozen=True, slots=True)
+class FaultTiming:
+    spot_warning_seconds: float = 120 * TIME_SCALE
+    outage_seconds: float = 15.0  # longer than the chaos runs' worker_start_grace_seconds
+    slow_publish_seconds: float = OUTBOX_LEASE_SECONDS + 5  # slower than the outbox lease
+    late_output_seconds: float = 8.0  # the older version's output arrives this much later
+    clock_offset_seconds: float = 30.0
+    intake_timeout_seconds: float = 20.0  # the intake function's timeout; its late answer comes after it
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    name: str
+    family: str
+    aws: str  # the failure as AWS has it
+    variants: Mapping[str, tuple[str | int, ...]]  # a seed picks one value of each
+    arm: Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]
+    versions: int = 1  # uploads of the key this fault needs (a version race uploads it twice)
+
+    def draw(self, rng: random.Random) -> dict[str, str | int]:
+        return {name: rng.choice(values) for name, values in sorted(self.variants.items())}
+
+
+def _error(service: str, status: int, code: str, message: str) -> Callable[[Target], Action]:
+    response = aws_error(service, status, code, message)
+    return lambda target: Respond(response)
+
+
+def _fixed(action: Action) -> Callable[[Target], Action]:
+    return lambda target: action
+
+
+def _ddb_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
+    def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+        injector.add_rule(armed, Match("dynamodb", str(p["operation"]), kind=str(p["process"]), upload=upload),
+                          _error("dynamodb", status, code, "injected"), times=int(p["times"]), skip=int(p["skip"]))
+    return arm
+
+
+def _sqs_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
+    def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+        injector.add_rule(armed, Match("sqs", str(p["operation"]), upload=upload),
+                          _error("sqs", status, code, "injected"), times=int(p["times"]), skip=int(p["skip"]))
+    return arm
+
+
+def _publish(action: Action) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
+    def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+        injector.add_rule(armed, Match("sns", "Publish", kind=None, upload=upload), _fixed(action))
+    return arm
+
+
+def _slow_publish(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+    injector.add_rule(armed, Match("sns", "Publish", kind=None, upload=upload),
+                      _fixed(Delay(timing.slow_publish_seconds)))
+
+
+def _kill_at(service: str, operation: str, *, after_forward: bool,
+             where: Callable[[AwsRequest], bool] | None = None,
+             ) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
+    def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+        injector.add_rule(armed, Match(service, operation, upload=upload, where=where),
+                          injector.kill_action(armed, after_forward=after_forward))
+    return arm
+
+
+def _sets_terminal_state(request: AwsRequest) -> bool:
+    return request.terminal_state is not None
+
+
+def _kill_mid_inference(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming,
+                        armed: Armed) -> None:
+    injector.on_log(armed, upload, INFERENCE_STARTED, lambda worker: injector.kill_worker(worker, upload.job_ids))
+
+
+def _spot_reclaim(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+    injector.on_log(armed, upload, INFERENCE_STARTED,
+                    lambda worker: injector.reclaim(worker, upload.job_ids, timing.spot_warning_seconds))
+
+
+def _no_capacity(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+    injector.outage(armed, timing.outage_seconds)
+
+
+def _clock_skew(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+    injector.skew_next_worker(armed, int(p["direction"]) * timing.clock_offset_seconds)
+
+
+def _duplicate_event(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming,
+                     armed: Armed) -> None:
+    injector.duplicate_intake_message(armed, upload)
+
+
+def _version_race(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+    def older_output(request: AwsRequest) -> bool:
+        source = request.headers.get("x-amz-meta-source-version")
+        return bool(upload.versions) and source == upload.versions[0]
+    injector.add_rule(armed, Match("s3", "PutObject", where=older_output),
+                      _fixed(Delay(timing.late_output_seconds)))
+
+
+def _intake_timeout(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming,
+                    armed: Armed) -> None:
+    service = "sqs" if p["operation"] == "SendMessage" else "dynamodb"
+    injector.add_rule(armed, Match(service, str(p["operation"]), kind="intake", upload=upload),
+                      _fixed(Delay(timing.intake_timeout_seconds + 2, after_forward=True)))
+
+
+_TIMES = (1, 3, 5, 8)  # 5 or more outlast botocore's 5 attempts
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    Fault("ddb-throttle", "ddb", "ProvisionedThroughputExceededException on a job's DynamoDB call",
+          {"process": ("worker", "intake"), "operation": ("UpdateItem", "GetItem"), "times": _TIMES,
+           "skip": (0, 1, 2)}, _ddb_error(400, "ProvisionedThroughputExceededException")),
+    Fault("ddb-5xx", "ddb", "InternalServerError (HTTP 500) on a job's DynamoDB call",
+          {"process": ("worker", "intake"), "operation": ("UpdateItem", "GetItem"), "times": _TIMES,
+           "skip": (0, 1, 2)}, _ddb_error(500, "InternalServerError")),
+    Fault("sqs-visibility", "sqs", "ChangeMessageVisibility fails (HTTP 500) for a job's work item",
+          {"operation": ("ChangeMessageVisibility",), "times": (1, 5), "skip": (0, 1)},
+          _sqs_error(500, "InternalFailure")),
+    Fault("sqs-delete", "sqs", "DeleteMessage fails (HTTP 500) for a job's work item",
+          {"operation": ("DeleteMessage",), "times": (1, 5), "skip": (0,)}, _sqs_error(500, "InternalFailure")),
+    Fault("sqs-stale-receipt", "sqs", "ReceiptHandleIsInvalid: the receipt handle went stale",
+          {"operation": ("DeleteMessage", "ChangeMessageVisibility"), "times": (1,), "skip": (0, 1)},
+          _sqs_error(400, "ReceiptHandleIsInvalid")),
+    Fault("sns-lost-response", "sns", "Publish succeeds, its response is lost (the SDK retries it)", {},
+          _publish(LoseResponse())),
+    Fault("sns-slow-publish", "sns", "Publish takes longer than the outbox lease", {}, _slow_publish),
+    Fault("kill-download", "kill", "worker SIGKILLed mid-download (OOM killer, lost host)", {},
+          _kill_at("s3", "GetObject", after_forward=False)),
+    Fault("kill-inference", "kill", "worker SIGKILLed mid-inference", {}, _kill_mid_inference),
+    Fault("kill-before-terminal", "kill", "worker SIGKILLed after its upload, before the terminal write", {},
+          _kill_at("dynamodb", "UpdateItem", after_forward=False, where=_sets_terminal_state)),
+    Fault("kill-before-publish", "kill", "worker SIGKILLed between the terminal write and the publish", {},
+          _kill_at("sns", "Publish", after_forward=False)),
+    Fault("kill-after-publish", "kill", "worker SIGKILLed after SNS took the publish, before it heard so", {},
+          _kill_at("sns", "Publish", after_forward=True)),
+    Fault("spot-reclaim", "spot", "EC2 Spot Instance Interruption Warning, then the instance is gone", {},
+          _spot_reclaim),
+    Fault("no-capacity", "capacity", "no GPU capacity for a while: Batch jobs stay RUNNABLE", {}, _no_capacity),
+    Fault("clock-skew", "clock", "a worker host's clock runs 30 s ahead or behind", {"direction": (1, -1)},
+          _clock_skew),
+    Fault("duplicate-event", "events", "S3 -> SQS delivers the upload's event twice (at least once)", {},
+          _duplicate_event),
+    Fault("version-race", "events", "two versions of one key; the older one's output lands last", {},
+          _version_race, versions=2),
+    Fault("intake-timeout", "intake", "the intake Lambda is killed at its timeout mid-record",
+          {"operation": ("PutItem", "UpdateItem", "SendMessage")}, _intake_timeout),
+)}
+FAMILIES: dict[str, tuple[str, ...]] = {}
+for _fault in FAULTS.values():
+    FAMILIES[_fault.family] = (*FAMILIES.get(_fault.family, ()), _fault.name)
+
+
+def resolve(spec: str) -> tuple[str, ...]:
+    """`all`, or a comma-separated list of fault names and families, as fault names (ValueError if unknown)."""
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part == "all":
+            found: tuple[str, ...] = tuple(FAULTS)
+        elif part in FAMILIES:
+            found = FAMILIES[part]
+        elif part in FAULTS:
+            found = (part,)
+        else:
+            raise ValueError(f"unknown fault or family {part!r}; known: all, {', '.join(sorted(FAMILIES))}, "
+                             f"{', '.join(FAULTS)}")
+        names.extend(n for n in found if n not in names)
+    return tuple(names)
+
+
+def arm(injector: FaultInjector, name: str, upload: Upload, params: Params, timing: FaultTiming) -> Armed:
+    fault = FAULTS[name]
+    armed = injector.arm(name, upload, ", ".join(f"{k}={v}" for k, v in params.items()))
+    fault.arm(injector, upload, params, timing, armed)
+    return armed

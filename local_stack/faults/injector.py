@@ -1,0 +1,393 @@
+"""The armed faults of one run, and the local stack's hooks that let them happen.
+
+The stack calls in (when `LocalStackConfig.faults` is set): every Lambda function and every worker job gets
+an endpoint of its own on the fault proxy (`endpoint_for`, `launch`), each worker's log line is seen
+(`on_worker_line`), and each batch the intake event source receives (`on_intake_messages`). The catalogue
+arms faults: proxy rules (a matching request gets an error, a delay, a lost answer, or its process killed),
+log triggers (a worker that logs a message about a job is killed, or its instance reclaimed), a skewed
+clock for the next worker, a duplicated intake message, a capacity outage. Every fault is counted where it
+is armed (`Armed`) and where it hits; kills and reclaims also count against each job they hit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from common import aws
+from local_stack.batch import LocalBatchJob, WorkerLaunch
+from local_stack.batch_events import spot_interruption_warning
+from local_stack.faults.operations import AwsRequest, Response
+from local_stack.faults.proxy import Action, FaultProxy, Kill, Target
+from local_stack.faults.worker import CLOCK_OFFSET_ENV
+from local_stack.faults.worker_log import WorkerLogs
+from local_stack.stack import ENDPOINT_ENV
+
+if TYPE_CHECKING:
+    from local_stack.stack import LocalStack
+
+log = logging.getLogger(__name__)
+
+WORKER_COMMAND = (sys.executable, "-m", "local_stack.faults.worker")
+_JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+@dataclass
+class Upload:
+    """One key the run uploads (twice for a version race): what faults aim at."""
+
+    index: int
+    key: str
+    killer: bool = False  # a poison image: it kills every worker that tries it
+    fault: str | None = None
+    versions: list[str] = field(default_factory=list)  # version ids, oldest first
+    job_ids: list[str] = field(default_factory=list)  # one per version
+    uploaded_at: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Armed:
+    """One fault armed for one upload (or for the stack): counted once armed, and each time it hits."""
+
+    fault: str
+    upload: Upload | None
+    detail: str = ""
+    hits: int = 0
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which requests a rule is for: one AWS operation, from one kind of process, about one upload."""
+
+    service: str
+    operation: str
+    kind: str | None = "worker"  # None: any process
+    upload: Upload | None = None  # None: any job
+    where: Callable[[AwsRequest], bool] | None = None
+
+
+@dataclass
+class _Rule:
+    armed: Armed
+    match: Match
+    action: Callable[[Target], Action]
+    times: int
+    skip: int
+
+
+@dataclass
+class _LogTrigger:
+    armed: Armed
+    message: str
+    upload: Upload
+    act: Callable[[str], None]  # given the worker job that logged it
+
+
+class Controls(Protocol):
+    """What faults do to the stack (local_stack.stack.LocalStack via `LocalStackControls`; tests pass fakes)."""
+
+    region: str
+    capacity: int
+
+    def kill(self, worker: str) -> bool: ...
+
+    def instance_of(self, worker: str) -> str | None: ...
+
+    def workers_on(self, instance: str) -> list[str]: ...
+
+    def deliver_to_scaler(self, event: dict[str, Any]) -> None: ...
+
+    def set_capacity(self, capacity: int) -> None: ...
+
+    def waited_for_capacity(self, start: float, end: float) -> int: ...
+
+    def redeliver_intake(self, body: str) -> None: ...
+
+
+class FaultInjector:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._proxy: FaultProxy | None = None
+        self._controls: Controls | None = None
+        self._rules: list[_Rule] = []
+        self._triggers: list[_LogTrigger] = []
+        self._skews: deque[tuple[Armed, float]] = deque()
+        self._skewed: dict[str, Armed] = {}  # worker job -> its clock-skew fault
+        self._duplicates: dict[str, Armed] = {}  # object key -> duplicate-event fault
+        self._outages = 0
+        self._known_jobs: set[str] = set()
+        self._receipts: dict[str, frozenset[str]] = {}  # SQS receipt handle -> job ids of its message
+        self.armed: list[Armed] = []
+        self.logs = WorkerLogs()
+        self.kill_hits: Counter[str] = Counter()  # job id -> kills and reclaims that hit it
+        self.terminal_writes: defaultdict[str, list[str]] = defaultdict(list)  # job id -> terminal states written
+
+    # --- the stack's hooks -------------------------------------------------------------------------
+    def start(self, upstream_url: str) -> None:
+        self._proxy = FaultProxy(upstream_url, self)
+
+    def bind(self, controls: Controls) -> None:
+        self._controls = controls
+
+    def endpoint_for(self, name: str, kind: str) -> str:
+        """The endpoint URL of one process (a Lambda function's execution environments share it)."""
+        assert self._proxy is not None, "start() first"
+        return self._proxy.open(Target(name, kind))
+
+    def launch(self, job: LocalBatchJob) -> WorkerLaunch:
+        """A worker job's process: its own proxy port, and the skewed clock armed for the next worker."""
+        environment = {ENDPOINT_ENV: self.endpoint_for(job.batch_job_id, "worker")}
+        with self._lock:
+            if self._skews:
+                armed, offset = self._skews.popleft()
+                self._skewed[job.batch_job_id] = armed
+                environment[CLOCK_OFFSET_ENV] = str(offset)
+        return WorkerLaunch(environment=environment, command=WORKER_COMMAND)
+
+    def on_worker_line(self, job: LocalBatchJob, line: str) -> None:
+        parsed = self.logs.feed(job.batch_job_id, line)
+        if parsed is None or parsed.job_id is None:
+            return
+        with self._lock:
+            due = [t for t in self._triggers if t.message == parsed.message and parsed.job_id in t.upload.job_ids]
+            for trigger in due:
+                self._triggers.remove(trigger)
+                trigger.armed.hits += 1
+        for trigger in due:
+            trigger.act(job.batch_job_id)
+
+    def on_intake_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """SQS delivers at least once: a message of an upload armed with duplicate-event comes again."""
+        for message in messages:
+            body = str(message.get("Body", ""))
+            with self._lock:
+                key = next((k for k in self._duplicates if k in body), None)
+                armed = self._duplicates.pop(key) if key else None
+            if armed is not None:
+                armed.hits += 1
+                self._require_controls().redeliver_intake(body)
+
+    @property
+    def in_flight(self) -> int:
+        return self._proxy.in_flight if self._proxy else 0
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._proxy:
+            self._proxy.close()
+
+    # --- the proxy's decider -----------------------------------------------------------------------
+    def decide(self, target: Target, request: AwsRequest) -> Action | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.times > 0 and self._matches(rule.match, target, request):
+                    if rule.skip > 0:
+                        rule.skip -= 1
+                        continue
+                    rule.times -= 1
+                    rule.armed.hits += 1
+                    return rule.action(target)
+        return None
+
+    def observe(self, target: Target, request: AwsRequest, response: Response) -> None:
+        if response.status != 200:
+            return
+        if request.service == "sqs" and request.operation == "ReceiveMessage":
+            try:
+                messages = json.loads(response.body or b"{}").get("Messages", [])
+            except ValueError:
+                return
+            with self._lock:
+                for message in messages:
+                    self._receipts[str(message.get("ReceiptHandle"))] = frozenset(
+                        j for j in _JOB_ID.findall(str(message.get("Body", ""))) if j in self._known_jobs)
+        elif request.terminal_state is not None:
+            body = request.json
+            key = body.get("Key") if request.operation == "UpdateItem" else body.get("Item")
+            job_id = str((key or {}).get("job_id", {}).get("S", ""))
+            with self._lock:
+                self.terminal_writes[job_id].append(request.terminal_state)
+
+    def _matches(self, match: Match, target: Target, request: AwsRequest) -> bool:
+        if (request.service, request.operation) != (match.service, match.operation):
+            return False
+        if match.kind is not None and target.kind != match.kind:
+            return False
+        if match.where is not None and not match.where(request):
+            return False
+        if match.upload is None:
+            return True
+        # Keys are of one width (local_stack.faults.runner), so one is never part of another.
+        return match.upload.key in request.text or bool(self._jobs_in(request) & set(match.upload.job_ids))
+
+    def _jobs_in(self, request: AwsRequest) -> set[str]:
+        found = {j for j in _JOB_ID.findall(request.text) if j in self._known_jobs}
+        handle = request.json.get("ReceiptHandle") or request.form.get("ReceiptHandle")
+        if handle:
+            found |= self._receipts.get(str(handle), frozenset())
+        return found
+
+    # --- arming (local_stack.faults.catalogue) -------------------------------------------------------
+    def register(self, upload: Upload, version: str, job_id: str) -> None:
+        """An upload was made: faults aimed at its key now also know its job."""
+        with self._lock:
+            upload.versions.append(version)
+            upload.job_ids.append(job_id)
+            upload.uploaded_at.append(time.time())
+            self._known_jobs.add(job_id)
+
+    def arm(self, fault: str, upload: Upload | None, detail: str = "") -> Armed:
+        armed = Armed(fault, upload, detail)
+        with self._lock:
+            self.armed.append(armed)
+        return armed
+
+    def add_rule(self, armed: Armed, match: Match, action: Callable[[Target], Action], *, times: int = 1,
+                 skip: int = 0) -> None:
+        """The next `times` requests that match (after `skip` matching ones pass) get `action`."""
+        with self._lock:
+            self._rules.append(_Rule(armed, match, action, times, skip))
+
+    def on_log(self, armed: Armed, upload: Upload, message: str, act: Callable[[str], None]) -> None:
+        """Once a worker logs `message` about the upload's job, `act(worker)`."""
+        with self._lock:
+            self._triggers.append(_LogTrigger(armed, message, upload, act))
+
+    def skew_next_worker(self, armed: Armed, offset: float) -> None:
+        with self._lock:
+            self._skews.append((armed, offset))
+
+    def duplicate_intake_message(self, armed: Armed, upload: Upload) -> None:
+        with self._lock:
+            self._duplicates[upload.key] = armed
+
+    def kill_action(self, armed: Armed, *, after_forward: bool) -> Callable[[Target], Action]:
+        """A proxy action: SIGKILL the worker whose request matched."""
+        def action(target: Target) -> Action:
+            return Kill(lambda: self.kill_worker(target.name, armed.upload.job_ids if armed.upload else ()),
+                        after_forward=after_forward)
+        return action
+
+    def kill_worker(self, worker: str, jobs: Iterable[str] = ()) -> None:
+        """SIGKILL one worker (the OOM killer, a lost host); every job it had in hand is hit."""
+        hit = set(jobs) | self.logs.in_hand(worker)
+        self._require_controls().kill(worker)
+        self._hit(hit | self.logs.drop(worker))
+
+    def reclaim(self, worker: str, jobs: Iterable[str], warning_seconds: float) -> None:
+        """EC2 reclaims the spot instance under `worker`: the warning to the scaler, then, after the notice,
+        everything on the instance is killed."""
+        threading.Thread(target=self._reclaim, args=(worker, set(jobs), warning_seconds), daemon=True,
+                         name=f"spot-reclaim-{worker[:8]}").start()
+
+    def outage(self, armed: Armed, seconds: float) -> None:
+        """No GPU capacity for `seconds` (jobs stay RUNNABLE), then the configured capacity again."""
+        threading.Thread(target=self._outage, args=(armed, seconds), daemon=True, name="capacity-outage").start()
+
+    # --- results ---------------------------------------------------------------------------------
+    def finalize(self) -> None:
+        """Count the hits only known after the run: a skewed worker hit if it claimed any job."""
+        with self._lock:
+            skewed = dict(self._skewed)
+        for worker, armed in skewed.items():
+            armed.hits = 1 if self.logs.claims(worker) else 0
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self._triggers.clear()
+            self._skews.clear()
+            self._duplicates.clear()
+
+    # --- internals -------------------------------------------------------------------------------
+    def _require_controls(self) -> Controls:
+        if self._controls is None:
+            raise RuntimeError("the fault injector is not bound to a stack")
+        return self._controls
+
+    def _hit(self, jobs: Iterable[str]) -> None:
+        with self._lock:
+            self.kill_hits.update(set(jobs))
+
+    def _reclaim(self, worker: str, jobs: set[str], warning_seconds: float) -> None:
+        controls = self._require_controls()
+        instance = controls.instance_of(worker)
+        if instance is None:
+            return
+        deadline = time.monotonic() + warning_seconds
+        hit = jobs | self.logs.in_hand(worker)
+        try:
+            controls.deliver_to_scaler(spot_interruption_warning(instance_id=instance, region=controls.region))
+        except Exception:  # EventBridge gave up on the target: the instance is reclaimed all the same
+            log.warning("spot reclaim: the scaler did not take the warning", exc_info=True)
+        if self._stop.wait(max(0.0, deadline - time.monotonic())):
+            return
+        for victim in controls.workers_on(instance):
+            hit |= self.logs.in_hand(victim)
+            controls.kill(victim)
+            hit |= self.logs.drop(victim)
+        self._hit(hit)
+
+    def _outage(self, armed: Armed, seconds: float) -> None:
+        controls = self._require_controls()
+        start = time.time()
+        with self._lock:
+            self._outages += 1
+        controls.set_capacity(0)
+        self._stop.wait(seconds)
+        with self._lock:
+            self._outages -= 1
+            last = self._outages == 0
+        if last:
+            controls.set_capacity(controls.capacity)
+        if controls.waited_for_capacity(start, time.time()):
+            armed.hits += 1
+
+
+class LocalStackControls:
+    """`Controls` over a running LocalStack."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        assert stack.batch is not None and stack.settings is not None and stack.resources is not None
+        self._stack = stack
+        self._batch = stack.batch
+        self.region = stack.settings.region
+        self.capacity = stack.config.workers
+        self._intake_queue_url = stack.resources.intake_queue_url
+
+    def kill(self, worker: str) -> bool:
+        job = self._batch.jobs.get(worker)
+        return job is not None and self._batch.signal(job, signal.SIGKILL)
+
+    def instance_of(self, worker: str) -> str | None:
+        job = self._batch.jobs.get(worker)
+        return job.instance_id if job else None
+
+    def workers_on(self, instance: str) -> list[str]:
+        return [j.batch_job_id for j in self._batch.running() if j.instance_id == instance]
+
+    def deliver_to_scaler(self, event: dict[str, Any]) -> None:
+        self._stack.deliver_to_scaler(event)
+
+    def set_capacity(self, capacity: int) -> None:
+        self._batch.set_capacity(capacity)
+
+    def waited_for_capacity(self, start: float, end: float) -> int:
+        """Jobs that were RUNNABLE at some moment between `start` and `end`."""
+        return sum(1 for j in list(self._batch.jobs.values())
+                   if j.created_at < end and (j.started_at is None or j.started_at > start)
+                   and (j.stopped_at is None or j.stopped_at > start))
+
+    def redeliver_intake(self, body: str) -> None:
+        assert self._stack.settings is not None
+        aws.client("sqs", self._stack.settings).send_message(QueueUrl=self._intake_queue_url, MessageBody=body)
