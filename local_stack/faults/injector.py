@@ -28,7 +28,7 @@ from local_stack.batch import LocalBatchJob, WorkerLaunch
 from local_stack.batch_events import spot_interruption_warning
 from local_stack.faults.operations import AwsRequest, Response
 from local_stack.faults.proxy import Action, FaultProxy, Kill, Target
-from local_stack.faults.worker import CLOCK_OFFSET_ENV
+from local_stack.faults.worker import CLOCK_OFFSET_ENV, POISON_MESSAGE
 from local_stack.faults.worker_log import WorkerLogs
 from local_stack.stack import ENDPOINT_ENV
 
@@ -131,6 +131,7 @@ class FaultInjector:
         self.logs = WorkerLogs()
         self.kill_hits: Counter[str] = Counter()  # job id -> kills and reclaims that hit it
         self.terminal_writes: defaultdict[str, list[str]] = defaultdict(list)  # job id -> terminal states written
+        self.journal: Callable[[str], None] = lambda text: None  # one line per fault event (the run's log)
 
     # --- the stack's hooks -------------------------------------------------------------------------
     def start(self, upstream_url: str) -> None:
@@ -152,11 +153,16 @@ class FaultInjector:
                 armed, offset = self._skews.popleft()
                 self._skewed[job.batch_job_id] = armed
                 environment[CLOCK_OFFSET_ENV] = str(offset)
+                self.journal(f"clock-skew: worker {job.batch_job_id[:8]} starts {offset:+g} s off")
         return WorkerLaunch(environment=environment, command=WORKER_COMMAND)
 
     def on_worker_line(self, job: LocalBatchJob, line: str) -> None:
         parsed = self.logs.feed(job.batch_job_id, line)
         if parsed is None or parsed.job_id is None:
+            return
+        if parsed.message == POISON_MESSAGE:  # the worker dies with whatever else it had in hand
+            self._hit(self.logs.drop(job.batch_job_id) | {parsed.job_id}, f"poison image killed worker "
+                      f"{job.batch_job_id[:8]}")
             return
         with self._lock:
             due = [t for t in self._triggers if t.message == parsed.message and parsed.job_id in t.upload.job_ids]
@@ -164,6 +170,8 @@ class FaultInjector:
                 self._triggers.remove(trigger)
                 trigger.armed.hits += 1
         for trigger in due:
+            self.journal(f"{trigger.armed.fault}: worker {job.batch_job_id[:8]} logged {parsed.message!r} "
+                         f"for job {parsed.job_id[:8]}")
             trigger.act(job.batch_job_id)
 
     def on_intake_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
@@ -175,6 +183,7 @@ class FaultInjector:
                 armed = self._duplicates.pop(key) if key else None
             if armed is not None:
                 armed.hits += 1
+                self.journal(f"duplicate-event: the intake message of {key} delivered again")
                 self._require_controls().redeliver_intake(body)
 
     @property
@@ -196,8 +205,13 @@ class FaultInjector:
                         continue
                     rule.times -= 1
                     rule.armed.hits += 1
-                    return rule.action(target)
-        return None
+                    action = rule.action(target)
+                    break
+            else:
+                return None
+        self.journal(f"{rule.armed.fault}: {type(action).__name__} on {target.kind} {target.name[:8]} "
+                     f"{request.service} {request.operation} ({rule.armed.detail or 'once'})")
+        return action
 
     def observe(self, target: Target, request: AwsRequest, response: Response) -> None:
         if response.status != 200:
@@ -245,11 +259,14 @@ class FaultInjector:
             upload.job_ids.append(job_id)
             upload.uploaded_at.append(time.time())
             self._known_jobs.add(job_id)
+        self.journal(f"uploaded {upload.key} version {version[:8]}: job {job_id[:8]}"
+                     f"{' (poison)' if upload.killer else ''}")
 
     def arm(self, fault: str, upload: Upload | None, detail: str = "") -> Armed:
         armed = Armed(fault, upload, detail)
         with self._lock:
             self.armed.append(armed)
+        self.journal(f"{fault}: armed for {upload.key if upload else 'the stack'} {detail}".rstrip())
         return armed
 
     def add_rule(self, armed: Armed, match: Match, action: Callable[[Target], Action], *, times: int = 1,
@@ -282,7 +299,7 @@ class FaultInjector:
         """SIGKILL one worker (the OOM killer, a lost host); every job it had in hand is hit."""
         hit = set(jobs) | self.logs.in_hand(worker)
         self._require_controls().kill(worker)
-        self._hit(hit | self.logs.drop(worker))
+        self._hit(hit | self.logs.drop(worker), f"killed worker {worker[:8]}")
 
     def reclaim(self, worker: str, jobs: Iterable[str], warning_seconds: float) -> None:
         """EC2 reclaims the spot instance under `worker`: the warning to the scaler, then, after the notice,
@@ -315,9 +332,11 @@ class FaultInjector:
             raise RuntimeError("the fault injector is not bound to a stack")
         return self._controls
 
-    def _hit(self, jobs: Iterable[str]) -> None:
+    def _hit(self, jobs: Iterable[str], what: str) -> None:
+        hit = set(jobs)
         with self._lock:
-            self.kill_hits.update(set(jobs))
+            self.kill_hits.update(hit)
+        self.journal(f"{what}; it hit job(s) {', '.join(sorted(j[:8] for j in hit)) or 'none'}")
 
     def _reclaim(self, worker: str, jobs: set[str], warning_seconds: float) -> None:
         controls = self._require_controls()
@@ -326,6 +345,7 @@ class FaultInjector:
             return
         deadline = time.monotonic() + warning_seconds
         hit = jobs | self.logs.in_hand(worker)
+        self.journal(f"spot-reclaim: interruption warning for {instance} (worker {worker[:8]})")
         try:
             controls.deliver_to_scaler(spot_interruption_warning(instance_id=instance, region=controls.region))
         except Exception:  # EventBridge gave up on the target: the instance is reclaimed all the same
@@ -336,7 +356,7 @@ class FaultInjector:
             hit |= self.logs.in_hand(victim)
             controls.kill(victim)
             hit |= self.logs.drop(victim)
-        self._hit(hit)
+        self._hit(hit, f"spot-reclaim: instance {instance} gone")
 
     def _outage(self, armed: Armed, seconds: float) -> None:
         controls = self._require_controls()
@@ -344,12 +364,14 @@ class FaultInjector:
         with self._lock:
             self._outages += 1
         controls.set_capacity(0)
+        self.journal(f"no-capacity: no GPUs for {seconds:g} s")
         self._stop.wait(seconds)
         with self._lock:
             self._outages -= 1
             last = self._outages == 0
         if last:
             controls.set_capacity(controls.capacity)
+            self.journal("no-capacity: GPUs back")
         if controls.waited_for_capacity(start, time.time()):
             armed.hits += 1
 

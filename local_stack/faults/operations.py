@@ -1,9 +1,9 @@
 """Which AWS call an HTTP request is, and the error responses AWS sends, as the fault proxy needs them.
 
 The service comes from the SigV4 credential scope (`Authorization` header, or `X-Amz-Credential` of a
-presigned URL). The operation: DynamoDB and SQS (JSON protocols) name it in `X-Amz-Target`; SNS (query
-protocol) in the form's `Action`; S3 (REST) by method, path and query. Pure functions: unit tests feed
-them hand-made requests.
+presigned URL; a SigV2 presigned URL is S3's). The operation: DynamoDB and SQS (JSON protocols) name it
+in `X-Amz-Target`; SNS (query protocol) in the form's `Action`; S3 (REST) by method, path and query.
+Pure functions: unit tests feed them hand-made requests.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class AwsRequest:
         found = _QUERY_SCOPE.match(credential)
         if found:
             return found.group(1)
+        if "AWSAccessKeyId" in self.query_params and "Signature" in self.query_params:
+            return "s3"  # a presigned URL signed with SigV2, which only S3 still takes
         target = self.headers.get("x-amz-target", "")
         return next((service for prefix, service in _TARGET_SERVICES.items() if target.startswith(prefix)), "")
 

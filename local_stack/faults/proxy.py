@@ -144,6 +144,10 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_one
 
+            def handle(self) -> None:
+                with contextlib.suppress(ConnectionError):  # its process was killed between two requests
+                    super().handle()
+
             def _serve(self, request: AwsRequest, action: Action | None) -> None:
                 if isinstance(action, Respond):
                     self._reply(action.response, request)

@@ -16,7 +16,7 @@ import pytest
 from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
 from common.settings import Settings
 from common.worker_backends import LocalWorkerBackend
-from local_stack.batch import LocalBatch
+from local_stack.batch import LocalBatch, LocalBatchJob, WorkerLaunch
 from local_stack.batch_api import LocalBatchApi
 from local_stack.batch_events import exit_code_of
 
@@ -27,12 +27,13 @@ SLEEP = "import time; time.sleep(60)"
 
 
 class Harness:
-    def __init__(self, command: str, *, capacity: int = 2, delay: float = 0.0) -> None:
+    def __init__(self, command: str, *, capacity: int = 2, delay: float = 0.0, **hooks: Any) -> None:
         self.events: list[dict[str, Any]] = []
         self.log = io.StringIO()
         self.batch = LocalBatch(settings=Settings(), base_env={"PATH": "/usr/bin"},
                                 capacity=capacity, on_state_change=self.events.append, batch_delay=delay,
-                                log_stream=self.log, command=[sys.executable, "-c", command], stop_grace_seconds=2)
+                                log_stream=self.log, command=[sys.executable, "-c", command], stop_grace_seconds=2,
+                                **hooks)
         self.api = LocalBatchApi(self.batch)
         self.api.start()
         self.starter = LocalWorkerBackend(url=self.api.url)
@@ -106,3 +107,33 @@ def test_terminate_cancels_a_waiting_job_and_stops_a_running_one_on_its_instance
     wait(lambda: running.exit_code is not None, timeout=30, what="the running job stopped")
     assert running.exit_code == 143 and running.status_reason == "spot interruption"
     assert {e["detail"]["jobId"] for e in h.events} >= {running_id, waiting_id}
+
+
+def test_capacity_can_go_to_zero_and_come_back_while_jobs_wait(harness: Any, wait: Any) -> None:
+    """No GPU capacity for a while: jobs stay RUNNABLE (never placed), and run once capacity is back."""
+    h = harness(SLEEP, capacity=1)
+    h.batch.set_capacity(0)
+    job_id = h.starter.start(0, "t0")
+    wait(lambda: job_id in h.batch.jobs, timeout=30, what="the job accepted")
+    assert not h.batch.running() and h.batch.jobs[job_id].status == "RUNNABLE"
+    h.batch.set_capacity(1)
+    wait(lambda: h.batch.jobs[job_id].status == "RUNNING", timeout=30, what="the job placed")
+    waiting_id = h.starter.start(1, "t1")  # capacity 1, in use: this one waits, then is cancelled
+    h.starter.terminate(waiting_id, "superseded")
+    wait(lambda: h.batch.jobs[waiting_id].status == "FAILED", timeout=30, what="the waiting job cancelled")
+    assert h.batch.jobs[waiting_id].terminate_requested_at is not None
+
+
+def test_a_launcher_gives_one_job_its_own_command_and_environment_and_an_observer_sees_its_lines(
+        harness: Any, wait: Any) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def launch(job: LocalBatchJob) -> WorkerLaunch:
+        code = "import os; print('endpoint', os.environ['UPSCALER_ENDPOINT_URL'])"
+        return WorkerLaunch(environment={"UPSCALER_ENDPOINT_URL": f"http://proxy/{job.batch_job_id}"},
+                            command=(sys.executable, "-c", code))
+
+    h = harness(SLEEP, launcher=launch, on_log_line=lambda job, line: seen.append((job.batch_job_id, line)))
+    job_id = h.starter.start(0, "t0")
+    wait(lambda: h.events, timeout=30, what="the job to end")
+    assert seen == [(job_id, f"endpoint http://proxy/{job_id}")]

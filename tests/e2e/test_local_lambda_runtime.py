@@ -12,15 +12,19 @@ from local_stack.lambda_runtime import LambdaInvocationError, LambdaRuntime
 
 HANDLER = '''
 import os
+import time
 print("init, on stdout")  # must not corrupt the runtime's protocol
 def handler(event, context):
     if event.get("crash"):
         os._exit(3)
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
     if event.get("raise"):
         raise ValueError("bad record")
     print("handling", event)
     return {"table": os.environ.get("UPSCALER_JOBS_TABLE"), "function": context.function_name,
-            "arn": context.invoked_function_arn, "request": context.aws_request_id, "pid": os.getpid()}
+            "arn": context.invoked_function_arn, "request": context.aws_request_id, "pid": os.getpid(),
+            "remaining_ms": context.get_remaining_time_in_millis()}
 '''
 
 
@@ -30,7 +34,7 @@ def runtime(tmp_path: Path) -> Iterator[LambdaRuntime]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPSCALER_")}
     env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{os.getcwd()}", UPSCALER_JOBS_TABLE="table-from-stack")
     rt = LambdaRuntime(function_name="fake", handler="fake_handler:handler", environment=env,
-                       region="eu-west-1", concurrency=1)
+                       region="eu-west-1", concurrency=1, timeout_seconds=3)
     yield rt
     rt.close()
 
@@ -60,3 +64,13 @@ def test_an_init_error_is_reported(tmp_path: Path) -> None:
             rt.warm()
     finally:
         rt.close()
+
+
+def test_an_invocation_past_the_timeout_is_killed_and_fails_as_lambda_reports_it(runtime: LambdaRuntime) -> None:
+    first = runtime.invoke({"n": 1})
+    assert 0 < first["remaining_ms"] <= 3000  # the time really left, not the whole timeout every time
+    with pytest.raises(LambdaInvocationError, match=r"Task timed out after 3\.00 seconds"):
+        runtime.invoke({"sleep": 60})  # killed at 3 s, not after 60
+    assert runtime.in_flight == 0
+    after = runtime.invoke({"n": 2})  # its execution environment was killed: a cold start
+    assert after["pid"] != first["pid"]
