@@ -141,7 +141,7 @@ class LambdaRuntime:
         self._closed = True
         with self._lock:
             hosts, self._all = self._all, []
-        for host in hosts:  # all at once: each takes a moment to tear down
-            host.request_exit()
+        for host in hosts:  # idle (the event sources stopped first): nothing is lost, no teardown to wait for
+            host.process.terminate()
         for host in hosts:
             host.close()

@@ -238,11 +238,11 @@ class LocalStack:
             stopping.append(self.batch_api.stop)
         if self.webhooks:
             stopping.append(self.webhooks.close)
-        with ThreadPoolExecutor(max_workers=4) as pool:  # each waits out a long poll: wait once, together
+        if self.sns_endpoint:
+            stopping.append(self.sns_endpoint.stop)
+        with ThreadPoolExecutor(max_workers=len(stopping) or 1) as pool:  # each waits out a long poll: together
             for future in [pool.submit(stop) for stop in stopping]:
                 future.result()
-        if self.sns_endpoint:
-            self.sns_endpoint.stop()
         with ThreadPoolExecutor(max_workers=max(1, len(self._runtimes))) as closing:
             list(closing.map(LambdaRuntime.close, self._runtimes.values()))
         self._runtimes = {}

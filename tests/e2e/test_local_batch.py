@@ -137,3 +137,22 @@ def test_a_launcher_gives_one_job_its_own_command_and_environment_and_an_observe
     job_id = h.starter.start(0, "t0")
     wait(lambda: h.events, timeout=30, what="the job to end")
     assert seen == [(job_id, f"endpoint http://proxy/{job_id}")]
+
+
+EXITS_ON_SIGTERM = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
+                    "print('ready', flush=True); time.sleep(60)")
+IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                   "print('ready', flush=True); time.sleep(60)")
+
+
+@pytest.mark.parametrize(("command", "exit_code"), [(EXITS_ON_SIGTERM, 0), (IGNORES_SIGTERM, 137)])
+def test_stop_asks_with_sigterm_kills_only_after_the_grace_and_reports_nothing_alarming(
+        harness: Any, wait: Any, command: str, exit_code: int) -> None:
+    """An expected shutdown: a worker that exits on SIGTERM is never killed, and none says 'killed by signal'."""
+    h = harness(command)
+    h.starter.start(0, "t0")
+    wait(lambda: "ready" in h.log.getvalue(), timeout=30, what="the worker to start")
+    (job,) = h.batch.running()
+    h.batch.stop()
+    assert job.exit_code == exit_code
+    assert "killed by signal" not in h.log.getvalue() and not h.events  # no state change: the stack is going
