@@ -125,11 +125,11 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
 
 
 def work_queue_attributes(settings: Settings, dlq_arn: str) -> dict[str, str]:
-    """The work queue as the CDK stack makes it: the claim lease as visibility, DLQ after max_attempts."""
+    """The work queue as the CDK stack makes it: the claim lease as visibility, the DLQ as a backstop."""
     return {
         "VisibilityTimeout": str(settings.work_visibility_seconds),
         "MessageRetentionPeriod": str(WORK_RETENTION_SECONDS),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_attempts)}),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receives)}),
     }
 
 

@@ -78,6 +78,7 @@ class Outcome(enum.StrEnum):
     QUEUED = "queued"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"  # this object version was already handled
+    SUPERSEDED = "superseded"  # a newer upload of the same key arrived first: that one owns the output
     IGNORED = "ignored"  # not an upload we act on (outside the prefix, gone, superseded)
 
 
@@ -151,6 +152,7 @@ class Intake:
             if existing is not None:  # accepted earlier, then the upload vanished before it was submitted
                 return self._fail_missing_input(existing, event)
             return IntakeResult(Outcome.IGNORED, job_id, detail="object no longer exists or was replaced")
+        newer = self._newer_version(event)
         size = int(head["ContentLength"])
         reads = _Reads()
 
@@ -158,8 +160,10 @@ class Intake:
         options = parsed if isinstance(parsed, JobOptions) else default_options(s)
         header: ImageHeader | None = None
         head_bytes = b""
-        if isinstance(parsed, InvalidOption):
-            verdict: Verdict | None = reject(RejectionCode.INVALID_OPTION, parsed.message)
+        if newer is not None:  # superseded: nothing to validate, no GPU time to spend
+            verdict: Verdict | None = None
+        elif isinstance(parsed, InvalidOption):
+            verdict = reject(RejectionCode.INVALID_OPTION, parsed.message)
         elif size == 0:
             verdict = reject(RejectionCode.EMPTY_FILE, "The file is empty.")
         elif size > s.max_upload_bytes:
@@ -173,6 +177,8 @@ class Intake:
             return self._already_handled(record, event)
 
         try:
+            if newer is not None:
+                return self._supersede(job_id, event, options, newer)
             if verdict is None or verdict.accepted:
                 # the header GETs already hold the first bytes (all of a small file): fetch only the rest
                 data = head_bytes
@@ -208,6 +214,20 @@ class Intake:
             log.warning("upload %s was overwritten since this event; its own event handles it", event.key)
             return None
         return head
+
+    def _newer_version(self, event: UploadEvent) -> str | None:
+        """The version id of a newer upload of the same key, if one replaced this version already (the newest
+        upload of a key owns its output: an older one is not upscaled at all)."""
+        if not event.version_id:
+            return None
+        try:
+            latest = self._s3.head_object(Bucket=event.bucket, Key=event.key)
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_CODES:  # the key's newest state is a delete: nothing newer to defer to
+                return None
+            raise
+        current = latest.get("VersionId")
+        return str(current) if current and current != event.version_id else None
 
     def _read(self, event: UploadEvent, start: int, end: int, reads: _Reads) -> bytes:
         """Bytes [start, end) of exactly the version the event names."""
@@ -268,14 +288,15 @@ class Intake:
             "input_etag": (event.etag or "").strip('"') or None,
             "input_size": size,
             "upload_event_time": event.event_time or None,
+            "input_sequencer": event.sequencer or None,
             "options": options.to_dict(),
             "lease_until": int(now) + self._lease_seconds,
         }
         if verdict is not None and verdict.format:
             attributes.update(input_format=verdict.format, input_width=verdict.width, input_height=verdict.height)
         dedupe = dedupe_key(event.bucket, event.key, event.version_id, event.etag, event.size)
-        if self._store.create(job_id=job_id, dedupe=dedupe, input_bucket=event.bucket, input_key=event.key,
-                              attributes=attributes):
+        if self._lifecycle.accept(job_id=job_id, dedupe=dedupe, input_bucket=event.bucket, input_key=event.key,
+                                  attributes=attributes):
             return True
         record = self._store.get(job_id)
         if record is None or record.state is not JobState.ACCEPTED:
@@ -339,6 +360,7 @@ class Intake:
             input_format=verdict.format,
             input_width=positive_or_none(verdict.width),
             input_height=positive_or_none(verdict.height),
+            input_sequencer=event.sequencer or None,
             output_bucket=s.output_bucket,
             output_key=output_key_for(event.key, out_format, s),
             options=dataclasses.replace(options, output_format=out_format),  # resolved: the worker need not guess
@@ -366,6 +388,21 @@ class Intake:
             log.warning("could not check the GPU workers; the scheduled scaler will", exc_info=True)
             return 0
         return len(scaled.started)
+
+    def _supersede(self, job_id: str, event: UploadEvent, options: JobOptions, newer: str) -> IntakeResult:
+        """A newer upload of the key arrived before this one was queued: SUPERSEDED, no GPU time spent."""
+        message = (f"A newer upload of {event.key} (version {newer}) replaced this one before it was processed; "
+                   "the newer upload's result will be the key's output.")
+        notification = Notification(
+            event_type=EventType.SUPERSEDED, job_id=job_id, input=ImageInfo(event.bucket, event.key),
+            model=str(options.model), scale=options.scale, strength=options.strength,
+            error=ErrorInfo(code="SUPERSEDED", message=message, retryable=False))
+        finish = self._lifecycle.finish(notification, JobState.SUPERSEDED, holder=Holder.INTAKE, attributes={
+            "error_code": "SUPERSEDED", "error_message": message, "superseded_by_version": newer})
+        if not finish.won:
+            return IntakeResult(Outcome.DUPLICATE, job_id, detail="another attempt decided first")
+        self._raise_if_unsent(not finish.sent, job_id)
+        return IntakeResult(Outcome.SUPERSEDED, job_id, detail=message)
 
     def _reject(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
                 reads: _Reads) -> IntakeResult:

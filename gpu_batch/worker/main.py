@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from common import aws
 from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
 from common.jobs import JobStore
-from common.lifecycle import JobLifecycle
+from common.lifecycle import JobLifecycle, LifecyclePolicy
 from common.notify import Notifier
 from common.scaling import WorkerSlots
 from common.settings import Settings, SettingsError
@@ -46,7 +46,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             settings=settings,
             engine=Engine(device="auto", settings=settings),
             s3=aws.client("s3", settings),
-            lifecycle=JobLifecycle(store=store, notifier=Notifier(
+            lifecycle=JobLifecycle(store=store, policy=LifecyclePolicy.from_settings(settings), notifier=Notifier(
                 sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
                 upload_prefix=settings.upload_prefix)),
             queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
