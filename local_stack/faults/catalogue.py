@@ -16,7 +16,7 @@ from common.lifecycle import OUTBOX_LEASE_SECONDS
 from local_stack.faults.injector import Armed, FaultInjector, Match, Upload
 from local_stack.faults.operations import AwsRequest, aws_error
 from local_stack.faults.proxy import Action, Delay, LoseResponse, Respond, Target
-from local_stack.faults.worker_log import INFERENCE_STARTED
+from local_stack.faults.worker import INFERENCE_STARTED
 
 Params = Mapping[str, str | int]
 # AWS's minutes become seconds locally: the spot warning's two minutes are 120 * TIME_SCALE seconds.

@@ -11,7 +11,6 @@ sweeper) or the settle deadline passes.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import tempfile
 import time
@@ -60,7 +59,7 @@ class ChaosConfig:
     worker_start_grace_seconds: int = 10
     scaler_interval_seconds: float = 2.0
     sweeper_interval_seconds: float = 2.0
-    sweeper: bool | None = None  # None: when functions.sweeper.handler exists
+    sweeper: bool | None = None  # None: when functions/sweeper/handler.py exists
     intake_visibility_seconds: int = 30  # at least the intake timeout, as AWS requires
     mean_gap_seconds: float = 0.5  # between uploads
     settle_timeout_seconds: float = 240.0
@@ -129,8 +128,7 @@ def run(config: ChaosConfig) -> ChaosResult:
 
 def _stack_config(config: ChaosConfig, injector: FaultInjector, receiver: WebhookReceiver,
                   log: IO[str]) -> LocalStackConfig:
-    sweeper = config.sweeper if config.sweeper is not None else \
-        importlib.util.find_spec("functions.sweeper") is not None
+    sweeper = config.sweeper if config.sweeper is not None else _has_sweeper()
     return LocalStackConfig(
         workers=config.workers, webhooks=(receiver.url,), scaler_interval_seconds=config.scaler_interval_seconds,
         settings_overrides={"work_visibility_seconds": config.work_visibility_seconds,
@@ -142,6 +140,13 @@ def _stack_config(config: ChaosConfig, injector: FaultInjector, receiver: Webhoo
         intake_timeout_seconds=int(config.timing.intake_timeout_seconds), log_stream=log, faults=injector,
         sweeper_handler=SWEEPER_HANDLER if sweeper else None,
         sweeper_interval_seconds=config.sweeper_interval_seconds)
+
+
+def _has_sweeper() -> bool:
+    """Whether the functions package in use has the sweeper Lambda (merged from the lead's branch)."""
+    import functions
+
+    return (Path(functions.__file__).parent / "sweeper" / "handler.py").exists()
 
 
 def image(seed: int, index: int, size: tuple[int, int], *, poison: bool = False) -> bytes:

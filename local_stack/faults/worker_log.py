@@ -12,14 +12,13 @@ import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from local_stack.faults.worker import POISON_MESSAGE
+from local_stack.faults.worker import INFERENCE_STARTED, POISON_MESSAGE
 
 # The worker's own log messages (gpu_batch/worker/item.py).
-INFERENCE_STARTED = "inference started"
 CLAIMED = "job claimed"
 DONE_WITH_JOB = frozenset({
-    "job succeeded", "job failed", "interrupted; giving the item back", "transient failure; the item comes back",
-    "the claim was lost while this worker ran; its holder speaks for the job",
+    "job succeeded", "job failed", "job superseded by a newer upload of its key", "giving the item back",
+    "transient failure; the item comes back", "the claim was lost while this worker ran; its holder speaks for the job",
 })
 
 
