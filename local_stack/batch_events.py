@@ -1,5 +1,6 @@
-"""EventBridge events about worker jobs, shaped as AWS sends them: AWS Batch's "Batch Job State Change" when a
-job ends, and EC2's "Spot Instance Interruption Warning" two minutes before a spot instance is reclaimed."""
+"""EventBridge events the local stack delivers, shaped as AWS sends them: AWS Batch's "Batch Job State Change" when
+a job ends, EC2's "Spot Instance Interruption Warning" two minutes before a spot instance is reclaimed, and the
+envelope every rule's target gets (a schedule's "Scheduled Event" too)."""
 
 from __future__ import annotations
 
@@ -37,37 +38,27 @@ def batch_job_state_change(*, job_id: str, job_name: str, status: str, job_queue
         container["reason"] = reason
     attempt = {"container": {k: v for k, v in container.items() if k in ("exitCode", "reason", "logStreamName")},
                "startedAt": started_at_ms, "stoppedAt": stopped_at_ms, "statusReason": CONTAINER_EXITED}
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Batch Job State Change",
-        "source": "aws.batch",
-        "account": ACCOUNT,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [job_arn],
-        "detail": {
-            "jobArn": job_arn, "jobName": job_name, "jobId": job_id, "jobQueue": queue_arn, "status": status,
-            "statusReason": CONTAINER_EXITED if exit_code is not None else (reason or ""),
-            "attempts": [attempt], "createdAt": created_at_ms, "retryStrategy": {"attempts": 1},
-            "startedAt": started_at_ms, "stoppedAt": stopped_at_ms, "dependsOn": [],
-            "jobDefinition": definition_arn, "parameters": {}, "container": container, "tags": {},
-            "propagateTags": True, "platformCapabilities": ["EC2"],
-        },
-    }
+    return eventbridge_event("Batch Job State Change", "aws.batch", region, [job_arn], {
+        "jobArn": job_arn, "jobName": job_name, "jobId": job_id, "jobQueue": queue_arn, "status": status,
+        "statusReason": CONTAINER_EXITED if exit_code is not None else (reason or ""),
+        "attempts": [attempt], "createdAt": created_at_ms, "retryStrategy": {"attempts": 1},
+        "startedAt": started_at_ms, "stoppedAt": stopped_at_ms, "dependsOn": [],
+        "jobDefinition": definition_arn, "parameters": {}, "container": container, "tags": {},
+        "propagateTags": True, "platformCapabilities": ["EC2"],
+    })
 
 
 def spot_interruption_warning(*, instance_id: str, region: str) -> dict[str, Any]:
     """EC2's warning, two minutes before it stops the spot instance (EC2 User Guide, "Spot Instance
     interruption notices"): EventBridge delivers it once, and nothing signals the containers on it."""
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "EC2 Spot Instance Interruption Warning",
-        "source": "aws.ec2",
-        "account": ACCOUNT,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance_id}"],
-        "detail": {"instance-id": instance_id, "instance-action": "terminate"},
-    }
+    return eventbridge_event("EC2 Spot Instance Interruption Warning", "aws.ec2", region,
+                             [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance_id}"],
+                             {"instance-id": instance_id, "instance-action": "terminate"})
+
+
+def eventbridge_event(detail_type: str, source: str, region: str, resources: list[str],
+                      detail: dict[str, Any]) -> dict[str, Any]:
+    """The envelope EventBridge delivers to a rule's target."""
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type, "source": source,
+            "account": ACCOUNT, "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": region,
+            "resources": resources, "detail": detail}

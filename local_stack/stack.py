@@ -6,17 +6,16 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from common import aws
 from common.settings import ENV_PREFIX, Settings
 from local_stack.batch import LocalBatch
 from local_stack.batch_api import LocalBatchApi
+from local_stack.batch_events import eventbridge_event
 from local_stack.emulator import MotoServer
 from local_stack.event_source import MappingConfig, SqsEventSourceMapping
 from local_stack.lambda_runtime import LambdaRuntime
@@ -367,9 +366,7 @@ def queue_depth(sqs: Any, url: str) -> int:
 
 def _scheduled_event(region: str) -> dict[str, Any]:
     """EventBridge's "Scheduled Event" as a rate() rule delivers it."""
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "000000000000", "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": region, "resources": [], "detail": {}}
+    return eventbridge_event("Scheduled Event", "aws.events", region, [], {})
 
 
 def _upscaler_env(env: Mapping[str, str]) -> dict[str, str]:
