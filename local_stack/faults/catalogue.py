@@ -28,7 +28,7 @@ class FaultTiming:
     spot_warning_seconds: float = 120 * TIME_SCALE
     outage_seconds: float = 15.0  # longer than the chaos runs' worker_start_grace_seconds
     slow_publish_seconds: float = OUTBOX_LEASE_SECONDS + 5  # slower than the outbox lease
-    late_output_seconds: float = 8.0  # the older version's output arrives this much later
+    late_output_seconds: float = 30.0  # the older version's output waits at most this long for the newer one's
     clock_offset_seconds: float = 30.0
     intake_timeout_seconds: float = 20.0  # the intake function's timeout; its late answer comes after it
 
@@ -117,11 +117,16 @@ def _duplicate_event(injector: FaultInjector, upload: Upload, p: Params, timing:
 
 
 def _version_race(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
-    def older_output(request: AwsRequest) -> bool:
-        source = request.headers.get("x-amz-meta-source-version")
-        return bool(upload.versions) and source == upload.versions[0]
-    injector.add_rule(armed, Match("s3", "PutObject", where=older_output),
-                      _fixed(Delay(timing.late_output_seconds)))
+    """The older version's output write waits until the newer one's went through (or `late_output_seconds`)."""
+    def output_of(version: int) -> Callable[[AwsRequest], bool]:
+        def match(request: AwsRequest) -> bool:
+            source = request.headers.get("x-amz-meta-source-version")
+            return request.operation == "PutObject" and len(upload.versions) > version \
+                and source == upload.versions[version]
+        return match
+    newer_written = injector.seen(output_of(1))
+    injector.add_rule(armed, Match("s3", "PutObject", where=output_of(0)),
+                      _fixed(Delay(timing.late_output_seconds, until=newer_written)))
 
 
 def _intake_timeout(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming,

@@ -127,6 +127,7 @@ class FaultInjector:
         self._outages = 0
         self._known_jobs: set[str] = set()
         self._receipts: dict[str, frozenset[str]] = {}  # SQS receipt handle -> job ids of its message
+        self._watches: list[tuple[Callable[[AwsRequest], bool], threading.Event]] = []
         self.armed: list[Armed] = []
         self.logs = WorkerLogs()
         self.kill_hits: Counter[str] = Counter()  # job id -> kills and reclaims that hit it
@@ -216,6 +217,10 @@ class FaultInjector:
     def observe(self, target: Target, request: AwsRequest, response: Response) -> None:
         if response.status != 200:
             return
+        with self._lock:
+            seen = [event for predicate, event in self._watches if predicate(request)]
+        for event in seen:
+            event.set()
         if request.service == "sqs" and request.operation == "ReceiveMessage":
             try:
                 messages = json.loads(response.body or b"{}").get("Messages", [])
@@ -280,6 +285,13 @@ class FaultInjector:
         with self._lock:
             self._triggers.append(_LogTrigger(armed, message, upload, act))
 
+    def seen(self, predicate: Callable[[AwsRequest], bool]) -> threading.Event:
+        """An event set once a request matching `predicate` has gone through (HTTP 200)."""
+        event = threading.Event()
+        with self._lock:
+            self._watches.append((predicate, event))
+        return event
+
     def skew_next_worker(self, armed: Armed, offset: float) -> None:
         with self._lock:
             self._skews.append((armed, offset))
@@ -325,6 +337,9 @@ class FaultInjector:
             self._triggers.clear()
             self._skews.clear()
             self._duplicates.clear()
+            watches, self._watches = self._watches, []
+        for _, event in watches:  # nothing stays held
+            event.set()
 
     # --- internals -------------------------------------------------------------------------------
     def _require_controls(self) -> Controls:

@@ -49,8 +49,16 @@ class Respond:
 
 @dataclass(frozen=True, slots=True)
 class Delay:
-    seconds: float
+    seconds: float  # at most (the whole delay without `until`)
     after_forward: bool = False  # False: a slow request; True: AWS did it, its answer is late
+    until: threading.Event | None = None  # held until this is set (e.g. another request went through)
+
+    def wait(self, stopping: threading.Event) -> bool:
+        """Wait out the delay; True when the proxy is stopping instead."""
+        if self.until is None:
+            return stopping.wait(self.seconds)
+        self.until.wait(self.seconds)
+        return stopping.is_set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +164,7 @@ class FaultProxy:
                     action.kill()
                     self._drop()
                     return
-                if isinstance(action, Delay) and not action.after_forward and proxy.stopping.wait(action.seconds):
+                if isinstance(action, Delay) and not action.after_forward and action.wait(proxy.stopping):
                     self._drop()
                     return
                 try:
@@ -171,7 +179,7 @@ class FaultProxy:
                 elif isinstance(action, Kill):
                     action.kill()
                     self._drop()
-                elif isinstance(action, Delay) and proxy.stopping.wait(action.seconds):
+                elif isinstance(action, Delay) and action.wait(proxy.stopping):
                     self._drop()
                 else:
                     self._reply(response, request)

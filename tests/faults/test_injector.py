@@ -217,3 +217,20 @@ def test_an_outage_takes_all_capacity_then_gives_it_back() -> None:
     armed = injector.arm("no-capacity", upload)
     injector._outage(armed, 0.0)  # the thread's body, run here
     assert controls.capacities == [0, 2] and armed.hits == 1
+
+
+def put_output(version: str) -> AwsRequest:
+    return AwsRequest("PUT", "/upscaler-output/outputs/chaos-1/00003.png", "",
+                      {"authorization": "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/s3/aws4_request",
+                       "x-amz-meta-source-version": version}, b"png")
+
+
+def test_a_version_race_holds_the_older_output_until_the_newer_one_is_written() -> None:
+    injector, _, upload = injector_with()
+    armed = arm(injector, "version-race", upload, {}, FaultTiming(late_output_seconds=30))
+    injector.register(upload, "v2", OTHER)
+    held = injector.decide(WORKER, put_output("v1"))
+    assert isinstance(held, Delay) and held.until is not None and not held.until.is_set()
+    assert injector.decide(WORKER, put_output("v2")) is None and armed.hits == 1
+    injector.observe(WORKER, put_output("v2"), Response(200, b""))
+    assert held.until.is_set()
