@@ -29,6 +29,7 @@ class FaultTiming:
     outage_seconds: float = 15.0  # longer than the chaos runs' worker_start_grace_seconds
     slow_publish_seconds: float = OUTBOX_LEASE_SECONDS + 5  # slower than the outbox lease
     late_output_seconds: float = 30.0  # the older version's output waits at most this long for the newer one's
+    slow_input_seconds: float = 5.0  # a slow input download: the worker renews the item's lease meanwhile
     clock_offset_seconds: float = 30.0
     intake_timeout_seconds: float = 20.0  # the intake function's timeout; its late answer comes after it
 
@@ -64,6 +65,9 @@ def _ddb_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Param
 
 def _sqs_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
     def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
+        if p["operation"] == "ChangeMessageVisibility":  # a worker renews an item's lease while the item is slow
+            slow = injector.arm("slow-input", upload, "(so its lease is renewed)")
+            injector.add_rule(slow, Match("s3", "GetObject", upload=upload), _fixed(Delay(timing.slow_input_seconds)))
         injector.add_rule(armed, Match("sqs", str(p["operation"]), upload=upload),
                           _error("sqs", status, code, "injected"), times=int(p["times"]), skip=int(p["skip"]))
     return arm
@@ -150,7 +154,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("sqs-delete", "sqs", "DeleteMessage fails (HTTP 500) for a job's work item",
           {"operation": ("DeleteMessage",), "times": (1, 5), "skip": (0,)}, _sqs_error(500, "InternalFailure")),
     Fault("sqs-stale-receipt", "sqs", "ReceiptHandleIsInvalid: the receipt handle went stale",
-          {"operation": ("DeleteMessage", "ChangeMessageVisibility"), "times": (1,), "skip": (0, 1)},
+          {"operation": ("DeleteMessage", "ChangeMessageVisibility"), "times": (1,), "skip": (0,)},
           _sqs_error(400, "ReceiptHandleIsInvalid")),
     Fault("sns-lost-response", "sns", "Publish succeeds, its response is lost (the SDK retries it)", {},
           _publish(LoseResponse())),
