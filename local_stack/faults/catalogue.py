@@ -28,7 +28,7 @@ class FaultTiming:
     spot_warning_seconds: float = 120 * TIME_SCALE
     outage_seconds: float = 15.0  # longer than the chaos runs' worker_start_grace_seconds
     slow_publish_seconds: float = OUTBOX_LEASE_SECONDS + 5  # slower than the outbox lease
-    late_output_seconds: float = 30.0  # the older version's output waits at most this long for the newer one's
+    late_output_seconds: float = 90.0  # the older version's output waits at most this long for the newer one's
     slow_input_seconds: float = 5.0  # a slow input download: the worker renews the item's lease meanwhile
     clock_offset_seconds: float = 30.0
     intake_timeout_seconds: float = 20.0  # the intake function's timeout; its late answer comes after it
