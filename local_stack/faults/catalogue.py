@@ -89,7 +89,7 @@ def _kill_at(service: str, operation: str, *, after_forward: bool,
              ) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
     def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
         injector.add_rule(armed, Match(service, operation, upload=upload, where=where),
-                          injector.kill_action(armed, after_forward=after_forward))
+                          injector.kill_action(armed, after_forward=after_forward), times=int(p.get("times", 1)))
     return arm
 
 
@@ -99,7 +99,8 @@ def _sets_terminal_state(request: AwsRequest) -> bool:
 
 def _kill_mid_inference(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming,
                         armed: Armed) -> None:
-    injector.on_log(armed, upload, INFERENCE_STARTED, lambda worker: injector.kill_worker(worker, upload.job_ids))
+    injector.on_log(armed, upload, INFERENCE_STARTED, lambda worker: injector.kill_worker(worker, upload.job_ids),
+                    times=int(p["times"]))
 
 
 def _spot_reclaim(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
@@ -159,9 +160,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("sns-lost-response", "sns", "Publish succeeds, its response is lost (the SDK retries it)", {},
           _publish(LoseResponse())),
     Fault("sns-slow-publish", "sns", "Publish takes longer than the outbox lease", {}, _slow_publish),
-    Fault("kill-download", "kill", "worker SIGKILLed mid-download (OOM killer, lost host)", {},
-          _kill_at("s3", "GetObject", after_forward=False)),
-    Fault("kill-inference", "kill", "worker SIGKILLed mid-inference", {}, _kill_mid_inference),
+    Fault("kill-download", "kill", "worker SIGKILLed mid-download (OOM killer, lost host), once or twice",
+          {"times": (1, 2)}, _kill_at("s3", "GetObject", after_forward=False)),
+    Fault("kill-inference", "kill", "worker SIGKILLed mid-inference, once or twice (two hosts lost)",
+          {"times": (1, 2)}, _kill_mid_inference),
     Fault("kill-before-terminal", "kill", "worker SIGKILLed after its upload, before the terminal write", {},
           _kill_at("dynamodb", "UpdateItem", after_forward=False, where=_sets_terminal_state)),
     Fault("kill-before-publish", "kill", "worker SIGKILLed between the terminal write and the publish", {},

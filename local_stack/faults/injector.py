@@ -90,6 +90,7 @@ class _LogTrigger:
     message: str
     upload: Upload
     act: Callable[[str], None]  # given the worker job that logged it
+    times: int
 
 
 class Controls(Protocol):
@@ -168,7 +169,9 @@ class FaultInjector:
         with self._lock:
             due = [t for t in self._triggers if t.message == parsed.message and parsed.job_id in t.upload.job_ids]
             for trigger in due:
-                self._triggers.remove(trigger)
+                trigger.times -= 1
+                if trigger.times <= 0:
+                    self._triggers.remove(trigger)
                 trigger.armed.hits += 1
         for trigger in due:
             self.journal(f"{trigger.armed.fault}: worker {job.batch_job_id[:8]} logged {parsed.message!r} "
@@ -280,10 +283,11 @@ class FaultInjector:
         with self._lock:
             self._rules.append(_Rule(armed, match, action, times, skip))
 
-    def on_log(self, armed: Armed, upload: Upload, message: str, act: Callable[[str], None]) -> None:
-        """Once a worker logs `message` about the upload's job, `act(worker)`."""
+    def on_log(self, armed: Armed, upload: Upload, message: str, act: Callable[[str], None], *,
+               times: int = 1) -> None:
+        """The next `times` times a worker logs `message` about the upload's job, `act(worker)`."""
         with self._lock:
-            self._triggers.append(_LogTrigger(armed, message, upload, act))
+            self._triggers.append(_LogTrigger(armed, message, upload, act, times))
 
     def seen(self, predicate: Callable[[AwsRequest], bool]) -> threading.Event:
         """An event set once a request matching `predicate` has gone through (HTTP 200)."""

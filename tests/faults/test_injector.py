@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from local_stack.batch import LocalBatchJob
 from local_stack.faults.catalogue import FaultTiming, arm
 from local_stack.faults.injector import FaultInjector, Match, Upload
@@ -159,13 +161,15 @@ def test_a_finished_job_is_no_longer_in_hand() -> None:
     assert controls.killed == ["batch-1"] and not injector.kill_hits
 
 
-def test_kill_mid_inference_fires_once_on_the_jobs_inference_line() -> None:
+@pytest.mark.parametrize("times", [1, 2])
+def test_kill_mid_inference_fires_on_the_jobs_inference_lines_as_often_as_armed(times: int) -> None:
     injector, controls, upload = injector_with()
-    armed = arm(injector, "kill-inference", upload, {}, FaultTiming())
+    armed = arm(injector, "kill-inference", upload, {"times": times}, FaultTiming())
     injector.on_worker_line(made("batch-2"), line("inference started", OTHER))
-    injector.on_worker_line(made("batch-1"), line("inference started"))
-    injector.on_worker_line(made("batch-3"), line("inference started"))
-    assert controls.killed == ["batch-1"] and armed.hits == 1 and injector.kill_hits == {JOB: 1}
+    for worker in ("batch-1", "batch-3", "batch-4"):
+        injector.on_worker_line(made(worker), line("inference started"))
+    assert controls.killed == ["batch-1", "batch-3"][:times] and armed.hits == times
+    assert injector.kill_hits == {JOB: times}
 
 
 def test_a_spot_reclaim_warns_the_scaler_then_kills_the_instance_after_the_notice() -> None:
