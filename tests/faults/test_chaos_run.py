@@ -27,7 +27,8 @@ def test_the_faults_happened_and_every_upload_was_accounted_for(result: ChaosRes
     nothing happened, or nothing was looked at, would prove nothing)."""
     assert {a.fault for a in result.armed} >= {"spot-reclaim", "no-capacity", "kill-inference"}
     assert sum(1 for a in result.armed if a.hits) >= 3
-    assert len(result.history.versions) == 16 and [v.number for v in result.verdicts] == [1, 2, 3, 4, 5, 6, 7]
+    assert len({v.key for v in result.history.versions}) == 16  # a version race uploads one key twice
+    assert [v.number for v in result.verdicts] == [1, 2, 3, 4, 5, 6, 7]
     assert sum(v.inferences for v in result.history.versions) >= 14  # the healthy ones were upscaled
 
 
