@@ -58,8 +58,9 @@ def _fixed(action: Action) -> Callable[[Target], Action]:
 
 def _ddb_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
     def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
-        injector.add_rule(armed, Match("dynamodb", str(p["operation"]), kind=str(p["process"]), upload=upload),
-                          _error("dynamodb", status, code, "injected"), times=int(p["times"]), skip=int(p["skip"]))
+        process, operation, skip = str(p["call"]).split()
+        injector.add_rule(armed, Match("dynamodb", operation, kind=process, upload=upload),
+                          _error("dynamodb", status, code, "injected"), times=int(p["times"]), skip=int(skip))
     return arm
 
 
@@ -142,13 +143,16 @@ def _intake_timeout(injector: FaultInjector, upload: Upload, p: Params, timing: 
 
 
 _TIMES = (1, 3, 5, 8)  # 5 or more outlast botocore's 5 attempts
+# Which of a job's DynamoDB calls, as "process operation how-many-to-let-through": the worker's updates are
+# its claim, then (by protocol) its inference mark, lease renewals, the terminal write and the sent mark;
+# intake's are its look-up, the record's creation, the QUEUED write and the sent mark.
+_DDB_CALLS = ("worker UpdateItem 0", "worker UpdateItem 1", "worker UpdateItem 2", "intake GetItem 0",
+              "intake PutItem 0", "intake UpdateItem 0", "intake UpdateItem 1")
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("ddb-throttle", "ddb", "ProvisionedThroughputExceededException on a job's DynamoDB call",
-          {"process": ("worker", "intake"), "operation": ("UpdateItem", "GetItem"), "times": _TIMES,
-           "skip": (0, 1, 2)}, _ddb_error(400, "ProvisionedThroughputExceededException")),
+          {"call": _DDB_CALLS, "times": _TIMES}, _ddb_error(400, "ProvisionedThroughputExceededException")),
     Fault("ddb-5xx", "ddb", "InternalServerError (HTTP 500) on a job's DynamoDB call",
-          {"process": ("worker", "intake"), "operation": ("UpdateItem", "GetItem"), "times": _TIMES,
-           "skip": (0, 1, 2)}, _ddb_error(500, "InternalServerError")),
+          {"call": _DDB_CALLS, "times": _TIMES}, _ddb_error(500, "InternalServerError")),
     Fault("sqs-visibility", "sqs", "ChangeMessageVisibility fails (HTTP 500) for a job's work item",
           {"operation": ("ChangeMessageVisibility",), "times": (1, 5), "skip": (0, 1)},
           _sqs_error(500, "InternalFailure")),

@@ -10,7 +10,7 @@ from local_stack.faults.runner import ChaosConfig, ChaosResult, run
 pytestmark = pytest.mark.slow
 
 # Seed 27 over this mix arms a version race, a stale receipt handle, a GPU outage, a spot reclaim, DynamoDB
-# throttling and two kills mid-inference of one job among 16 uploads (one of them a poison image).
+# throttling, a lost publish response and two kills mid-inference of one job among 16 uploads (one poison).
 MIX = ("kill-inference", "kill-after-publish", "kill-before-terminal", "sns-lost-response", "ddb-throttle",
        "sqs-visibility", "sqs-stale-receipt", "duplicate-event", "version-race", "spot-reclaim", "no-capacity",
        "clock-skew")
