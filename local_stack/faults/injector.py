@@ -151,11 +151,12 @@ class FaultInjector:
         """A worker job's process: its own proxy port, and the skewed clock armed for the next worker."""
         environment = {ENDPOINT_ENV: self.endpoint_for(job.batch_job_id, "worker")}
         with self._lock:
-            if self._skews:
-                armed, offset = self._skews.popleft()
-                self._skewed[job.batch_job_id] = armed
-                environment[CLOCK_OFFSET_ENV] = str(offset)
-                self.journal(f"clock-skew: worker {job.batch_job_id[:8]} starts {offset:+g} s off")
+            skew = self._skews.popleft() if self._skews else None
+            if skew:
+                self._skewed[job.batch_job_id] = skew[0]
+        if skew:
+            environment[CLOCK_OFFSET_ENV] = str(skew[1])
+            self.journal(f"clock-skew: worker {job.batch_job_id[:8]} starts {skew[1]:+g} s off")
         return WorkerLaunch(environment=environment, command=WORKER_COMMAND)
 
     def on_worker_line(self, job: LocalBatchJob, line: str) -> None:
