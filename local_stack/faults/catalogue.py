@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from common.lifecycle import OUTBOX_LEASE_SECONDS
-from local_stack.faults.injector import Armed, FaultInjector, Match, Upload
+from local_stack.faults.injector import ActionFor, Armed, FaultInjector, Match, Upload
 from local_stack.faults.operations import AwsRequest, aws_error
-from local_stack.faults.proxy import Action, Delay, LoseResponse, Respond, Target
+from local_stack.faults.proxy import Action, Delay, LoseResponse, Respond
 from local_stack.faults.worker import INFERENCE_STARTED
 
 Params = Mapping[str, str | int]
@@ -41,19 +41,18 @@ class Fault:
     aws: str  # the failure as AWS has it
     variants: Mapping[str, tuple[str | int, ...]]  # a seed picks one value of each
     arm: Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]
-    versions: int = 1  # uploads of the key this fault needs (a version race uploads it twice)
 
     def draw(self, rng: random.Random) -> dict[str, str | int]:
         return {name: rng.choice(values) for name, values in sorted(self.variants.items())}
 
 
-def _error(service: str, status: int, code: str, message: str) -> Callable[[Target], Action]:
+def _error(service: str, status: int, code: str, message: str) -> ActionFor:
     response = aws_error(service, status, code, message)
-    return lambda target: Respond(response)
+    return lambda target, request: Respond(response)
 
 
-def _fixed(action: Action) -> Callable[[Target], Action]:
-    return lambda target: action
+def _fixed(action: Action) -> ActionFor:
+    return lambda target, request: action
 
 
 def _ddb_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
@@ -65,12 +64,17 @@ def _ddb_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Param
 
 
 def _sqs_error(status: int, code: str) -> Callable[[FaultInjector, Upload, Params, FaultTiming, Armed], None]:
+    """A failed call on the job's work item. A visibility change may be one entry of a batch call: an HTTP 500
+    fails the whole call, an entry's own error (a stale receipt handle) fails that entry alone."""
     def arm(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
-        if p["operation"] == "ChangeMessageVisibility":  # a worker renews an item's lease while the item is slow
+        operation: str | tuple[str, ...] = str(p["operation"])
+        if operation == "ChangeMessageVisibility":  # a worker renews an item's lease while the item is slow
+            operation = ("ChangeMessageVisibility", "ChangeMessageVisibilityBatch")
             slow = injector.arm("slow-input", upload, "(so its lease is renewed)")
             injector.add_rule(slow, Match("s3", "GetObject", upload=upload), _fixed(Delay(timing.slow_input_seconds)))
-        injector.add_rule(armed, Match("sqs", str(p["operation"]), upload=upload),
-                          _error("sqs", status, code, "injected"), times=int(p["times"]), skip=int(p["skip"]))
+        fail = _error("sqs", status, code, "injected") if status >= 500 else injector.fail_entries(upload, code)
+        injector.add_rule(armed, Match("sqs", operation, upload=upload), fail, times=int(p["times"]),
+                          skip=int(p["skip"]))
     return arm
 
 
@@ -123,7 +127,9 @@ def _duplicate_event(injector: FaultInjector, upload: Upload, p: Params, timing:
 
 
 def _version_race(injector: FaultInjector, upload: Upload, p: Params, timing: FaultTiming, armed: Armed) -> None:
-    """The older version's output write waits until the newer one's went through (or `late_output_seconds`)."""
+    """A newer version of the key is uploaded as the older one's inference starts (so intake cannot tell the
+    older one is stale yet), and the older version's output write waits until the newer one's went through
+    (or `late_output_seconds`)."""
     def output_of(version: int) -> Callable[[AwsRequest], bool]:
         def match(request: AwsRequest) -> bool:
             source = request.headers.get("x-amz-meta-source-version")
@@ -131,6 +137,8 @@ def _version_race(injector: FaultInjector, upload: Upload, p: Params, timing: Fa
                 and source == upload.versions[version]
         return match
     newer_written = injector.seen(output_of(1))
+    newer = injector.arm("newer-version", upload, "(uploaded as the older one's inference starts)")
+    injector.on_log(newer, upload, INFERENCE_STARTED, lambda worker: injector.upload_again(upload))
     injector.add_rule(armed, Match("s3", "PutObject", where=output_of(0)),
                       _fixed(Delay(timing.late_output_seconds, until=newer_written)))
 
@@ -182,7 +190,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("duplicate-event", "events", "S3 -> SQS delivers the upload's event twice (at least once)", {},
           _duplicate_event),
     Fault("version-race", "events", "two versions of one key; the older one's output lands last", {},
-          _version_race, versions=2),
+          _version_race),
     Fault("intake-timeout", "intake", "the intake Lambda is killed at its timeout mid-record",
           {"operation": ("PutItem", "UpdateItem", "SendMessage")}, _intake_timeout),
 )}

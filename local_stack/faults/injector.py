@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from common import aws
 from local_stack.batch import LocalBatchJob, WorkerLaunch
 from local_stack.batch_events import spot_interruption_warning
-from local_stack.faults.operations import AwsRequest, Response
-from local_stack.faults.proxy import Action, FaultProxy, Kill, Target
+from local_stack.faults.operations import AwsRequest, Response, aws_error
+from local_stack.faults.proxy import Action, FaultProxy, Kill, Respond, Rewrite, Target
 from local_stack.faults.worker import CLOCK_OFFSET_ENV, POISON_MESSAGE
 from local_stack.faults.worker_log import WorkerLogs
 from local_stack.stack import ENDPOINT_ENV
@@ -49,6 +49,7 @@ class Upload:
     key: str
     killer: bool = False  # a poison image: it kills every worker that tries it
     fault: str | None = None
+    size: tuple[int, int] = (32, 32)  # of its images
     versions: list[str] = field(default_factory=list)  # version ids, oldest first
     job_ids: list[str] = field(default_factory=list)  # one per version
     uploaded_at: list[float] = field(default_factory=list)
@@ -69,7 +70,7 @@ class Match:
     """Which requests a rule is for: one AWS operation, from one kind of process, about one upload."""
 
     service: str
-    operation: str
+    operation: str | tuple[str, ...]  # one, or any of these
     kind: str | None = "worker"  # None: any process
     upload: Upload | None = None  # None: any job
     where: Callable[[AwsRequest], bool] | None = None
@@ -79,7 +80,7 @@ class Match:
 class _Rule:
     armed: Armed
     match: Match
-    action: Callable[[Target], Action]
+    action: ActionFor
     times: int
     skip: int
 
@@ -134,6 +135,7 @@ class FaultInjector:
         self.kill_hits: Counter[str] = Counter()  # job id -> kills and reclaims that hit it
         self.terminal_writes: defaultdict[str, list[str]] = defaultdict(list)  # job id -> terminal states written
         self.journal: Callable[[str], None] = lambda text: None  # one line per fault event (the run's log)
+        self.uploader: Callable[[Upload], None] | None = None  # uploads a new version of an upload's key
 
     # --- the stack's hooks -------------------------------------------------------------------------
     def start(self, upstream_url: str) -> None:
@@ -210,10 +212,10 @@ class FaultInjector:
                         continue
                     rule.times -= 1
                     rule.armed.hits += 1
-                    action = rule.action(target)
                     break
             else:
                 return None
+        action = rule.action(target, request)
         self.journal(f"{rule.armed.fault}: {type(action).__name__} on {target.kind} {target.name[:8]} "
                      f"{request.service} {request.operation} ({rule.armed.detail or 'once'})")
         return action
@@ -242,7 +244,8 @@ class FaultInjector:
                 self.terminal_writes[job_id].append(request.terminal_state)
 
     def _matches(self, match: Match, target: Target, request: AwsRequest) -> bool:
-        if (request.service, request.operation) != (match.service, match.operation):
+        operations = (match.operation,) if isinstance(match.operation, str) else match.operation
+        if request.service != match.service or request.operation not in operations:
             return False
         if match.kind is not None and target.kind != match.kind:
             return False
@@ -255,10 +258,25 @@ class FaultInjector:
 
     def _jobs_in(self, request: AwsRequest) -> set[str]:
         found = {j for j in _JOB_ID.findall(request.text) if j in self._known_jobs}
-        handle = request.json.get("ReceiptHandle") or request.form.get("ReceiptHandle")
-        if handle:
-            found |= self._receipts.get(str(handle), frozenset())
+        for handle in receipt_handles(request).values():
+            found |= self._receipts.get(handle, frozenset())
         return found
+
+    def fail_entries(self, upload: Upload, code: str) -> ActionFor:
+        """A proxy action: the call fails with `code` for the upload's message; in a batch call (e.g.
+        ChangeMessageVisibilityBatch) only its entries fail, as SQS reports them, and the others go through."""
+        def action(target: Target, request: AwsRequest) -> Action:
+            entries = request.json.get("Entries")
+            if not isinstance(entries, list):
+                return Respond(aws_error("sqs", 400, code, "injected"))
+            with self._lock:
+                doomed = {entry_id for entry_id, handle in receipt_handles(request).items()
+                          if self._receipts.get(handle, frozenset()) & set(upload.job_ids)}
+            rest = [e for e in entries if e.get("Id") not in doomed]
+            failed = [{"Id": i, "SenderFault": True, "Code": code, "Message": "injected"} for i in sorted(doomed)]
+            body = json.dumps({**request.json, "Entries": rest}).encode() if rest else None
+            return Rewrite(body, lambda response: _with_failed(response, failed))
+        return action
 
     # --- arming (local_stack.faults.catalogue) -------------------------------------------------------
     def register(self, upload: Upload, version: str, job_id: str) -> None:
@@ -278,7 +296,7 @@ class FaultInjector:
         self.journal(f"{fault}: armed for {upload.key if upload else 'the stack'} {detail}".rstrip())
         return armed
 
-    def add_rule(self, armed: Armed, match: Match, action: Callable[[Target], Action], *, times: int = 1,
+    def add_rule(self, armed: Armed, match: Match, action: ActionFor, *, times: int = 1,
                  skip: int = 0) -> None:
         """The next `times` requests that match (after `skip` matching ones pass) get `action`."""
         with self._lock:
@@ -289,6 +307,12 @@ class FaultInjector:
         """The next `times` times a worker logs `message` about the upload's job, `act(worker)`."""
         with self._lock:
             self._triggers.append(_LogTrigger(armed, message, upload, act, times))
+
+    def upload_again(self, upload: Upload) -> None:
+        """A newer version of the upload's key, now (the runner's uploader)."""
+        if self.uploader is None:
+            raise RuntimeError("no uploader: the runner sets one")
+        self.uploader(upload)
 
     def seen(self, predicate: Callable[[AwsRequest], bool]) -> threading.Event:
         """An event set once a request matching `predicate` has gone through (HTTP 200)."""
@@ -305,9 +329,9 @@ class FaultInjector:
         with self._lock:
             self._duplicates[upload.key] = armed
 
-    def kill_action(self, armed: Armed, *, after_forward: bool) -> Callable[[Target], Action]:
+    def kill_action(self, armed: Armed, *, after_forward: bool) -> ActionFor:
         """A proxy action: SIGKILL the worker whose request matched."""
-        def action(target: Target) -> Action:
+        def action(target: Target, request: AwsRequest) -> Action:
             return Kill(lambda: self.kill_worker(target.name, armed.upload.job_ids if armed.upload else ()),
                         after_forward=after_forward)
         return action
@@ -394,6 +418,30 @@ class FaultInjector:
             self.journal("no-capacity: GPUs back")
         if controls.waited_for_capacity(start, time.time()):
             armed.hits += 1
+
+
+ActionFor = Callable[[Target, AwsRequest], Action]  # what a matching request gets, made for it
+
+
+def receipt_handles(request: AwsRequest) -> dict[str, str]:
+    """The SQS receipt handles a request names, by batch entry id ("" for a single call)."""
+    handle = request.json.get("ReceiptHandle") or request.form.get("ReceiptHandle")
+    found = {"": str(handle)} if handle else {}
+    for entry in request.json.get("Entries") or []:
+        if isinstance(entry, dict) and entry.get("ReceiptHandle"):
+            found[str(entry.get("Id"))] = str(entry["ReceiptHandle"])
+    return found
+
+
+def _with_failed(response: Response | None, failed: list[dict[str, Any]]) -> Response:
+    """A batch call's answer with `failed` entries added (AWS's answer for the others, if any were sent)."""
+    answer: dict[str, Any] = {"Successful": [], "Failed": []}
+    if response is not None and response.status == 200:
+        answer = {**answer, **json.loads(response.body or b"{}")}
+    elif response is not None:
+        return response
+    answer["Failed"] = [*answer.get("Failed", []), *failed]
+    return Response(200, json.dumps(answer).encode(), (("Content-Type", "application/x-amz-json-1.0"),))
 
 
 class LocalStackControls:

@@ -67,12 +67,21 @@ class LoseResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Forward `body` in place of the request's (None: nothing) and answer with `answer(AWS's response)`: e.g. one
+    entry of a batch call fails while the others go through."""
+
+    body: bytes | None
+    answer: Callable[[Response | None], Response]
+
+
+@dataclass(frozen=True, slots=True)
 class Kill:
     kill: Callable[[], object]  # SIGKILLs the calling process
     after_forward: bool = False  # True: AWS has done it, the process dies before it hears so
 
 
-Action = Respond | Delay | LoseResponse | Kill
+Action = Respond | Delay | LoseResponse | Rewrite | Kill
 
 
 class Decider(Protocol):
@@ -160,6 +169,9 @@ class FaultProxy:
                 if isinstance(action, Respond):
                     self._reply(action.response, request)
                     return
+                if isinstance(action, Rewrite):
+                    self._rewrite(request, action)
+                    return
                 if isinstance(action, Kill) and not action.after_forward:
                     action.kill()
                     self._drop()
@@ -183,6 +195,19 @@ class FaultProxy:
                     self._drop()
                 else:
                     self._reply(response, request)
+
+            def _rewrite(self, request: AwsRequest, action: Rewrite) -> None:
+                response = None
+                if action.body is not None:
+                    rewritten = AwsRequest(request.method, request.path, request.query, request.headers, action.body)
+                    try:
+                        response = proxy.forward(rewritten)
+                    except (OSError, http.client.HTTPException) as exc:
+                        log.warning("fault proxy %s: upstream failed: %s", target.name, exc)
+                        self._drop()
+                        return
+                    proxy._decider.observe(target, rewritten, response)
+                self._reply(action.answer(response), request)
 
             def _body(self) -> bytes:
                 if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

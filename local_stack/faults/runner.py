@@ -109,6 +109,7 @@ def run(config: ChaosConfig) -> ChaosResult:
             if not stack.webhook_subscriptions[0].confirmed.wait(30):
                 raise RuntimeError("the webhook subscription was not confirmed")
             drive = _Drive(stack, injector, config)
+            injector.uploader = drive.put
             uploads = drive.upload(planned)
             settled = drive.settle(uploads, receiver)
             injector.disarm()
@@ -179,31 +180,32 @@ class _Drive:
         for p in planned:
             time.sleep(p.gap_seconds)  # the workload's pace, not a wait for a condition
             key = f"{self.settings.upload_prefix}chaos-{self.config.seed}/{p.index:05d}.png"
-            upload = Upload(p.index, key, killer=p.killer, fault=p.fault)
+            upload = Upload(p.index, key, killer=p.killer, fault=p.fault, size=p.size)
             if p.fault:
                 arm(self.injector, p.fault, upload, p.params, self.config.timing)
-            versions = FAULTS[p.fault].versions if p.fault else 1
-            for n in range(versions):
-                body = image(self.config.seed, p.index * 10 + n, p.size, poison=p.killer)
-                put = self.s3.put_object(Bucket=self.settings.input_bucket, Key=key, Body=body,
-                                         Metadata={"model": self.config.model})
-                version = str(put.get("VersionId"))
-                self.injector.register(upload, version, upload_job_id(self.settings.input_bucket, key, version,
-                                                                      put.get("ETag"), len(body)))
+            self.put(upload)
             uploads.append(upload)
         return uploads
+
+    def put(self, upload: Upload) -> None:
+        """Upload the next version of the upload's key (a new image each time)."""
+        body = image(self.config.seed, upload.index * 10 + len(upload.versions), upload.size, poison=upload.killer)
+        put = self.s3.put_object(Bucket=self.settings.input_bucket, Key=upload.key, Body=body,
+                                 Metadata={"model": self.config.model})
+        version = str(put.get("VersionId"))
+        self.injector.register(upload, version, upload_job_id(self.settings.input_bucket, upload.key, version,
+                                                              put.get("ETag"), len(body)))
 
     # --- settling --------------------------------------------------------------------------------
     def settle(self, uploads: Sequence[Upload], receiver: WebhookReceiver) -> bool:
         """Wait until the run settled; False when the deadline came first."""
-        jobs = [j for u in uploads for j in u.job_ids]
         deadline = time.monotonic() + self.config.settle_timeout_seconds
         idle_since: float | None = None
         sweeper = self.stack.config.sweeper_handler is not None
         while time.monotonic() < deadline:
             if self._idle():
                 idle_since = idle_since or time.monotonic()
-                if self._finished(jobs, receiver):
+                if self._finished([j for u in uploads for j in u.job_ids], receiver):  # a race adds versions
                     return True
                 if not sweeper and time.monotonic() - idle_since >= IDLE_FINAL_SECONDS:
                     return True  # nothing left that could finish the rest

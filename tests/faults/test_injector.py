@@ -98,7 +98,8 @@ def test_a_rule_lets_skip_matches_pass_then_fires_times_then_is_spent() -> None:
     injector, _, upload = injector_with()
     armed = injector.arm("ddb-throttle", upload)
     error = aws_error("dynamodb", 400, "ProvisionedThroughputExceededException", "slow down")
-    injector.add_rule(armed, Match("dynamodb", "UpdateItem", upload=upload), lambda t: Respond(error), times=2, skip=1)
+    injector.add_rule(armed, Match("dynamodb", "UpdateItem", upload=upload), lambda t, r: Respond(error), times=2,
+                      skip=1)
     assert injector.decide(WORKER, claim(OTHER)) is None  # another job
     assert injector.decide(INTAKE, claim()) is None  # not a worker
     assert injector.decide(WORKER, claim()) is None  # skipped
@@ -111,7 +112,7 @@ def test_a_rule_lets_skip_matches_pass_then_fires_times_then_is_spent() -> None:
 def test_a_request_is_about_an_upload_by_key_job_id_or_the_receipt_handle_of_its_message() -> None:
     injector, _, upload = injector_with()
     injector.add_rule(injector.arm("x", upload), Match("sqs", "DeleteMessage", upload=upload),
-                      lambda t: LoseResponse(), times=5)
+                      lambda t, r: LoseResponse(), times=5)
     delete = sqs("DeleteMessage", {"QueueUrl": "q", "ReceiptHandle": "rh-1"})
     assert injector.decide(WORKER, delete) is None  # an unknown receipt handle
     work_item = json.dumps({"job_id": JOB, "input_key": KEY})
@@ -120,7 +121,7 @@ def test_a_request_is_about_an_upload_by_key_job_id_or_the_receipt_handle_of_its
     assert injector.decide(WORKER, delete) == LoseResponse()
     send = sqs("SendMessage", {"MessageBody": work_item})
     injector.add_rule(injector.arm("y", upload), Match("sqs", "SendMessage", kind="intake", upload=upload),
-                      lambda t: Delay(1.0, after_forward=True))
+                      lambda t, r: Delay(1.0, after_forward=True))
     assert injector.decide(INTAKE, send) == Delay(1.0, after_forward=True)  # by the key in the item
 
 
@@ -229,10 +230,12 @@ def put_output(version: str) -> AwsRequest:
                        "x-amz-meta-source-version": version}, b"png")
 
 
-def test_a_version_race_holds_the_older_output_until_the_newer_one_is_written() -> None:
+def test_a_version_race_uploads_a_newer_version_as_inference_starts_and_holds_the_older_output() -> None:
     injector, _, upload = injector_with()
     armed = arm(injector, "version-race", upload, {}, FaultTiming(late_output_seconds=30))
-    injector.register(upload, "v2", OTHER)
+    injector.uploader = lambda u: injector.register(u, "v2", OTHER)
+    injector.on_worker_line(made(), line("inference started"))
+    assert upload.versions == ["v1", "v2"]
     held = injector.decide(WORKER, put_output("v1"))
     assert isinstance(held, Delay) and held.until is not None and not held.until.is_set()
     assert injector.decide(WORKER, put_output("v2")) is None and armed.hits == 1

@@ -17,6 +17,8 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutE
 
 from common.jobs import JobStore, table_definition
 from local_stack.emulator import MotoServer
+from local_stack.faults.catalogue import FaultTiming, arm
+from local_stack.faults.injector import FaultInjector, Upload
 from local_stack.faults.operations import AwsRequest, Response, aws_error
 from local_stack.faults.proxy import Action, Delay, FaultProxy, Kill, LoseResponse, Respond, Target
 
@@ -190,3 +192,33 @@ def test_a_kill_runs_the_callback_and_the_caller_hears_nothing(proxied: tuple[Sc
     assert killed.is_set()
     written = "Item" in ddb.get_item(TableName=table, Key={"job_id": {"S": "k"}})
     assert written is after_forward  # before: AWS never saw it; after: AWS did it, the process died first
+
+
+def test_a_stale_receipt_fails_one_entry_of_a_batch_and_the_others_go_through(upstream: str) -> None:
+    """ChangeMessageVisibilityBatch: SQS reports an entry's own error in `Failed`, the rest succeed."""
+    job = "0123456789abcdef0123456789abcdef"
+    injector = FaultInjector()
+    injector.start(upstream)
+    try:
+        url = injector.endpoint_for("worker-1", "worker")
+        upload = Upload(0, "uploads/chaos-0/00000.png")
+        injector.register(upload, "v1", job)
+        arm(injector, "sqs-stale-receipt", upload, {"operation": "ChangeMessageVisibility", "times": 1, "skip": 0},
+            FaultTiming())
+        sqs = client("sqs", url)
+        queue = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"job_id": job}))
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"job_id": "another"}))
+        received: list[dict[str, Any]] = []
+        while len(received) < 2:
+            received += sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+        ids = {("ours" if job in m["Body"] else "other"): m for m in received}
+        answer = sqs.change_message_visibility_batch(QueueUrl=queue, Entries=[
+            {"Id": name, "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 60} for name, m in ids.items()])
+        assert [(f["Id"], f["Code"]) for f in answer["Failed"]] == [("ours", "ReceiptHandleIsInvalid")]
+        assert [e["Id"] for e in answer["Successful"]] == ["other"]
+        again = sqs.change_message_visibility_batch(QueueUrl=queue, Entries=[
+            {"Id": "ours", "ReceiptHandle": ids["ours"]["ReceiptHandle"], "VisibilityTimeout": 60}])
+        assert [e["Id"] for e in again["Successful"]] == ["ours"]  # once
+    finally:
+        injector.close()
