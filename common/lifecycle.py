@@ -5,6 +5,9 @@ Every state change of a job goes through here, as a conditional write on its rec
   ACCEPTED --enqueue--> QUEUED --claim--> RUNNING --finish--> SUCCEEDED | FAILED
   ACCEPTED --finish--> REJECTED | FAILED          RUNNING --release--> QUEUED
   QUEUED | RUNNING with an expired lease --finish (abandoned)--> FAILED
+  HTTP API jobs: AWAITING_UPLOAD --accept_upload (intake)--> ACCEPTED
+                 AWAITING_UPLOAD | ACCEPTED | QUEUED --cancel--> CANCELLED
+                 AWAITING_UPLOAD, link expired + grace --expire_awaiting_upload (sweeper)--> FAILED
 
 * **Enqueue** stores the work item on the record with the QUEUED write, then sends it, then marks it
   sent: a retry that finds it QUEUED and unsent sends it again (a rare duplicate delivery is harmless).
@@ -27,12 +30,24 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common.contract import JobState, Notification, WorkItem, utc_now_iso, validate_notification
+from common.contract import (
+    ErrorInfo,
+    EventType,
+    FailureCode,
+    ImageInfo,
+    JobState,
+    Notification,
+    WorkItem,
+    positive_or_none,
+    utc_now_iso,
+    validate_notification,
+)
 from common.jobs import JobRecord, JobStore
 from common.notify import Notifier
 
@@ -90,6 +105,8 @@ class Holder(enum.Enum):
     INTAKE = "intake"  # only from ACCEPTED: intake's own decision (rejection, upload gone)
     CLAIM = "claim"  # only the claim's token holder, while RUNNING
     ABANDONED = "abandoned"  # QUEUED, or RUNNING whose lease ran out: nobody can still finish it
+    CALLER = "caller"  # the HTTP API's caller cancels: AWAITING_UPLOAD, ACCEPTED or QUEUED (no worker has it)
+    UPLOAD_EXPIRED = "upload_expired"  # AWAITING_UPLOAD whose upload link expired (plus a grace) long ago
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,9 +253,73 @@ class JobLifecycle:
             return self._held_by(claim)
         if holder is Holder.INTAKE:
             return Attr("state").eq(str(JobState.ACCEPTED))
+        if holder is Holder.CALLER:
+            return Attr("state").is_in([str(s) for s in CANCELLABLE_STATES])
+        if holder is Holder.UPLOAD_EXPIRED:
+            return Attr("state").eq(str(JobState.AWAITING_UPLOAD)) & Attr(UPLOAD_UNTIL).lt(
+                round(self._clock() - UPLOAD_ARRIVAL_GRACE_SECONDS, 3))
         return Attr("state").eq(str(JobState.QUEUED)) | (
             Attr("state").eq(str(JobState.RUNNING)) & (Attr(CLAIM_UNTIL).not_exists()
                                                        | Attr(CLAIM_UNTIL).lt(round(self._clock(), 3))))
+
+
+    # --- the HTTP API's jobs (functions/api) ----------------------------------------------------------
+    def await_upload(self, *, job_id: str, input_bucket: str, input_key: str, upload_until: float,
+                     attributes: Mapping[str, Any]) -> bool:
+        """Record a job the HTTP API created: AWAITING_UPLOAD until its upload (to `input_key`, by the epoch
+        second `upload_until`) arrives. False if the id is taken."""
+        return self.store.create(job_id=job_id, dedupe="", input_bucket=input_bucket, input_key=input_key,
+                                 state=JobState.AWAITING_UPLOAD, attributes={**attributes, UPLOAD_UNTIL: upload_until})
+
+    def accept_upload(self, job_id: str, *, dedupe: str, attributes: Mapping[str, Any]) -> bool:
+        """AWAITING_UPLOAD -> ACCEPTED: intake received the job's upload (the first to arrive wins)."""
+        now = utc_now_iso()
+        return self.store.update(job_id, {**attributes, "dedupe_key": dedupe, "state": str(JobState.ACCEPTED),
+                                          "updated_at": now, "accepted_at": now},
+                                 condition=Attr("state").eq(str(JobState.AWAITING_UPLOAD)))
+
+    def cancel(self, record: JobRecord) -> Finish:
+        """CANCELLED with one upscale.cancelled, while no worker has the job (else `won` is False). A work item
+        already on the queue then finds the job terminal and is dropped."""
+        return self.finish(_api_job_notification(record, EventType.CANCELLED, CANCELLED_ERROR), JobState.CANCELLED,
+                           holder=Holder.CALLER, attributes={"error_code": CANCELLED_ERROR.code,
+                                                             "error_message": CANCELLED_ERROR.message})
+
+    def expire_awaiting_upload(self, record: JobRecord) -> Finish:
+        """FAILED (INPUT_MISSING) for an API job whose upload never came: for the sweeper. Only once the link has
+        expired and UPLOAD_ARRIVAL_GRACE_SECONDS more have passed (else `won` is False); an upload that comes later
+        is refused by intake as an upload of an ended job."""
+        deadline = datetime.fromtimestamp(record.number(UPLOAD_UNTIL), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        error = ErrorInfo(code=str(FailureCode.INPUT_MISSING), retryable=False,
+                          message=f"The upload never arrived before its link expired ({deadline}).")
+        return self.finish(_api_job_notification(record, EventType.FAILED, error), JobState.FAILED,
+                           holder=Holder.UPLOAD_EXPIRED,
+                           attributes={"error_code": error.code, "error_message": error.message})
+
+
+UPLOAD_UNTIL = "upload_until"  # epoch seconds: an API job's upload link works until then
+# How long after its link expired an API job still waits for its upload: one that reached S3 in time may sit
+# in the intake queue for a while (batching, retries). The sweeper ends it after this.
+UPLOAD_ARRIVAL_GRACE_SECONDS = 900
+CANCELLABLE_STATES = (JobState.AWAITING_UPLOAD, JobState.ACCEPTED, JobState.QUEUED)
+CANCELLED_ERROR = ErrorInfo(code="CANCELLED", message="The job was cancelled by its caller before a worker took it.",
+                            retryable=False)
+
+
+def _api_job_notification(record: JobRecord, event_type: EventType, error: ErrorInfo) -> Notification:
+    """The terminal notification of a job that no worker has taken: what the record knows of it."""
+    attrs, options = record.attributes, record.options
+    return Notification(
+        event_type=event_type, job_id=record.job_id,
+        input=ImageInfo(record.input_bucket, record.input_key, positive_or_none(attrs.get("input_width")),
+                        positive_or_none(attrs.get("input_height")), attrs.get("input_format")),
+        model=str(options.model), scale=options.scale, strength=options.strength, error=error)
+
+
+def stored_notification(record: JobRecord) -> dict[str, Any] | None:
+    """The terminal notification stored with a terminal job (sent or not), or None."""
+    text = record.attributes.get(OUTBOX_MESSAGE)
+    return dict(json.loads(str(text))) if record.state.is_terminal and text else None
 
 
 class NotificationPending(RuntimeError):

@@ -72,6 +72,15 @@ class Storage(Construct):
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             removal_policy=removal,
         )
+        types = {a["AttributeName"]: a["AttributeType"] for a in definition["AttributeDefinitions"]}
+        for index in definition.get("GlobalSecondaryIndexes", []):  # as the local stack creates them
+            keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+            self.table.add_global_secondary_index(
+                index_name=index["IndexName"],
+                partition_key=_attribute(keys["HASH"], types),
+                sort_key=_attribute(keys["RANGE"], types) if "RANGE" in keys else None,
+                projection_type=dynamodb.ProjectionType(index["Projection"]["ProjectionType"]),
+            )
 
     def _bucket(self, construct_id: str, *, log_prefix: str, removal: RemovalPolicy,
                 rules: list[s3.LifecycleRule]) -> s3.Bucket:
@@ -98,3 +107,7 @@ class Storage(Construct):
 
 
 _ATTRIBUTE_TYPES = {"S": "STRING", "N": "NUMBER", "B": "BINARY"}
+
+
+def _attribute(name: str, types: dict[str, str]) -> dynamodb.Attribute:
+    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType(_ATTRIBUTE_TYPES[types[name]]))
