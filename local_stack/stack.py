@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from common import aws
 from common.settings import Settings
+from local_stack.api_server import LocalApiServer
 from local_stack.batch import LocalBatch
 from local_stack.batch_api import LocalBatchApi
 from local_stack.emulator import MotoServer
@@ -24,12 +25,14 @@ from local_stack.resources import QueueConfig, StackResources, create_resources
 from local_stack.sns_endpoint import SnsEndpoint
 from local_stack.webhooks import DeliveryPolicy, WebhookDelivery, WebhookSubscription
 from sns_webhook.sign import generate_signing_identity
+from web.security import WEB_ROOT
 
 log = logging.getLogger(__name__)
 
 INTAKE_HANDLER = "functions.intake.handler:lambda_handler"
 NOTIFIER_HANDLER = "functions.notifier.handler:lambda_handler"
 SCALER_HANDLER = "functions.scaler.handler:lambda_handler"
+API_HANDLER = "functions.api.handler:lambda_handler"
 # The work DLQ's event source as deployed (infra/constructs/notifier.py): batches of 10, no window, 2 at once.
 DLQ_MAPPING = MappingConfig(batch_size=10, batching_window_seconds=0.0, pollers=2)
 # Any credentials work against the emulator; these keep boto3 from looking for real ones.
@@ -90,6 +93,8 @@ class LocalStackConfig:
     intake_handler: str = INTAKE_HANDLER
     notifier_handler: str = NOTIFIER_HANDLER
     scaler_handler: str = SCALER_HANDLER
+    api_handler: str = API_HANDLER
+    api_port: int = 0  # the HTTP API and the web page on 127.0.0.1; 0 = a free port
     scaler_attempts: int = 3  # EventBridge retries a failed target invocation
     worker_command: tuple[str, ...] = ()  # default `python -m gpu_batch.worker`, the container's command
     log_stream: IO[str] | None = None  # worker and Lambda logs; default stderr
@@ -109,6 +114,7 @@ class LocalStack:
         self.dead_items: SqsEventSourceMapping | None = None
         self.batch: LocalBatch | None = None
         self.batch_api: LocalBatchApi | None = None
+        self.api_server: LocalApiServer | None = None
         self.webhook_subscriptions: list[WebhookSubscription] = []
         self._runtimes: list[LambdaRuntime] = []
         self._schedule_stop = threading.Event()
@@ -169,8 +175,10 @@ class LocalStack:
         notifier = runtime("notifier", cfg.notifier_handler, concurrency=1)
         # One at a time here; deployed runs may overlap, which the conditional slot writes make safe.
         scaler = runtime("scaler", cfg.scaler_handler, concurrency=1)
-        self._runtimes = [intake, notifier, scaler]
-        with ThreadPoolExecutor(max_workers=3) as warmer:  # cold starts before traffic; import errors surface
+        api = runtime("api", cfg.api_handler, concurrency=2)  # the HTTP API's function (local_stack.api_server)
+        self._runtimes = [intake, notifier, scaler, api]
+        # Cold starts before traffic; import errors surface.
+        with ThreadPoolExecutor(max_workers=len(self._runtimes)) as warmer:
             for future in [warmer.submit(r.warm) for r in self._runtimes]:
                 future.result()
 
@@ -183,6 +191,7 @@ class LocalStack:
             signing_cert_url=self.sns_endpoint.cert_url, private_key_pem=key_pem, policy=cfg.delivery_policy,
         )
         self.sns_endpoint.delivery = self.webhooks
+        self.api_server = self._api_server(api, settings)
 
         sqs = aws.client("sqs", settings)
         self.intake = SqsEventSourceMapping(
@@ -217,10 +226,13 @@ class LocalStack:
                 future.result()
         if self.sns_endpoint:
             self.sns_endpoint.stop()
+        if self.api_server:
+            self.api_server.stop()
         with ThreadPoolExecutor(max_workers=max(1, len(self._runtimes))) as closing:
             list(closing.map(LambdaRuntime.close, self._runtimes))
         self._runtimes = []
         self.intake = self.dead_items = self.batch = self.webhooks = self.sns_endpoint = self.batch_api = None
+        self.api_server = None
         self._schedule = None
         self.emulator.stop()
         for name in self._env_added:
@@ -253,8 +265,10 @@ class LocalStack:
     def info(self) -> dict[str, Any]:
         """The one JSON line `upscaler local up` prints: everything a client needs."""
         assert self.settings is not None and self.resources is not None and self.sns_endpoint is not None
+        assert self.api_server is not None
         s, r = self.settings, self.resources
         return {
+            "api_url": self.api_server.url,
             "endpoint_url": s.endpoint_url,
             "region": s.region,
             "input_bucket": s.input_bucket,
@@ -275,6 +289,16 @@ class LocalStack:
             "signing_cert_url": self.sns_endpoint.cert_url,
             "credentials": "any, e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local",
         }
+
+    def _api_server(self, api: LambdaRuntime, settings: Settings) -> LocalApiServer:
+        """The HTTP API and the page on 127.0.0.1; callers sign with the local stack's own secret key."""
+        assert settings.endpoint_url is not None
+        secret = DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+        page = {"api_url": "", "auth": "sigv4", "region": settings.region,  # the page's own origin serves the API
+                "credentials": {"accessKeyId": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], "secretAccessKey": secret}}
+        return LocalApiServer(invoke=api.invoke, region=settings.region, secret_for=lambda _key: secret,
+                              web_root=WEB_ROOT, web_config=page, connect_sources=(settings.endpoint_url,),
+                              port=self.config.api_port).start()
 
     def _file_log(self) -> IO[str] | None:
         stream = self.config.log_stream
