@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -86,6 +86,17 @@ class InfraConfig:
     intake_timeout_seconds: int = 60
     intake_memory_mib: int = 1024
     notifier_memory_mib: int = 256
+
+    # --- HTTP API (functions/api) and its try-it page ---
+    # SigV4 (IAM) on every route, unless an OIDC issuer is named: then its JWTs on every route instead.
+    api_jwt_issuer: str | None = None  # e.g. https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbCdEf123
+    api_jwt_audience: tuple[str, ...] = ()  # the client ids tokens are issued to (a Cognito app client id)
+    api_rate_limit: int = 20  # requests per second on each route (the stage's default route settings)
+    api_burst_limit: int = 40
+    api_create_rate_limit: int = 5  # POST /v1/jobs: each one signs an upload link and writes a record
+    api_create_burst_limit: int = 10
+    api_memory_mib: int = 512
+    api_web: bool = True  # the try-it page (web/) on CloudFront, calling the API with the user's credentials
 
     # --- notifications, data lifetime, observability ---
     webhooks: tuple[Webhook, ...] = ()
@@ -301,6 +312,19 @@ def _validate(config: InfraConfig) -> None:
     if config.settings.worker_max_seconds < config.settings.worker_idle_seconds:
         raise ConfigError(f"{CONTEXT_PREFIX}worker_max_seconds must be at least worker_idle_seconds")
     _validate_webhooks(config.webhooks)
+    _validate_api(config, fail)
+
+
+def _validate_api(config: InfraConfig, fail: Callable[[str, str], None]) -> None:
+    if config.api_jwt_issuer is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", config.api_jwt_issuer):
+        fail("api_jwt_issuer", "must be the issuer's https URL (the JWT's `iss`)")
+    if bool(config.api_jwt_issuer) != bool(config.api_jwt_audience):
+        fail("api_jwt_audience", "the JWT authorizer needs both api_jwt_issuer and api_jwt_audience (or neither)")
+    for name in ("api_rate_limit", "api_burst_limit", "api_create_rate_limit", "api_create_burst_limit"):
+        if not 1 <= getattr(config, name) <= 10_000:
+            fail(name, "must be within 1..10000 (API Gateway's account default is 10000 requests per second)")
+    if not 128 <= config.api_memory_mib <= 10_240:
+        fail("api_memory_mib", "must be within 128..10240")
 
 
 def _validate_webhooks(webhooks: tuple[Webhook, ...]) -> None:

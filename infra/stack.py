@@ -10,12 +10,15 @@ from __future__ import annotations
 from aws_cdk import Aws, CfnOutput, Duration, Environment, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from common.settings import METRICS_NAMESPACE, Settings
 from infra.config import LOG_RETENTION_DAYS, InfraConfig
+from infra.constructs.api import HttpApi
 from infra.constructs.batch import GpuBatch
 from infra.constructs.bundling import lambda_code
 from infra.constructs.intake import JOB_TABLE_ACTIONS, Intake
@@ -26,6 +29,7 @@ from infra.constructs.network import EndpointTargets, Network
 from infra.constructs.notifications import Notifications
 from infra.constructs.notifier import FailureNotifier
 from infra.constructs.scaler import WorkerScaler
+from infra.constructs.static_site import StaticSite, page_config
 from infra.constructs.storage import Storage
 from infra.constructs.work_queue import WorkQueue
 
@@ -80,6 +84,8 @@ class UpscalerStack(Stack):
         notifier = FailureNotifier(self, "FailureNotifier", config=config, environment=function_environment,
                                    code=code, layers=layers, table=storage.table, notifications=notifications,
                                    work_queue=work, log_retention=retention)
+        api, site = http_api(self, config, storage=storage, notifications=notifications, code=code, layers=layers,
+                             environment=function_environment, log_retention=retention)
         scaler = WorkerScaler(self, "Scaler", environment=function_environment, code=code, layers=layers,
                               table=storage.table, work_queue=work, job_queue=gpu.job_queue,
                               job_definition=gpu.job_definition, memory_mib=config.notifier_memory_mib,
@@ -93,7 +99,8 @@ class UpscalerStack(Stack):
             dead_letter_queues={"Intake": intake.dead_letter_queue, "Work": work.dead_letter_queue,
                                 "ScalerEvents": scaler.dead_letter_queue,
                                 **{f"Webhook{i}": q for i, q in enumerate(notifications.webhook_dlqs.values(), 1)}},
-            functions={"Intake": intake.function, "Notifier": notifier.function, "Scaler": scaler.function},
+            functions={"Intake": intake.function, "Notifier": notifier.function, "Scaler": scaler.function,
+                       "Api": api.function},
             intake_queue=intake.queue,
             work_queue=work.queue,
             worker_start_wait=scaler_metric("WorkerStartWaitSeconds"),
@@ -102,6 +109,7 @@ class UpscalerStack(Stack):
         _acknowledge_cdk_internals(self)
         self.storage, self.notifications, self.network, self.gpu = storage, notifications, network, gpu
         self.intake, self.notifier, self.scaler, self.work = intake, notifier, scaler, work
+        self.api, self.site = api, site
 
         s = config.settings
         for name, value, description in (
@@ -115,8 +123,30 @@ class UpscalerStack(Stack):
             ("JobQueueArn", gpu.job_queue.job_queue_arn, "AWS Batch GPU job queue"),
             ("JobDefinitionArn", gpu.job_definition.job_definition_arn, "Worker job definition (this revision)"),
             ("DashboardName", self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+            ("ApiUrl", api.url, "The HTTP API (docs/api.md): upscaler submit --api-url <this>"),
+            ("ApiCallerPolicyArn", api.caller_policy.managed_policy_arn, "Attach to whoever calls the API (IAM)"),
+            *((("WebUrl", site.url, "The try-it page"),) if site else ()),
         ):
             CfnOutput(self, name, value=value, description=description)
+
+
+def http_api(scope: Stack, config: InfraConfig, *, storage: Storage, notifications: Notifications,
+             code: lambda_.Code, layers: list[lambda_.ILayerVersion], environment: dict[str, str],
+             log_retention: logs.RetentionDays) -> tuple[HttpApi, StaticSite | None]:
+    """The HTTP API and, unless turned off, its try-it page: the page's origin may call the API (CORS) and POST
+    uploads to the input bucket; the page learns the API's URL from its config.json."""
+    site = StaticSite(scope, "Web", access_logs=storage.access_logs,
+                      jwt_issuer=config.api_jwt_issuer) if config.api_web else None
+    origins = [site.url] if site else []
+    api = HttpApi(scope, "Api", config=config, settings=config.settings, environment=environment, code=code,
+                  layers=layers, input_bucket=storage.input_bucket, output_bucket=storage.output_bucket,
+                  table=storage.table, notifications=notifications, log_retention=log_retention, cors_origins=origins)
+    if site:
+        storage.input_bucket.add_cors_rule(allowed_methods=[s3.HttpMethods.POST], allowed_origins=origins,
+                                           allowed_headers=["*"], max_age=3600)
+        site.publish(page_config(api_url=api.url, region=Aws.REGION, jwt_issuer=config.api_jwt_issuer,
+                                 jwt_client_id=next(iter(config.api_jwt_audience), None)))
+    return api, site
 
 
 def scaler_metric(name: str) -> cloudwatch.Metric:

@@ -18,13 +18,15 @@ from infra.constructs.bundling import (
     bundle_requirements,
     docker_bundling_command,
 )
+from infra.constructs.api import API_HANDLER
 from infra.constructs.intake import INTAKE_HANDLER
 from infra.constructs.notifier import NOTIFIER_HANDLER
 from infra.constructs.scaler import SCALER_HANDLER
 from infra.dependencies import DependencyError, extra_requirements
 
 # Every function of the stack runs from the one bundle.
-HANDLERS = [handler.rpartition(".")[0] for handler in (INTAKE_HANDLER, NOTIFIER_HANDLER, SCALER_HANDLER)]
+HANDLERS = [handler.rpartition(".")[0] for handler in (INTAKE_HANDLER, NOTIFIER_HANDLER, SCALER_HANDLER,
+                                                       API_HANDLER)]
 
 
 def names(requirements: list[str] | list[Requirement]) -> set[str]:
