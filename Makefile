@@ -3,9 +3,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup demo test lint synth clean-models
+.PHONY: setup demo test lint synth clean-models browser
 
-setup: $(VENV)/.installed node_modules/.installed models
+setup: $(VENV)/.installed node_modules/.installed models browser
 
 # Extras by target (pyproject.toml): the local stack and CLI, the CDK app, the test tools.
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,17 @@ node_modules/.installed: package.json
 # Converts the shipped ncnn weights to ONNX once, into the per-user cache (checksummed).
 models: $(VENV)/.installed
 	$(BIN)/upscaler models build
+
+# The web page's test drives Debian's chromium through Playwright (whose own browser download is not used).
+# CI runs as root and installs it; elsewhere, without root or apt-get, the test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "note: chromium is missing and cannot be installed here (needs root and apt-get);" \
+	         "the web page's test will be skipped: sudo apt-get install chromium"; \
+	  fi; }
 
 demo: setup
 	$(BIN)/upscaler demo

@@ -6,14 +6,23 @@ with the local stack's secret key `local`, any access key id) is `arn:aws:iam::0
 id>`; `curl --aws-sigv4` and `upscaler submit` sign. Local only, for a quick try without signing: the header
 `X-Upscaler-Local-Caller: <name>` makes the caller `arn:aws:iam::000000000000:user/<name>`. Anything else is
 refused with 403, as API Gateway refuses it.
+
+The JWT mode's stand-in (`LocalJwtIssuer`): a bearer token HS256-signed with a shared secret, with the issuer
+and an audience (or Cognito's `client_id`) API Gateway's JWT authorizer would check; its claims reach the
+handler as they do in AWS. (AWS checks the issuer's RS256 signature through its JWKS instead.)
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -24,7 +33,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from local_stack.api_gateway_events import LOCAL_ACCOUNT, http_api_event, iam_authorizer, response_parts
+from local_stack.api_gateway_events import (
+    LOCAL_ACCOUNT,
+    http_api_event,
+    iam_authorizer,
+    jwt_authorizer,
+    response_parts,
+)
 from local_stack.http_server import BackgroundHttpServer
 from web.security import STATIC_FILES, security_headers
 
@@ -39,6 +54,36 @@ _AUTHORIZATION = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/,\s]+)/(\d{8})/([^
 _CALLER_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")  # what an IAM user name may hold
 
 
+@dataclass(frozen=True, slots=True)
+class LocalJwtIssuer:
+    issuer: str
+    audience: tuple[str, ...]
+    secret: bytes
+
+    def claims(self, token: str, now: datetime) -> dict[str, Any]:
+        """The verified claims of `token`, or Forbidden (API Gateway answers 401 there; 403 here is close)."""
+        try:
+            header, payload, signature = token.split(".")
+            expected = hmac.new(self.secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+            claims = json.loads(_unbase64(payload))
+            algorithm = json.loads(_unbase64(header)).get("alg")
+        except (ValueError, binascii.Error) as exc:
+            raise Forbidden("The token is not a JWT") from exc
+        if algorithm != "HS256" or not hmac.compare_digest(expected, _unbase64(signature)):
+            raise Forbidden("The token's signature is not valid")
+        audiences = claims.get("aud") or claims.get("client_id")
+        audiences = audiences if isinstance(audiences, list) else [audiences]
+        if claims.get("iss") != self.issuer or not set(audiences) & set(self.audience):
+            raise Forbidden("The token was not issued for this API")
+        if not isinstance(claims.get("exp"), int | float) or claims["exp"] <= now.timestamp():
+            raise Forbidden("The token has expired")
+        return dict(claims)
+
+
+def _unbase64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 class Forbidden(Exception):
     """API Gateway's answer to a request its authorizer refuses (403, {"message": ...})."""
 
@@ -48,10 +93,17 @@ def local_user_arn(name: str) -> str:
 
 
 def authorize(method: str, url: str, headers: Mapping[str, str], body: bytes, *, region: str,
-              secret_for: Callable[[str], str | None], now: datetime) -> dict[str, Any]:
-    """`requestContext.authorizer` for a request, as API Gateway's IAM authorizer fills it; Forbidden if refused."""
+              secret_for: Callable[[str], str | None], now: datetime,
+              jwt: LocalJwtIssuer | None = None) -> dict[str, Any]:
+    """`requestContext.authorizer` for a request, as API Gateway's IAM (or, given `jwt`, JWT) authorizer fills it;
+    Forbidden if refused."""
     lowered = {k.lower(): v for k, v in headers.items()}
     authorization = lowered.get("authorization", "")
+    if jwt is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Forbidden("Unauthorized: a bearer token is required")
+        return jwt_authorizer(jwt.claims(token.strip(), now))
     if not authorization:
         name = lowered.get(LOCAL_CALLER_HEADER, "")
         if not _CALLER_NAME.fullmatch(name):
@@ -90,13 +142,14 @@ class LocalApiServer:
 
     def __init__(self, *, invoke: Callable[[dict[str, Any]], Any], region: str,
                  secret_for: Callable[[str], str | None], web_root: Path, web_config: Mapping[str, Any],
-                 connect_sources: tuple[str, ...] = (), port: int = 0) -> None:
+                 connect_sources: tuple[str, ...] = (), port: int = 0, jwt: LocalJwtIssuer | None = None) -> None:
         self._invoke = invoke
         self._region = region
         self._secret_for = secret_for
         self._web_root = web_root
         self._web_config = dict(web_config)
         self._connect_sources = connect_sources
+        self._jwt = jwt
         self._server = BackgroundHttpServer(self._handler_class(), host="127.0.0.1", port=port, name="local-api")
 
     @property
@@ -116,7 +169,7 @@ class LocalApiServer:
         url = f"http://{host}{path}{'?' + query if query else ''}"
         try:
             authorizer = authorize(method, url, headers, body, region=self._region, secret_for=self._secret_for,
-                                   now=datetime.now(UTC))
+                                   now=datetime.now(UTC), jwt=self._jwt)
         except Forbidden as refused:
             return 403, {"Content-Type": "application/json"}, json.dumps({"message": str(refused)}).encode()
         event = http_api_event(method, path, query=query, body=body, authorizer=authorizer, domain=host,

@@ -11,6 +11,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from infra.config import REPO_ROOT
+from infra.constructs.api import API_HANDLER
 from infra.constructs.bundling import (
     LAMBDA_PYTHON_VERSION,
     PROVIDED_BY_LAMBDA,
@@ -18,7 +19,6 @@ from infra.constructs.bundling import (
     bundle_requirements,
     docker_bundling_command,
 )
-from infra.constructs.api import API_HANDLER
 from infra.constructs.intake import INTAKE_HANDLER
 from infra.constructs.notifier import NOTIFIER_HANDLER
 from infra.constructs.scaler import SCALER_HANDLER
