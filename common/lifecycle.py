@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from botocore.exceptions import BotoCoreError, ClientError
 
+from common import aws
 from common.contract import (
     ErrorInfo,
     EventType,
@@ -50,6 +51,7 @@ from common.contract import (
 )
 from common.jobs import JobRecord, JobStore
 from common.notify import Notifier
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -262,6 +264,14 @@ class JobLifecycle:
             Attr("state").eq(str(JobState.RUNNING)) & (Attr(CLAIM_UNTIL).not_exists()
                                                        | Attr(CLAIM_UNTIL).lt(round(self._clock(), 3))))
 
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobLifecycle:
+        """The lifecycle of the deployment's jobs table and topic (clients from common.aws)."""
+        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
+                         ttl_days=settings.job_record_ttl_days)
+        return cls(store=store, notifier=Notifier(sns_client=aws.client("sns", settings),
+                                                  topic_arn=settings.topic_arn, upload_prefix=settings.upload_prefix))
 
     # --- the HTTP API's jobs (functions/api) ----------------------------------------------------------
     def await_upload(self, *, job_id: str, input_bucket: str, input_key: str, upload_until: float,

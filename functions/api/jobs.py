@@ -20,9 +20,8 @@ from typing import Any
 from common import aws
 from common.api_uploads import JOB_ID_METADATA, new_job_id, safe_filename, upload_key
 from common.contract import JobOptions, JobState, RejectionCode
-from common.jobs import CALLER_ATTRIBUTE, JobRecord, JobStore
+from common.jobs import CALLER_ATTRIBUTE, JobRecord
 from common.lifecycle import CANCELLABLE_STATES, UPLOAD_UNTIL, JobLifecycle, NotificationPending, stored_notification
-from common.notify import Notifier
 from common.presign import PresignedLink, credential_expiry, presign_get
 from common.settings import Settings
 from common.webhook_urls import Resolver, UnsafeWebhookUrl, check_url, system_resolver
@@ -74,12 +73,8 @@ class JobsApi:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobsApi:
-        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                         ttl_days=settings.job_record_ttl_days)
-        notifier = Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                            upload_prefix=settings.upload_prefix)
         local = settings.endpoint_url is not None  # the local stack: its webhook receivers listen on 127.0.0.1
-        return cls(settings, s3=aws.client("s3", settings), lifecycle=JobLifecycle(store=store, notifier=notifier),
+        return cls(settings, s3=aws.client("s3", settings), lifecycle=JobLifecycle.from_settings(settings),
                    webhooks=WebhookRules(allow_http=local, allow_loopback=local))
 
     # --- POST /v1/jobs --------------------------------------------------------------------------------
