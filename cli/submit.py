@@ -6,15 +6,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from cli.api_client import ApiClient, ApiError
 from common.contract import TERMINAL_STATES, ModelName, OutputFormat
 from common.formats import EXTENSIONS
+
+if TYPE_CHECKING:  # requests (the local extra) is imported when the command runs: the worker image has no use for it
+    from cli.api_client import ApiClient
 
 err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -47,6 +49,8 @@ def submit(
 ) -> None:
     """Upscale a photo through the HTTP API (SigV4 with your usual AWS credentials)."""
     import botocore.session
+
+    from cli.api_client import ApiClient, ApiError
 
     session = botocore.session.Session()
     credentials = session.get_credentials()
@@ -98,6 +102,8 @@ def _progress() -> Progress:
 
 def _follow(client: ApiClient, job_id: str, timeout: float) -> dict[str, Any]:
     """GET the job until it ends, showing its state; the last answer."""
+    from cli.api_client import ApiError
+
     deadline = time.monotonic() + timeout
     terminal = {str(s) for s in TERMINAL_STATES}
     with Progress(TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
