@@ -170,6 +170,8 @@ class JobStore:
             adds.append(f"#d{i} :d{i}")
         clauses = [f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("REMOVE", removes),
                                                                     ("ADD", adds)) if parts]
+        if not clauses:
+            raise ValueError("an update needs something to set, add or remove")
         kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"job_id": {"S": key}},
                                   "UpdateExpression": " ".join(clauses), **conditioned,
                                   "ExpressionAttributeNames": names}

@@ -277,6 +277,17 @@ class JobLifecycle:
                                           WORK_ITEM_SENT: True}, add={REDRIVES: 1})
         return True
 
+    def postpone_sweep(self, job_id: str, until: float) -> bool:
+        """Look again at `until` (only while the record is still open: a closed one stays out of the index)."""
+        return self.store.update(job_id, {SWEEP_AT: round(until, 3)}, condition=Attr(SWEEP_SHARD).exists())
+
+    def close_sweep(self, record: JobRecord) -> bool:
+        """A terminal record whose notification went out but whose sweep entry stayed (the mark failed)."""
+        if not record.state.is_terminal or record.attributes.get(OUTBOX_SENT) is not True:
+            return False
+        return self.store.update(record.job_id, {}, condition=Attr(OUTBOX_SENT).eq(True),
+                                 remove=(SWEEP_SHARD, SWEEP_AT, OUTBOX_TOKEN))
+
     def crashed_out(self, record: JobRecord) -> bool:
         """The job's current attempt died, and with it the job's attempts died max_attempts times (a death before
         inference counts half): the next delivery ends it FAILED instead of running it again."""
@@ -396,11 +407,11 @@ class JobLifecycle:
                                                          JobState.QUEUED)]), {}
         if observed is not None and observed.state is JobState.RUNNING:
             return self._lapsed(observed), {CRASHES if _attempt_crashed(observed) else LOST: 1}
-        if observed is not None and observed.state is not JobState.QUEUED:
-            raise ValueError(f"an abandoned job is QUEUED or RUNNING, not {observed.state}")
-        queued = Attr("state").eq(str(JobState.QUEUED))
+        if observed is not None and observed.state in (JobState.QUEUED, JobState.AWAITING_UPLOAD):
+            return Attr("state").eq(str(observed.state)), {}
         if observed is not None:
-            return queued, {}
+            raise ValueError(f"an abandoned job is AWAITING_UPLOAD, QUEUED or RUNNING, not {observed.state}")
+        queued = Attr("state").eq(str(JobState.QUEUED))
         return queued | (Attr("state").eq(str(JobState.RUNNING)) & (
             Attr(CLAIM_UNTIL).not_exists() | Attr(CLAIM_UNTIL).lt(round(self._clock(), 3)))), {}
 

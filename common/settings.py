@@ -36,6 +36,8 @@ class Settings:
     jobs_table: str = "upscaler-jobs"
     topic_arn: str = ""
     work_queue_url: str = ""  # the SQS work queue: one item per accepted upload
+    intake_queue_url: str = ""  # S3 events -> intake (the sweeper re-drives uploads whose intake never finished)
+    intake_dlq_url: str = ""
     job_queue: str = "upscaler-gpu"  # the Batch job queue that worker jobs run in
     job_definition: str = "upscaler-worker"
     # "batch": worker jobs go to AWS Batch. "local": to the local stack's Batch stand-in (local_stack.batch_api).

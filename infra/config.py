@@ -32,6 +32,17 @@ STACK_OWNED_SETTINGS = frozenset({
 # CUDA-capable x86_64 GPU families the ECS AL2023 NVIDIA AMI runs (g4ad is AMD, g5g is Graviton: the worker
 # image cannot run there).
 _GPU_INSTANCE_TYPE = re.compile(r"^(g4dn|g5|g6|g6e|gr6|p4d|p4de|p5|p5e|p5en)(\.(\d*x?large|metal))?$")
+# (vCPUs, GPUs) of the sizes of those families (Amazon EC2 accelerated computing instance specifications): a
+# worker takes one GPU, so an 8-vCPU, 1-GPU instance holds one worker though the environment counts 8 vCPUs.
+_GPU_SHAPES: Mapping[str, Mapping[str, tuple[int, int]]] = {
+    **{family: {"xlarge": (4, 1), "2xlarge": (8, 1), "4xlarge": (16, 1), "8xlarge": (32, 1), "16xlarge": (64, 1),
+                "12xlarge": (48, 4), "24xlarge": (96, 4), "48xlarge": (192, 8)} for family in ("g5", "g6", "g6e")},
+    "g4dn": {"xlarge": (4, 1), "2xlarge": (8, 1), "4xlarge": (16, 1), "8xlarge": (32, 1), "16xlarge": (64, 1),
+             "12xlarge": (48, 4), "metal": (96, 8)},
+    "gr6": {"4xlarge": (16, 1), "8xlarge": (32, 1)},
+    **{family: {"24xlarge": (96, 8)} for family in ("p4d", "p4de")},
+    **{family: {"48xlarge": (192, 8)} for family in ("p5", "p5e", "p5en")},
+}
 # V100 (Volta) families: the AL2023 NVIDIA AMI's driver (open kernel modules) does not support them.
 _UNSUPPORTED_GPU_FAMILIES = ("p3", "p3dn")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
@@ -111,13 +122,29 @@ class InfraConfig:
 
     @property
     def max_workers(self) -> int:
-        """`max_workers` as set, else as many workers as the compute environments hold at once."""
-        from common.scaling import max_workers_for
-
+        """`max_workers` as set, else as many workers as the compute environments surely hold at once, whichever
+        allowed instance types Batch picks (each worker needs one GPU and `worker_vcpus`)."""
         if self.settings.max_workers:
             return self.settings.max_workers
         on_demand = self.on_demand_max_vcpus if self.on_demand_environment else 0
-        return max_workers_for(self.max_vcpus + on_demand, self.worker_vcpus)
+        return worker_capacity(self.max_vcpus + on_demand, self.worker_vcpus, self.instance_types)
+
+
+def worker_capacity(max_vcpus: int, worker_vcpus: int, instance_types: tuple[str, ...]) -> int:
+    """Workers `max_vcpus` of the allowed types surely hold: by the type that spends the most vCPUs per worker."""
+    def vcpus_per_worker(shape: tuple[int, int]) -> float:
+        vcpus, gpus = shape
+        return vcpus / max(1, min(gpus, vcpus // max(1, worker_vcpus)))
+
+    worst = max(vcpus_per_worker(shape) for name in instance_types for shape in _shapes(name))
+    return max(1, int(max_vcpus // worst))
+
+
+def _shapes(instance_type: str) -> list[tuple[int, int]]:
+    """The (vCPUs, GPUs) an allowed type can be: one size, or every size of a family named alone."""
+    family, _, size = instance_type.partition(".")
+    sizes = _GPU_SHAPES[family]
+    return [sizes[size]] if size else list(sizes.values())
 
 
 _INFRA_FIELDS = {f.name: f for f in fields(InfraConfig) if f.name != "settings"}
@@ -232,6 +259,10 @@ def _validate(config: InfraConfig) -> None:
                                    "use g4dn, g5, g6 or p4d and newer")
         if not _GPU_INSTANCE_TYPE.match(instance_type):
             fail("instance_types", f"{instance_type!r} is not an NVIDIA GPU x86_64 type (g4dn, g5, g6, p4d...)")
+        family, _, size = instance_type.partition(".")
+        if size and size not in _GPU_SHAPES[family]:
+            fail("instance_types", f"{instance_type!r}: {family} has no size {size!r} "
+                                   f"(sizes: {', '.join(sorted(_GPU_SHAPES[family]))})")
     if config.worker_vcpus < 1:
         fail("worker_vcpus", "must be at least 1")
     if config.max_vcpus < config.worker_vcpus:

@@ -120,7 +120,8 @@ def test_an_image_that_kills_every_worker_fails_alone_after_max_attempts(stack: 
     notes = _all_notified(stack, receiver, [killer, *others], wait, timeout=240)
     (failure,) = notes[killer]
     assert (failure["event_type"], failure["error"]["code"]) == ("upscale.failed", "WORKER_CRASHED")
-    assert _store(stack).get(killer).number("attempts") == stack.settings.max_attempts
+    # Counted on the record, not by SQS receives: exactly max_attempts real attempts, whatever the machine's load
+    assert _store(stack).get(killer).number("crashes") == stack.settings.max_attempts
     assert all([n["event_type"] for n in notes[j]] == ["upscale.succeeded"] for j in others)
 
 
