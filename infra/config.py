@@ -72,7 +72,7 @@ class InfraConfig:
 
     # --- GPU compute (AWS Batch) ---
     instance_types: tuple[str, ...] = ("g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g4dn.2xlarge")
-    max_vcpus: int = 16  # the main (spot) environment; 16 = four xlarge GPUs at once
+    max_vcpus: int = 16  # the main (spot) environment: 2 workers on 2xlarge types, up to 4 on xlarge ones
     use_spot: bool = True
     on_demand_max_vcpus: int = 0  # > 0 adds an on-demand environment behind the spot one in the same queue
     worker_vcpus: int = 4
@@ -327,6 +327,8 @@ def _validate(config: InfraConfig) -> None:
         raise ConfigError(f"{CONTEXT_PREFIX}worker_memory_mib must be at least 1024")
     if config.settings.max_attempts not in range(1, 101):
         raise ConfigError(f"{CONTEXT_PREFIX}max_attempts must be within 1..100")
+    if config.settings.max_receives not in range(1, 1001):
+        raise ConfigError(f"{CONTEXT_PREFIX}max_receives must be within 1..1000 (SQS maxReceiveCount)")
     if config.settings.worker_idle_seconds < 20:
         raise ConfigError(f"{CONTEXT_PREFIX}worker_idle_seconds must be at least 20 (one long poll of the queue)")
     if config.settings.worker_max_seconds < config.settings.worker_idle_seconds:

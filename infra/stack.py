@@ -27,6 +27,7 @@ from infra.constructs.notifications import Notifications
 from infra.constructs.notifier import FailureNotifier
 from infra.constructs.scaler import WorkerScaler
 from infra.constructs.storage import Storage
+from infra.constructs.sweeper import Sweeper
 from infra.constructs.work_queue import WorkQueue
 
 
@@ -84,6 +85,12 @@ class UpscalerStack(Stack):
                               table=storage.table, work_queue=work, job_queue=gpu.job_queue,
                               job_definition=gpu.job_definition, memory_mib=config.notifier_memory_mib,
                               log_retention=retention)
+        sweeper = Sweeper(self, "Sweeper", environment=component_environment(function_settings.replace(
+                              intake_queue_url=intake.queue.queue_url,
+                              intake_dlq_url=intake.dead_letter_queue.queue_url)),
+                          code=code, layers=layers, table=storage.table, notifications=notifications,
+                          work_queue=work, intake_queue=intake.queue, intake_dead_letter_queue=intake.dead_letter_queue,
+                          memory_mib=config.notifier_memory_mib, log_retention=retention)
 
         self.monitoring = Monitoring(
             self, "Monitoring",
@@ -91,9 +98,10 @@ class UpscalerStack(Stack):
             key=notifications.key,
             alarm_email=config.alarm_email,
             dead_letter_queues={"Intake": intake.dead_letter_queue, "Work": work.dead_letter_queue,
-                                "ScalerEvents": scaler.dead_letter_queue,
+                                "ScalerEvents": scaler.dead_letter_queue, "SweeperEvents": sweeper.dead_letter_queue,
                                 **{f"Webhook{i}": q for i, q in enumerate(notifications.webhook_dlqs.values(), 1)}},
-            functions={"Intake": intake.function, "Notifier": notifier.function, "Scaler": scaler.function},
+            functions={"Intake": intake.function, "Notifier": notifier.function, "Scaler": scaler.function,
+                       "Sweeper": sweeper.function},
             intake_queue=intake.queue,
             work_queue=work.queue,
             worker_start_wait=scaler_metric("WorkerStartWaitSeconds"),
@@ -102,6 +110,7 @@ class UpscalerStack(Stack):
         _acknowledge_cdk_internals(self)
         self.storage, self.notifications, self.network, self.gpu = storage, notifications, network, gpu
         self.intake, self.notifier, self.scaler, self.work = intake, notifier, scaler, work
+        self.sweeper = sweeper
 
         s = config.settings
         for name, value, description in (

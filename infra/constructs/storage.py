@@ -72,6 +72,16 @@ class Storage(Construct):
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             removal_policy=removal,
         )
+        types = {a["AttributeName"]: a["AttributeType"] for a in definition["AttributeDefinitions"]}
+        for index in definition["GlobalSecondaryIndexes"]:  # the sweeper's sparse index (common.lifecycle)
+            keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+            self.table.add_global_secondary_index(
+                index_name=index["IndexName"],
+                partition_key=dynamodb.Attribute(name=keys["HASH"],
+                                                 type=dynamodb.AttributeType(_ATTRIBUTE_TYPES[types[keys["HASH"]]])),
+                sort_key=dynamodb.Attribute(name=keys["RANGE"],
+                                            type=dynamodb.AttributeType(_ATTRIBUTE_TYPES[types[keys["RANGE"]]])),
+                projection_type=dynamodb.ProjectionType(index["Projection"]["ProjectionType"]))
 
     def _bucket(self, construct_id: str, *, log_prefix: str, removal: RemovalPolicy,
                 rules: list[s3.LifecycleRule]) -> s3.Bucket:

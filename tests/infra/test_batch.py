@@ -100,7 +100,8 @@ def test_worker_environment_is_the_settings_with_the_generated_names(default: An
     assert environment["UPSCALER_OUTPUT_BUCKET"] == {"Ref": default.logical_id(storage.output_bucket)}
     assert environment["UPSCALER_REGION"] == {"Ref": "AWS::Region"}
     assert environment["UPSCALER_WORK_QUEUE_URL"] == {"Ref": default.logical_id(default.stack.work.queue)}
-    assert environment["UPSCALER_MAX_WORKERS"] == str(default.config.max_workers) == "4"  # 16 vCPUs / 4 each
+    # 16 vCPUs of types up to 2xlarge (8 vCPUs, one GPU): two workers are sure to fit, whichever Batch picks
+    assert environment["UPSCALER_MAX_WORKERS"] == str(default.config.max_workers) == "2"
     assert "UPSCALER_MODEL_DIR" not in environment  # the image's own /opt/models stays in force
 
 
@@ -196,3 +197,41 @@ def test_the_instance_role_acknowledgment_names_the_real_protection(default: Any
     (text,) = [t for t in texts if "AmazonEC2ContainerServiceforEC2Role" in t]
     assert "user data rejects IMDS traffic" in text
     assert "(IMDS hop limit 1)" not in text  # host networking: the hop limit protects nothing
+
+
+def test_spot_warnings_reach_the_scaler_which_may_stop_worker_jobs(default: Any) -> None:
+    """Finding 4: ECS spot draining stops only service tasks; the scaler terminates the Batch jobs on the
+    instance at the warning, so the worker gets SIGTERM within the two-minute notice."""
+    scaler = default.stack.scaler
+    default.template.has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
+        "Targets": [{"Arn": {"Fn::GetAtt": [default.logical_id(scaler.function), "Arn"]}}]})
+    stop = default.statement(scaler.handler.role, "EndSupersededWorkers")
+    assert stop["Action"] == "batch:TerminateJob"
+    find = default.statement(scaler.handler.role, "FindWorkerInstances")
+    assert find["Action"] == "ecs:DescribeContainerInstances"
+
+
+def test_the_sweeper_runs_on_a_schedule_with_its_index_and_queues(default: Any) -> None:
+    """Finding 8: nobody retried intake's unfinished work; the sweeper finds every open record by its index."""
+    sweeper, storage, intake = default.stack.sweeper, default.stack.storage, default.stack.intake
+    default.template.has_resource_properties("AWS::Events::Rule", {
+        "ScheduleExpression": "rate(5 minutes)",
+        "Targets": [{"Arn": {"Fn::GetAtt": [default.logical_id(sweeper.function), "Arn"]}}]})
+    table = default.raw["Resources"][default.logical_id(storage.table)]["Properties"]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert (index["IndexName"], [k["AttributeName"] for k in index["KeySchema"]]) == ("sweep", ["sweep_shard",
+                                                                                               "sweep_at"])
+    query = default.statement(sweeper.handler.role, "DueRecords")
+    assert query["Action"] == "dynamodb:Query"
+    redrive = default.statement(sweeper.handler.role, "RedriveUploads")
+    assert redrive["Resource"] == {"Fn::GetAtt": [default.logical_id(intake.queue), "Arn"]}
+    env = default.raw["Resources"][default.logical_id(sweeper.function)]["Properties"]["Environment"]["Variables"]
+    assert env["UPSCALER_INTAKE_QUEUE_URL"] == {"Ref": default.logical_id(intake.queue)}
+
+
+def test_the_batch_job_timeout_leaves_room_for_an_image_taken_late(default: Any) -> None:
+    """Finding 11: the timeout was worker_max + visibility + 300 s, shorter than an image may legitimately run."""
+    settings = default.config.settings
+    definition = default.one("AWS::Batch::JobDefinition")
+    assert definition["Timeout"]["AttemptDurationSeconds"] >= settings.worker_max_seconds + settings.max_item_seconds

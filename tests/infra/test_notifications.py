@@ -98,8 +98,12 @@ def test_the_work_dlq_drains_into_the_notifier(default: Any) -> None:
         "FunctionName": {"Ref": default.logical_id(notifier.function)},
         "FunctionResponseTypes": ["ReportBatchItemFailures"]})
     queue = default.raw["Resources"][default.logical_id(work.queue)]["Properties"]
-    assert queue["RedrivePolicy"]["maxReceiveCount"] == default.config.settings.max_attempts
+    # a backstop only: real attempts are counted on the job record
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == default.config.settings.max_receives
     assert queue["VisibilityTimeout"] == default.config.settings.work_visibility_seconds
+    dlq = default.raw["Resources"][default.logical_id(work.dead_letter_queue)]["Properties"]
+    notifier_timeout = default.raw["Resources"][default.logical_id(notifier.function)]["Properties"]["Timeout"]
+    assert dlq["VisibilityTimeout"] >= 6 * notifier_timeout  # finding 11: was SQS's default 30 s = the timeout
 
 
 def test_the_scaler_runs_every_minute_and_when_a_worker_job_of_this_queue_ends(default: Any) -> None:
