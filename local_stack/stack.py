@@ -153,7 +153,8 @@ class LocalStack:
         self.batch_api = LocalBatchApi(self.batch)
         self.batch_api.start()
         settings = settings.replace(topic_arn=self.resources.topic_arn, work_queue_url=self.resources.work_queue_url,
-                                    local_batch_url=self.batch_api.url)
+                                    intake_queue_url=self.resources.intake_queue_url,
+                                    intake_dlq_url=self.resources.intake_dlq_url, local_batch_url=self.batch_api.url)
         settings.check()
         self.settings = settings
         child_env = self.child_environment()

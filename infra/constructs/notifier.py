@@ -15,11 +15,12 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from functions.notifier import TIMEOUT_SECONDS as NOTIFIER_TIMEOUT_SECONDS
 from infra.config import InfraConfig
 from infra.constructs.intake import JOB_TABLE_ACTIONS
 from infra.constructs.lambdas import PythonFunction
 from infra.constructs.notifications import Notifications
-from infra.constructs.work_queue import NOTIFIER_TIMEOUT_SECONDS, WorkQueue
+from infra.constructs.work_queue import WorkQueue
 
 NOTIFIER_HANDLER = "functions.notifier.handler.lambda_handler"
 

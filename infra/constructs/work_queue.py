@@ -15,13 +15,13 @@ from constructs import Construct
 
 from common.settings import Settings
 from common.work_queue import WORK_RETENTION_SECONDS
+from functions.notifier import TIMEOUT_SECONDS as NOTIFIER_TIMEOUT_SECONDS
 from infra.constructs.nag import acknowledge
 from infra.constructs.notifications import dead_letter_queue
 
 # The worker gives an item back as a fresh copy (SendMessage) and renews visibility in batches.
 WORKER_QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                         "sqs:SendMessage"]
-NOTIFIER_TIMEOUT_SECONDS = 30
 
 
 class WorkQueue(Construct):
