@@ -90,7 +90,7 @@ def check_url(url: str, *, allow_http: bool = False, extra_blocked: Iterable[Net
         try:
             addresses = list(resolve(host, port))
         except (OSError, UnicodeError) as exc:
-            raise UnresolvableWebhookHost(f"the webhook host {host!r} does not resolve") from exc
+            raise UnresolvableWebhookHost(f"the webhook host {host!r} does not resolve ({exc})") from exc
         if not addresses:
             raise UnresolvableWebhookHost(f"the webhook host {host!r} does not resolve")
     for address in addresses:

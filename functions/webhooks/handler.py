@@ -29,7 +29,7 @@ from common.settings import Settings
 from common.webhook_urls import Resolver, UrlRules, system_resolver
 from functions.webhooks.delivery import deliver, read_notice
 from functions.webhooks.retry import Action, Step, next_step
-from functions.webhooks.sender import PinnedSender, Sender
+from functions.webhooks.sender import PinnedSender, Sender, resolver_with_deadline
 from functions.webhooks.signing import SecretError, SigningKeys
 
 logger = Logger(service="upscaler-webhooks")
@@ -53,7 +53,7 @@ class Deps:
     signing_keys: Callable[[], SigningKeys]
     send: Sender
     rules: UrlRules
-    resolve: Resolver = system_resolver
+    resolve: Resolver
 
 
 @cache
@@ -69,7 +69,8 @@ def deps() -> Deps:
 
     return Deps(settings=settings, sqs=aws.client("sqs", settings), signing_keys=signing_keys,
                 store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table),
-                send=PinnedSender(), rules=UrlRules.from_settings(settings))
+                send=PinnedSender(), rules=UrlRules.from_settings(settings),
+                resolve=resolver_with_deadline(system_resolver))
 
 
 def _job_id(body: str) -> str | None:

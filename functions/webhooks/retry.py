@@ -26,7 +26,8 @@ FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 3600
 
 # The delivery queue and its function (infra/constructs/webhook_delivery.py and the local stack share these).
-BATCH_SIZE = 5  # records per invocation, each at most sender.TOTAL_TIMEOUT_SECONDS
+BATCH_SIZE = 5  # records per invocation
+# Each record takes at most sender.DNS_TIMEOUT_SECONDS + sender.TOTAL_TIMEOUT_SECONDS.
 FUNCTION_TIMEOUT_SECONDS = 120
 QUEUE_VISIBILITY_SECONDS = 6 * FUNCTION_TIMEOUT_SECONDS  # AWS's guidance for Lambda consumers of SQS
 QUEUE_RETENTION_SECONDS = 4 * 86_400  # well past GIVE_UP_AFTER_SECONDS: retention never deletes a message

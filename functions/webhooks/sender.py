@@ -16,11 +16,14 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from common.webhook_urls import Resolver
+
 USER_AGENT = "upscaler-webhooks/1"
+DNS_TIMEOUT_SECONDS = 5.0  # a receiver's own name server can be made slow on purpose
 CONNECT_TIMEOUT_SECONDS = 5.0
 TOTAL_TIMEOUT_SECONDS = 15.0  # connect, send, and read the answer
 MAX_RESPONSE_BYTES = 64 * 1024  # a receiver's answer is not used: this only bounds what we accept
@@ -116,6 +119,32 @@ class PinnedSender:
                 return HttpResponse(response.status, body)
             body += chunk
         return HttpResponse(response.status, body[: self.max_response_bytes], oversized=True)
+
+
+def resolver_with_deadline(resolve: Resolver, timeout: float = DNS_TIMEOUT_SECONDS) -> Resolver:
+    """`resolve`, given up on after `timeout` (OSError: the delivery is retried later). getaddrinfo has no
+    timeout of its own; the abandoned lookup ends on its own in its daemon thread."""
+
+    def bounded(host: str, port: int) -> Sequence[str]:
+        answer: list[Sequence[str]] = []
+        failure: list[BaseException] = []
+
+        def lookup() -> None:
+            try:
+                answer.append(resolve(host, port))
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=lookup, name="webhook-dns", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if failure:
+            raise failure[0]
+        if not answer:
+            raise OSError(f"DNS lookup of {host} timed out after {timeout:g}s")
+        return answer[0]
+
+    return bounded
 
 
 def _shut(sock: socket.socket) -> None:

@@ -78,3 +78,10 @@ def test_a_policy_near_the_12_hour_visibility_limit_is_refused() -> None:
         RetryPolicy(max_retry_seconds=SQS_MAX_VISIBILITY_SECONDS)
     with pytest.raises(ValueError):
         RetryPolicy(first_retry_seconds=0)
+
+
+def test_a_whole_batch_of_slowest_attempts_fits_in_the_function_timeout() -> None:
+    from functions.webhooks.retry import BATCH_SIZE, FUNCTION_TIMEOUT_SECONDS
+    from functions.webhooks.sender import DNS_TIMEOUT_SECONDS, TOTAL_TIMEOUT_SECONDS
+
+    assert BATCH_SIZE * (DNS_TIMEOUT_SECONDS + TOTAL_TIMEOUT_SECONDS) < FUNCTION_TIMEOUT_SECONDS

@@ -202,3 +202,22 @@ def test_a_receiver_that_never_answers_times_out() -> None:
         for sock in accepted:
             sock.close()
         listener.close()
+
+
+def test_a_name_server_that_never_answers_is_given_up_on_and_retried_later() -> None:
+    from functions.webhooks.sender import resolver_with_deadline
+
+    release = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:
+        release.wait(30)
+        return ["93.184.216.34"]
+
+    try:
+        attempt, sender = _deliver("https://slow.example.com/hook", resolve=resolver_with_deadline(hanging, 0.2))
+    finally:
+        release.set()
+    assert attempt.verdict is Verdict.RETRY and "timed out" in attempt.detail and sender.requests == []
+    assert resolver_with_deadline(PUBLIC_DNS)("hooks.example.com", 443) == ["93.184.216.34"]
+    with pytest.raises(OSError, match="NXDOMAIN"):
+        resolver_with_deadline(PUBLIC_DNS)("gone.example.com", 443)
