@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.contract import utc_now_iso
+from functions.webhooks.delivery import RETRYABLE_CLIENT_ERRORS
 from local_stack.resources import create_queue
 from local_stack.scheduler import Scheduler
 from sns_webhook.sign import sign_message
@@ -34,8 +35,6 @@ from sns_webhook.sign import sign_message
 log = logging.getLogger(__name__)
 
 USER_AGENT = "Amazon Simple Notification Service Agent"
-# Client errors that mean "try later" rather than "never".
-_RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +282,7 @@ class WebhookDelivery:
                 resp.read()
                 return DeliveryResult(True, False, f"HTTP {resp.status}")
         except urllib.error.HTTPError as exc:
-            retryable = exc.code >= 500 or exc.code in _RETRYABLE_CLIENT_ERRORS
+            retryable = exc.code >= 500 or exc.code in RETRYABLE_CLIENT_ERRORS
             return DeliveryResult(False, retryable, f"HTTP {exc.code}")
         except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS
             return DeliveryResult(False, True, f"{type(exc).__name__}: {exc}")
