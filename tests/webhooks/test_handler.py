@@ -61,7 +61,7 @@ class World:
             output=ImageInfo("out", "outputs/a.png") if succeeded else None,
             presigned_url="https://out.example/a.png" if succeeded else None,
             error=None if succeeded else ErrorInfo("INTERNAL_ERROR", "it broke"))
-        self.notifier.publish_payload(notification.to_dict())
+        self.notifier.publish_text(notification.to_json())
         return notification.to_json()
 
     def receive(self, queue_url: str | None = None) -> list[dict[str, Any]]:
