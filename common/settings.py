@@ -92,6 +92,13 @@ class Settings:
     presigned_url_expiry_seconds: int = TASK_ROLE_CREDENTIAL_SECONDS
     job_record_ttl_days: int = 30
 
+    # --- per-request webhooks (functions/webhooks; docs/webhooks.md). The stack sets all four. ---
+    webhook_secret_arn: str = ""  # Secrets Manager: the signing secret(s), `whsec_...`, space-separated
+    webhook_dlq_url: str = ""  # where deliveries that failed for good go
+    webhook_blocked_cidrs: str = ""  # comma-separated; refused besides the fixed list (this VPC's CIDR)
+    # The local stack only: http:// and 127.0.0.1 receivers. Refused without an emulator endpoint_url.
+    webhook_allow_local: bool = False
+
     # --- observability ---
     log_level: str = "INFO"
 
@@ -163,8 +170,17 @@ class Settings:
             raise SettingsError("job_deadline_seconds must be shorter than the work queue's retention (14 days)")
         if self.work_visibility_seconds < 3 * MIN_HEARTBEAT_SECONDS:
             raise SettingsError(f"work_visibility_seconds must be at least {3 * MIN_HEARTBEAT_SECONDS}")
+        if self.webhook_allow_local and not self.endpoint_url:
+            raise SettingsError("webhook_allow_local is for the local stack only (it needs endpoint_url)")
         if self.presigned_url_expiry_seconds > 604_800:
             raise SettingsError("presigned_url_expiry_seconds cannot exceed 7 days (SigV4 limit)")
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the setting `name` (KeyError for a name Settings does not have)."""
+    if name not in {f.name for f in fields(Settings)}:
+        raise KeyError(f"Settings has no field {name!r}")
+    return ENV_PREFIX + name.upper()
 
 
 def _parse(name: str, raw: str, hint: Any) -> Any:

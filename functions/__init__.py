@@ -1,1 +1,2 @@
-"""AWS Lambda functions: intake (uploads -> validated jobs) and notifier (Batch failures -> notifications)."""
+"""AWS Lambda functions: intake (uploads -> validated jobs), notifier (the work DLQ -> notifications), scaler
+(GPU workers follow the work queue) and webhooks (per-request webhook delivery)."""

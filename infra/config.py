@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_OWNED_SETTINGS = frozenset({
     "region", "endpoint_url", "input_bucket", "output_bucket", "jobs_table", "topic_arn",
     "job_backend", "local_batch_url",
+    "webhook_secret_arn", "webhook_dlq_url", "webhook_blocked_cidrs", "webhook_allow_local",
 })
 
 # CUDA-capable x86_64 GPU families the ECS AL2023 NVIDIA AMI runs (g4ad is AMD, g5g is Graviton: the worker

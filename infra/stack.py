@@ -28,6 +28,7 @@ from infra.constructs.notifier import FailureNotifier
 from infra.constructs.scaler import WorkerScaler
 from infra.constructs.storage import Storage
 from infra.constructs.sweeper import Sweeper
+from infra.constructs.webhook_delivery import WebhookDelivery
 from infra.constructs.work_queue import WorkQueue
 
 
@@ -56,6 +57,8 @@ class UpscalerStack(Stack):
             endpoint_url=None,
             local_batch_url="",
             max_workers=config.max_workers,
+            webhook_blocked_cidrs=network.vpc.vpc_cidr_block,  # per-request webhooks never reach this VPC
+            webhook_allow_local=False,
         )
         gpu = GpuBatch(self, "Batch", config=config, settings=config.settings,
                        environment=component_environment(shared), network=network, log_retention=retention)
@@ -91,6 +94,9 @@ class UpscalerStack(Stack):
                           code=code, layers=layers, table=storage.table, notifications=notifications,
                           work_queue=work, intake_queue=intake.queue, intake_dead_letter_queue=intake.dead_letter_queue,
                           memory_mib=config.notifier_memory_mib, log_retention=retention)
+        webhooks = WebhookDelivery(self, "WebhookDelivery", environment=function_environment, code=code,
+                                   layers=layers, topic=notifications.topic, table=storage.table,
+                                   memory_mib=config.notifier_memory_mib, log_retention=retention)
 
         self.monitoring = Monitoring(
             self, "Monitoring",
@@ -99,9 +105,10 @@ class UpscalerStack(Stack):
             alarm_email=config.alarm_email,
             dead_letter_queues={"Intake": intake.dead_letter_queue, "Work": work.dead_letter_queue,
                                 "ScalerEvents": scaler.dead_letter_queue, "SweeperEvents": sweeper.dead_letter_queue,
+                                "WebhookDelivery": webhooks.dead_letter_queue,
                                 **{f"Webhook{i}": q for i, q in enumerate(notifications.webhook_dlqs.values(), 1)}},
             functions={"Intake": intake.function, "Notifier": notifier.function, "Scaler": scaler.function,
-                       "Sweeper": sweeper.function},
+                       "Sweeper": sweeper.function, "WebhookDelivery": webhooks.function},
             intake_queue=intake.queue,
             work_queue=work.queue,
             worker_start_wait=scaler_metric("WorkerStartWaitSeconds"),
@@ -110,7 +117,7 @@ class UpscalerStack(Stack):
         _acknowledge_cdk_internals(self)
         self.storage, self.notifications, self.network, self.gpu = storage, notifications, network, gpu
         self.intake, self.notifier, self.scaler, self.work = intake, notifier, scaler, work
-        self.sweeper = sweeper
+        self.sweeper, self.webhooks = sweeper, webhooks
 
         s = config.settings
         for name, value, description in (
@@ -118,6 +125,8 @@ class UpscalerStack(Stack):
             ("UploadPrefix", s.upload_prefix, "Key prefix that triggers processing"),
             ("OutputBucketName", storage.output_bucket.bucket_name, f"Results under {s.output_prefix}"),
             ("NotificationTopicArn", notifications.topic.topic_arn, "Subscribe webhooks here"),
+            ("WebhookSigningSecretArn", webhooks.secret.secret_arn,
+             "Per-request webhooks are signed with this secret (docs/webhooks.md)"),
             ("AlarmTopicArn", self.monitoring.alarm_topic.topic_arn, "CloudWatch alarms publish here"),
             ("JobsTableName", storage.table.table_name, "Job records (state, timings, errors)"),
             ("WorkQueueUrl", work.queue.queue_url, "One item per accepted upload; the GPU workers drain it"),

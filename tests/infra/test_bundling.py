@@ -21,10 +21,12 @@ from infra.constructs.bundling import (
 from infra.constructs.intake import INTAKE_HANDLER
 from infra.constructs.notifier import NOTIFIER_HANDLER
 from infra.constructs.scaler import SCALER_HANDLER
+from infra.constructs.webhook_delivery import WEBHOOKS_HANDLER
 from infra.dependencies import DependencyError, extra_requirements
 
 # Every function of the stack runs from the one bundle.
-HANDLERS = [handler.rpartition(".")[0] for handler in (INTAKE_HANDLER, NOTIFIER_HANDLER, SCALER_HANDLER)]
+HANDLERS = [handler.rpartition(".")[0]
+            for handler in (INTAKE_HANDLER, NOTIFIER_HANDLER, SCALER_HANDLER, WEBHOOKS_HANDLER)]
 
 
 def names(requirements: list[str] | list[Requirement]) -> set[str]:
