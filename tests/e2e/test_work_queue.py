@@ -133,7 +133,7 @@ def test_sigterm_to_a_busy_worker_gives_the_item_back_and_exits_within_the_notic
     signalled = time.time()
     assert stack.batch.signal(victim, signal.SIGTERM)  # spot reclaim: two minutes' notice
     wait(lambda: victim.stopped_at is not None, timeout=60, what="the worker to exit")
-    assert victim.stopped_at is not None and victim.stopped_at - signalled < 100  # within the notice (stop timeout 110 s)
+    assert victim.stopped_at is not None and victim.stopped_at - signalled < 100  # within the 110 s stop timeout
     summary = victim.summary
     assert victim.exit_code == 0 and summary.get("reason") == "stop signal"
     assert summary["released"] + summary["done"] >= 1  # the image in hand: given back, or finished
