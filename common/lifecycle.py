@@ -44,6 +44,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from botocore.exceptions import BotoCoreError, ClientError
 
+from common import aws
 from common.contract import JobState, Notification, WorkItem, utc_now_iso, validate_notification
 from common.jobs import JobRecord, JobStore
 from common.notify import Notifier
@@ -162,6 +163,15 @@ class JobLifecycle:
         self._notifier = notifier
         self._clock = clock
         self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobLifecycle:
+        """The lifecycle every component builds: the jobs table, the topic, the settings' bounds."""
+        return cls(store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
+                                  ttl_days=settings.job_record_ttl_days),
+                   notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
+                                     upload_prefix=settings.upload_prefix),
+                   policy=LifecyclePolicy.from_settings(settings))
 
     # --- intake ----------------------------------------------------------------------------------
     def accept(self, *, job_id: str, dedupe: str, input_bucket: str, input_key: str,

@@ -38,10 +38,9 @@ from common.contract import (
     positive_or_none,
     utc_now_iso,
 )
-from common.jobs import JobRecord, JobStore, dedupe_key, upload_job_id
+from common.jobs import JobRecord, dedupe_key, upload_job_id
 from common.keys import output_key_for, rejected_key_for
 from common.lifecycle import WORK_ITEM_SENT, Holder, JobLifecycle, NotificationPending, pending_notification
-from common.notify import Notifier
 from common.scaling import ScaleResult, WorkerScaler
 from common.settings import Settings
 from common.work_queue import WorkQueue
@@ -120,16 +119,13 @@ class Intake:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Intake:
-        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                         ttl_days=settings.job_record_ttl_days)
+        lifecycle = JobLifecycle.from_settings(settings)
         return cls(
             settings,
             s3=aws.client("s3", settings),
-            lifecycle=JobLifecycle(store=store, notifier=Notifier(
-                sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                upload_prefix=settings.upload_prefix)),
+            lifecycle=lifecycle,
             work_queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
-            scaler=WorkerScaler.from_settings(settings, store),
+            scaler=WorkerScaler.from_settings(settings, lifecycle.store),
         )
 
     # --- the one entry point ---------------------------------------------------------------------

@@ -11,9 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common import aws
-from common.jobs import JobStore
-from common.lifecycle import JobLifecycle, LifecyclePolicy
-from common.notify import Notifier
+from common.lifecycle import JobLifecycle
 from common.settings import METRICS_NAMESPACE, Settings
 from common.work_queue import WorkQueue
 
@@ -27,15 +25,10 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", METRI
 @cache
 def get_sweeper() -> Sweeper:
     settings = Settings.from_env()
-    lifecycle = JobLifecycle(
-        store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                       ttl_days=settings.job_record_ttl_days),
-        notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                          upload_prefix=settings.upload_prefix),
-        policy=LifecyclePolicy.from_settings(settings))
     sqs = aws.client("sqs", settings)
-    return Sweeper(lifecycle=lifecycle, work_queue=WorkQueue(sqs_client=sqs, queue_url=settings.work_queue_url),
-                   sqs=sqs, intake_queue_url=settings.intake_queue_url, intake_dlq_url=settings.intake_dlq_url)
+    return Sweeper(lifecycle=JobLifecycle.from_settings(settings),
+                   work_queue=WorkQueue(sqs_client=sqs, queue_url=settings.work_queue_url), sqs=sqs,
+                   intake_queue_url=settings.intake_queue_url, intake_dlq_url=settings.intake_dlq_url)
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -34,6 +34,13 @@ class Clock:
         return self.t
 
 
+class Context:
+    """The Lambda context the handler's Powertools decorators read."""
+
+    function_name, memory_limit_in_mb, aws_request_id = "scaler", 256, "req-1"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:scaler"
+
+
 @dataclass
 class Backend:
     started: list[tuple[int, str]] = field(default_factory=list)
@@ -234,10 +241,6 @@ def _scale_through_the_lambda(world: World, recorder: RecordingBatch, batch_url:
     handler.get_scaler.cache_clear()
     world.enqueue(3)
 
-    class Context:
-        function_name, memory_limit_in_mb, aws_request_id = "scaler", 256, "req-1"
-        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:scaler"
-
     try:
         scheduled = {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
         assert handler.lambda_handler(scheduled, Context())["started"] == 2
@@ -261,10 +264,6 @@ def test_the_lambda_routes_a_spot_warning_to_stop_the_workers_on_that_instance(
             monkeypatch.setenv(name, value)
         handler.get_scaler.cache_clear()
         world.enqueue(2)
-
-        class Context:
-            function_name, memory_limit_in_mb, aws_request_id = "scaler", 256, "req-2"
-            invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:scaler"
 
         try:
             handler.lambda_handler({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}},
