@@ -26,7 +26,7 @@ from infra.constructs.network import EndpointTargets, Network
 from infra.constructs.notifications import Notifications
 from infra.constructs.notifier import FailureNotifier
 from infra.constructs.scaler import WorkerScaler
-from infra.constructs.storage import Storage
+from infra.constructs.storage import Storage, grant_list_prefix
 from infra.constructs.sweeper import Sweeper
 from infra.constructs.webhook_delivery import WebhookDelivery
 from infra.constructs.work_queue import WorkQueue
@@ -179,12 +179,15 @@ def grant_worker_access(gpu: GpuBatch, *, storage: Storage, notifications: Notif
         resources=[storage.input_bucket.arn_for_objects(f"{settings.upload_prefix}*")],
     ))
     # Get on outputs too: the worker signs the (version-pinned) presigned URL, and S3 authorises a
-    # presigned GET as the signer. Abort: a failed multipart upload of a large output is cleaned up.
+    # presigned GET as the signer. Abort: a failed multipart upload of a large output is cleaned up. Delete: an
+    # older version's output under another format's name (gpu_batch/worker/outputs.py), conditional on its ETag.
     role.add_to_policy(iam.PolicyStatement(
         sid="WriteAndPresignOutputs",
-        actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject", "s3:GetObjectVersion"],
+        actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject", "s3:GetObjectVersion",
+                 "s3:DeleteObject"],
         resources=[storage.output_bucket.arn_for_objects(f"{settings.output_prefix}*")],
     ))
+    grant_list_prefix(role, storage.output_bucket, settings.output_prefix, sid="SeeMissingOutputs")
     role.add_to_policy(iam.PolicyStatement(sid="JobRecords", actions=JOB_TABLE_ACTIONS,
                                            resources=[storage.table.table_arn]))
     notifications.grant_publish(role)
@@ -192,3 +195,4 @@ def grant_worker_access(gpu: GpuBatch, *, storage: Storage, notifications: Notif
                               "The worker reads whichever upload its job names: any object under the upload prefix.")
     acknowledge_object_prefix(role, storage.output_bucket, settings.output_prefix,
                               "The worker writes (and presigns) the output its job names, under the output prefix.")
+

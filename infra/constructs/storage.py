@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -108,3 +109,11 @@ class Storage(Construct):
 
 
 _ATTRIBUTE_TYPES = {"S": "STRING", "N": "NUMBER", "B": "BINARY"}
+
+
+def grant_list_prefix(role: iam.IRole, bucket: s3.IBucket, prefix: str, *, sid: str) -> None:
+    """ListBucket under `prefix` only: without it S3 answers a HEAD of a missing key with 403, not 404
+    (Amazon S3 API Reference, HeadObject), and "no output yet" or "the key was deleted" would look like a denial."""
+    role.add_to_principal_policy(iam.PolicyStatement(
+        sid=sid, actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+        conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}}))

@@ -26,7 +26,8 @@ def test_intake_reads_only_uploads_and_writes_only_rejected(default: Any) -> Non
     role, settings = default.stack.intake.handler.role, default.config.settings
     bucket = default.stack.storage.input_bucket
     s3_statements = _s3_statements(default.role_statements(role))
-    assert {s["Sid"] for s in s3_statements} == {"ReadAndMoveUploads", "WriteRejected"}
+    assert {s["Sid"] for s in s3_statements} == {"ReadAndMoveUploads", "WriteRejected", "SeeMissingUploads"}
+    _assert_lists_only(default, role, "SeeMissingUploads", bucket, settings.upload_prefix)
     read = default.statement(role, "ReadAndMoveUploads")
     assert read["Resource"] == _objects(default, bucket, settings.upload_prefix)
     assert not any(a.startswith("s3:Put") for a in read["Action"])
@@ -71,13 +72,23 @@ def test_work_queue_access_is_least_privilege(default: Any) -> None:
 def test_worker_reads_inputs_and_writes_outputs_only(default: Any) -> None:
     role, settings, storage = default.stack.gpu.job_role, default.config.settings, default.stack.storage
     s3_statements = _s3_statements(default.role_statements(role))
-    assert {s["Sid"] for s in s3_statements} == {"ReadUploads", "WriteAndPresignOutputs"}
+    assert {s["Sid"] for s in s3_statements} == {"ReadUploads", "WriteAndPresignOutputs", "SeeMissingOutputs"}
     read = default.statement(role, "ReadUploads")
     assert read["Resource"] == _objects(default, storage.input_bucket, settings.upload_prefix)
     assert set(read["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
     write = default.statement(role, "WriteAndPresignOutputs")
     assert write["Resource"] == _objects(default, storage.output_bucket, settings.output_prefix)
-    assert "s3:DeleteObject" not in write["Action"]
+    # Delete only a current version (a delete marker), never DeleteObjectVersion: nothing written is lost
+    assert "s3:DeleteObject" in write["Action"] and "s3:DeleteObjectVersion" not in write["Action"]
+    _assert_lists_only(default, role, "SeeMissingOutputs", storage.output_bucket, settings.output_prefix)
+
+
+def _assert_lists_only(synth: Any, role: Any, sid: str, bucket: Any, prefix: str) -> None:
+    """ListBucket under one prefix: a HEAD of a missing key answers 404 instead of 403."""
+    listing = synth.statement(role, sid)
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Resource"] == {"Fn::GetAtt": [synth.logical_id(bucket), "Arn"]}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
 
 
 def test_job_records_and_notifications_are_scoped_to_this_stack(default: Any) -> None:
