@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Settings the stack itself decides (generated resource names, the real backend): not configurable.
 STACK_OWNED_SETTINGS = frozenset({
     "region", "endpoint_url", "input_bucket", "output_bucket", "jobs_table", "topic_arn",
-    "job_backend", "local_batch_url",
+    "job_backend", "local_batch_url", "job_queue", "job_definition", "work_queue_url",
 })
 
 # CUDA-capable x86_64 GPU families the ECS AL2023 NVIDIA AMI runs (g4ad is AMD, g5g is Graviton: the worker
@@ -74,6 +74,8 @@ class InfraConfig:
     vpc_id: str | None = None  # bring your own VPC (needs a concrete account/region for the lookup)
     egress: str = "endpoints"  # "endpoints": isolated subnets + VPC endpoints; "nat": one NAT gateway
     max_azs: int = 2
+    # Route 53 Resolver DNS Firewall on the stack's VPC: AWS names only (infra/constructs/network.py).
+    dns_firewall: bool = True
 
     # --- intake (S3 -> SQS -> Lambda) ---
     intake_batch_size: int = 10
