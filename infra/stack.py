@@ -173,13 +173,14 @@ def _log_cdk_helpers(stack: Stack, days: int) -> None:
         if isinstance(function, lambda_.CfnFunction) and function.logging_config is not None:
             continue  # ours (PythonFunction) and any function given a log group
         owner = function.node.scope
-        managed = owner.node.try_find_child("LogGroup") if owner is not None else None
+        assert isinstance(owner, Construct)
+        managed = owner.node.try_find_child("LogGroup")
         if isinstance(managed, logs.LogGroup):  # the feature flag's CDK-managed group (AwsCustomResource)
             resource = managed.node.default_child
             assert isinstance(resource, logs.CfnLogGroup)
             resource.retention_in_days = days
             continue
-        group = logs.CfnLogGroup(owner or stack, f"{function.node.id}Logs", retention_in_days=days)
+        group = logs.CfnLogGroup(owner, f"{function.node.id}Logs", retention_in_days=days)
         function.add_property_override("LoggingConfig.LogGroup", group.ref)
 
 

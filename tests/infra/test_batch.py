@@ -158,7 +158,7 @@ def test_user_data_installs_the_imds_block_as_a_boot_service(default: Any) -> No
 def test_the_ecs_agent_does_not_start_when_the_imds_block_fails(default: Any) -> None:
     """Fail closed: ecs.service requires the block (Requires= + After=), not merely runs after it."""
     script = _user_data_script(default)
-    assert AGENT_DROP_IN_PATH == f"/etc/systemd/system/ecs.service.d/10-{SERVICE_NAME}.conf"
+    assert f"/etc/systemd/system/ecs.service.d/10-{SERVICE_NAME}.conf" == AGENT_DROP_IN_PATH
     assert f"cat > {AGENT_DROP_IN_PATH} <<'UNIT'\n{AGENT_DROP_IN}UNIT\n" in script
     assert AGENT_DROP_IN.splitlines() == ["[Unit]", f"Requires={SERVICE_NAME}.service", f"After={SERVICE_NAME}.service"]
     # The drop-in exists before systemd reloads and before the block (and so the agent) can start.
@@ -233,7 +233,8 @@ def test_new_instances_boot_what_the_last_deploy_set(default: Any, variant: Any)
             }
             (image,) = resources["Ec2Configuration"]
             parameter = synth.raw["Parameters"][image["ImageIdOverride"]["Ref"]]
-            assert parameter == {"Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>", "Default": GPU_AMI_PARAMETER}
+            assert parameter == {"Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+                                 "Default": GPU_AMI_PARAMETER}
             # ignored next to an AMI id; the deploy's parameter resolution refreshes it instead
             assert resources["UpdateToLatestImageVersion"] is False
             assert environment["ReplaceComputeEnvironment"] is False  # updated in place, jobs keep running

@@ -83,7 +83,8 @@ def test_an_invalid_compute_environment_raises_an_alarm(default: Any) -> None:
     rule = default.raw["Resources"][default.logical_id(default.stack.monitoring.compute_environment_invalid)]
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.batch"] and pattern["detail-type"] == ["Batch Job Queue Blocked"]
-    assert pattern["detail"] == {"jobQueue": [{"Fn::GetAtt": [default.logical_id(default.stack.gpu.job_queue), "JobQueueArn"]}],
+    queue_arn = {"Fn::GetAtt": [default.logical_id(default.stack.gpu.job_queue), "JobQueueArn"]}
+    assert pattern["detail"] == {"jobQueue": [queue_arn],
                                  "statusReason": [{"prefix": INVALID_CE_REASON_PREFIX}]}
     assert "Targets" not in rule["Properties"]  # counted by EventBridge's own metric, alarmed on below
     alarm = _rule_alarm(default, default.stack.monitoring.compute_environment_invalid)
@@ -98,6 +99,7 @@ def test_failed_worker_jobs_raise_an_alarm(default: Any) -> None:
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["detail-type"] == ["Batch Job State Change"]
     assert pattern["detail"] == {"status": ["FAILED"],
-                                 "jobQueue": [{"Fn::GetAtt": [default.logical_id(default.stack.gpu.job_queue), "JobQueueArn"]}]}
+                                 "jobQueue": [{"Fn::GetAtt": [default.logical_id(default.stack.gpu.job_queue),
+                                                              "JobQueueArn"]}]}
     alarm = _rule_alarm(default, default.stack.monitoring.worker_jobs_failed)
     assert alarm["Threshold"] == FAILED_WORKERS_PER_HOUR and alarm["Period"] == 3600

@@ -161,7 +161,8 @@ def test_dns_firewall_answers_only_aws_names_in_the_workers_vpc(default: Any, va
         group = synth.one("AWS::Route53Resolver::FirewallRuleGroup")
         rules = sorted(group["FirewallRules"], key=lambda r: r["Priority"])
         allow, block = rules
-        assert allow["Action"] == "ALLOW" and lists[allow["FirewallDomainListId"]["Fn::GetAtt"][0]] == DNS_ALLOWED_DOMAINS
+        assert allow["Action"] == "ALLOW"
+        assert lists[allow["FirewallDomainListId"]["Fn::GetAtt"][0]] == DNS_ALLOWED_DOMAINS
         assert block["Action"] == "BLOCK" and block["BlockResponse"] == "NXDOMAIN"
         assert lists[block["FirewallDomainListId"]["Fn::GetAtt"][0]] == ["*"]  # everything else
         association = synth.one("AWS::Route53Resolver::FirewallRuleGroupAssociation")
@@ -174,6 +175,7 @@ def test_dns_firewall_answers_only_aws_names_in_the_workers_vpc(default: Any, va
 
 def test_dns_firewall_can_be_turned_off() -> None:
     stack = Stack(App(), "Probe")
-    network = Network(stack, "Network", config=InfraConfig(dns_firewall=False), log_retention=logs.RetentionDays.ONE_DAY)
+    network = Network(stack, "Network", config=InfraConfig(dns_firewall=False),
+                      log_retention=logs.RetentionDays.ONE_DAY)
     assert network.dns_firewall is None
     assert not [c for c in stack.node.find_all() if "Dns" in c.node.id]
