@@ -125,6 +125,9 @@ class InfraConfig:
 _INFRA_FIELDS = {f.name: f for f in fields(InfraConfig) if f.name != "settings"}
 _INFRA_TYPES = get_type_hints(InfraConfig)
 _SETTINGS_FIELDS = {f.name for f in fields(Settings)} - STACK_OWNED_SETTINGS
+_SETTINGS_TYPES = get_type_hints(Settings)
+_EXPECTED: dict[Any, str] = {int: "an integer", float: "a number", bool: "true or false",
+                             int | None: "an integer or null", float | None: "a number or null"}
 
 
 def config_from_context(context: Mapping[str, Any]) -> InfraConfig:
@@ -141,6 +144,13 @@ def config_from_context(context: Mapping[str, Any]) -> InfraConfig:
             settings_env[ENV_PREFIX + name.upper()] = _as_env_value(raw)
         else:
             raise ConfigError(_unknown_key_message(full_key, name))
+    for env_name, value in settings_env.items():  # one at a time, so the message names the key
+        try:
+            Settings.from_env({env_name: value})
+        except SettingsError as exc:
+            name = env_name[len(ENV_PREFIX):].lower()
+            expected = _EXPECTED.get(_SETTINGS_TYPES[name], f"a {_SETTINGS_TYPES[name]}")
+            raise ConfigError(f"{CONTEXT_PREFIX}{name}={value!r}: expected {expected}") from exc
     try:
         settings = Settings.from_env(settings_env)
     except SettingsError as exc:
@@ -189,7 +199,10 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
         if hint is int or text == "int | None":
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError("expected an integer")
-            return int(raw)
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError("expected an integer") from None
         if "Webhook" in text:
             return tuple(_webhook(item) for item in _json_list(raw))
         if text.startswith("tuple"):
@@ -203,7 +216,10 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
 
 
 def _json_list(raw: Any) -> list[Any]:
-    value = json.loads(raw) if isinstance(raw, str) else raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        raise ValueError("expected a JSON list") from None
     if not isinstance(value, list):
         raise ValueError("expected a list")
     return value
