@@ -45,7 +45,7 @@ from common.notify import Notifier
 from common.scaling import ScaleResult, WorkerScaler
 from common.settings import Settings
 from common.work_queue import WorkQueue
-from functions.intake.options import InvalidOption, default_options, parse_options
+from functions.intake.options import AskedOptions, InvalidOption, asked_options, default_options, parse_options
 from functions.intake.s3_events import UploadEvent
 from functions.intake.validation import (
     ImageHeader,
@@ -186,7 +186,7 @@ class Intake:
                 reads.validation_s += time.perf_counter() - started
             if verdict.accepted:
                 return self._enqueue(job_id, event, options, verdict, reads)
-            return self._reject(job_id, event, options, verdict, reads)
+            return self._reject(job_id, event, asked_options(parsed), verdict, reads)
         except BaseException:
             self._release(job_id)
             raise
@@ -367,7 +367,7 @@ class Intake:
             return 0
         return len(scaled.started)
 
-    def _reject(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
+    def _reject(self, job_id: str, event: UploadEvent, options: AskedOptions, verdict: Verdict,
                 reads: _Reads) -> IntakeResult:
         """Copy to rejected/, record REJECTED with its notification (the winner publishes), delete the upload."""
         s = self._settings
@@ -379,7 +379,7 @@ class Intake:
             job_id=job_id,
             input=ImageInfo(bucket=event.bucket, key=event.key, width=positive_or_none(verdict.width),
                             height=positive_or_none(verdict.height), format=verdict.format),
-            model=str(options.model),
+            model=options.model,  # as asked (an unknown name too), not the default that would have run
             scale=options.scale,
             error=ErrorInfo(code=str(verdict.code), retryable=False,
                             message=f"{verdict.message} The file was moved to s3://{event.bucket}/{rejected_key}."),
