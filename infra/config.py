@@ -144,13 +144,16 @@ def config_from_context(context: Mapping[str, Any]) -> InfraConfig:
             settings_env[ENV_PREFIX + name.upper()] = _as_env_value(raw)
         else:
             raise ConfigError(_unknown_key_message(full_key, name))
-    for env_name, value in settings_env.items():  # one at a time, so the message names the key
+    for env_name, value in settings_env.items():  # typed values one at a time, so the message names the key
+        name = env_name[len(ENV_PREFIX):].lower()
+        if _SETTINGS_TYPES[name] not in _EXPECTED:
+            continue
         try:
             Settings.from_env({env_name: value})
         except SettingsError as exc:
-            name = env_name[len(ENV_PREFIX):].lower()
-            expected = _EXPECTED.get(_SETTINGS_TYPES[name], f"a {_SETTINGS_TYPES[name]}")
-            raise ConfigError(f"{CONTEXT_PREFIX}{name}={value!r}: expected {expected}") from exc
+            if isinstance(exc.__cause__, ValueError):  # the value did not parse (a rule it breaks is said below)
+                expected = _EXPECTED[_SETTINGS_TYPES[name]]
+                raise ConfigError(f"{CONTEXT_PREFIX}{name}={value!r}: expected {expected}") from exc
     try:
         settings = Settings.from_env(settings_env)
     except SettingsError as exc:
