@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import boto3
 import typer
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, NoCredentialsError
 from rich.console import Console
 
 from cli.account_checks import (
@@ -179,6 +179,10 @@ def diagnose(pairs: Iterable[str], *, region: str | None, profile: str | None, c
         fix = "check --profile / AWS_PROFILE (aws configure list-profiles)"
         sections.append(Section("AWS account", [Finding("AWS credentials", Status.FAIL, str(exc), fix)]))
         return sections, None, region
+    if session.get_credentials() is None:  # said before the region: it is the first thing to set up
+        missing, _ = check_credentials(_NoCredentials(), region=session.region_name or "?")
+        sections.append(Section("AWS account", [missing]))
+        return sections, None, session.region_name
     if not session.region_name:
         sections.append(Section("AWS account", [Finding("AWS region", Status.FAIL, "no region configured",
                                                         "--region eu-west-1, or export AWS_REGION")]))
@@ -189,3 +193,10 @@ def diagnose(pairs: Iterable[str], *, region: str | None, profile: str | None, c
     title = f"AWS account {account}, {session.region_name}" if account else f"AWS account ({session.region_name})"
     sections.append(Section(title, findings))
     return sections, account, session.region_name
+
+
+class _NoCredentials:
+    """What STS would answer a caller without credentials, without asking it."""
+
+    def get_caller_identity(self) -> Any:
+        raise NoCredentialsError()

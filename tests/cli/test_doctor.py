@@ -564,3 +564,18 @@ class _SplitSsm:
 
     def get_parameter(self, *, Name: str) -> Any:  # boto3 spells it Name
         return (self._powertools if Name == POWERTOOLS else self._rest).get_parameter(Name=Name)
+
+
+def test_no_credentials_at_all_is_said_before_the_region(monkeypatch: pytest.MonkeyPatch, cdk_json: Path,
+                                                         tmp_path: Path) -> None:
+    """A fresh machine: no keys, no profile files, no region. The account section asks for credentials."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                 "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = invoke(monkeypatch, cdk_json, None, machine=NO_ENGINE)
+    assert result.exit_code == 1, result.output
+    assert "no credentials found" in result.output and "no region" not in result.output
+    assert "no engine answers" in result.output
