@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Settings the stack itself decides (generated resource names, the real backend): not configurable.
 STACK_OWNED_SETTINGS = frozenset({
     "region", "endpoint_url", "input_bucket", "output_bucket", "jobs_table", "topic_arn",
-    "job_backend", "local_batch_url",
+    "job_backend", "local_batch_url", "job_queue", "job_definition", "work_queue_url",
+    "intake_queue_url", "intake_dlq_url",
     "webhook_secret_arn", "webhook_dlq_url", "webhook_blocked_cidrs", "webhook_allow_local",
 })
 
@@ -86,6 +87,8 @@ class InfraConfig:
     vpc_id: str | None = None  # bring your own VPC (needs a concrete account/region for the lookup)
     egress: str = "endpoints"  # "endpoints": isolated subnets + VPC endpoints; "nat": one NAT gateway
     max_azs: int = 2
+    # Route 53 Resolver DNS Firewall on the stack's VPC: AWS names only (infra/constructs/network.py).
+    dns_firewall: bool = True
 
     # --- intake (S3 -> SQS -> Lambda) ---
     intake_batch_size: int = 10
@@ -151,6 +154,9 @@ def _shapes(instance_type: str) -> list[tuple[int, int]]:
 _INFRA_FIELDS = {f.name: f for f in fields(InfraConfig) if f.name != "settings"}
 _INFRA_TYPES = get_type_hints(InfraConfig)
 _SETTINGS_FIELDS = {f.name for f in fields(Settings)} - STACK_OWNED_SETTINGS
+_SETTINGS_TYPES = get_type_hints(Settings)
+_EXPECTED: dict[Any, str] = {int: "an integer", float: "a number", bool: "true or false",
+                             int | None: "an integer or null", float | None: "a number or null"}
 
 
 def config_from_context(context: Mapping[str, Any]) -> InfraConfig:
@@ -167,6 +173,16 @@ def config_from_context(context: Mapping[str, Any]) -> InfraConfig:
             settings_env[ENV_PREFIX + name.upper()] = _as_env_value(raw)
         else:
             raise ConfigError(_unknown_key_message(full_key, name))
+    for env_name, value in settings_env.items():  # typed values one at a time, so the message names the key
+        name = env_name[len(ENV_PREFIX):].lower()
+        if _SETTINGS_TYPES[name] not in _EXPECTED:
+            continue
+        try:
+            Settings.from_env({env_name: value})
+        except SettingsError as exc:
+            if isinstance(exc.__cause__, ValueError):  # the value did not parse (a rule it breaks is said below)
+                expected = _EXPECTED[_SETTINGS_TYPES[name]]
+                raise ConfigError(f"{CONTEXT_PREFIX}{name}={value!r}: expected {expected}") from exc
     try:
         settings = Settings.from_env(settings_env)
     except SettingsError as exc:
@@ -215,7 +231,10 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
         if hint is int or text == "int | None":
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError("expected an integer")
-            return int(raw)
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError("expected an integer") from None
         if "Webhook" in text:
             return tuple(_webhook(item) for item in _json_list(raw))
         if text.startswith("tuple"):
@@ -229,7 +248,10 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
 
 
 def _json_list(raw: Any) -> list[Any]:
-    value = json.loads(raw) if isinstance(raw, str) else raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        raise ValueError("expected a JSON list") from None
     if not isinstance(value, list):
         raise ValueError("expected a list")
     return value

@@ -2,14 +2,16 @@
 
 The Lambdas and the Batch job get their environment from common.settings.Settings.to_env(), built
 from the deployment config with the generated resource names filled in, so every component reads
-the same names and limits the stack was built with.
+the same names and limits the stack was built with. Every physical name is CloudFormation's or derived
+from the stack name (and region where the name is account-wide), so a second stack fits beside it.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, Duration, Environment, Stack, Tags
+from aws_cdk import Aws, CfnOutput, CfnResource, Duration, Environment, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
@@ -59,6 +61,8 @@ class UpscalerStack(Stack):
             max_workers=config.max_workers,
             webhook_blocked_cidrs=network.vpc.vpc_cidr_block,  # per-request webhooks never reach this VPC
             webhook_allow_local=False,
+            job_queue="",  # the workers submit nothing; the functions get the ARNs below
+            job_definition="",
         )
         gpu = GpuBatch(self, "Batch", config=config, settings=config.settings,
                        environment=component_environment(shared), network=network, log_retention=retention)
@@ -75,7 +79,9 @@ class UpscalerStack(Stack):
                                            job_definition=gpu.job_definition.job_definition_arn)
         code = lambda_code()
         layers = [powertools_layer(self, version=config.powertools_version)]
-        function_environment = component_environment(function_settings)
+        metrics_namespace = stack_metrics_namespace(config.stack_name)
+        function_environment = {**component_environment(function_settings),
+                                "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace}
         intake = Intake(self, "Intake", config=config, settings=config.settings,
                         environment=function_environment, code=code, layers=layers,
                         input_bucket=storage.input_bucket, table=storage.table, notifications=notifications,
@@ -100,7 +106,8 @@ class UpscalerStack(Stack):
 
         self.monitoring = Monitoring(
             self, "Monitoring",
-            dashboard_name=f"{construct_id}-pipeline",
+            # Dashboards are account-wide: the region keeps one stack name in two regions apart.
+            dashboard_name=Fn.join("-", [construct_id, Aws.REGION]),
             key=notifications.key,
             alarm_email=config.alarm_email,
             dead_letter_queues={"Intake": intake.dead_letter_queue, "Work": work.dead_letter_queue,
@@ -111,10 +118,14 @@ class UpscalerStack(Stack):
                        "Sweeper": sweeper.function, "WebhookDelivery": webhooks.function},
             intake_queue=intake.queue,
             work_queue=work.queue,
-            worker_start_wait=scaler_metric("WorkerStartWaitSeconds"),
-            live_workers=scaler_metric("LiveWorkers"),
+            worker_start_wait=scaler_metric("WorkerStartWaitSeconds", metrics_namespace),
+            live_workers=scaler_metric("LiveWorkers", metrics_namespace),
+            job_queue=gpu.job_queue,
         )
         _acknowledge_cdk_internals(self)
+        _log_cdk_helpers(self, config.log_retention_days)
+        # Logs are the audit trail of what ran on users' images: they outlive the stack with its data.
+        _apply_to_log_groups(self, RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY)
         self.storage, self.notifications, self.network, self.gpu = storage, notifications, network, gpu
         self.intake, self.notifier, self.scaler, self.work = intake, notifier, scaler, work
         self.sweeper, self.webhooks = sweeper, webhooks
@@ -137,9 +148,15 @@ class UpscalerStack(Stack):
             CfnOutput(self, name, value=value, description=description)
 
 
-def scaler_metric(name: str) -> cloudwatch.Metric:
-    """A metric the scaler Lambda publishes (Powertools EMF, namespace Upscaler, dimension service)."""
-    return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name,
+def stack_metrics_namespace(stack_name: str) -> str:
+    """The Lambdas' EMF namespace (POWERTOOLS_METRICS_NAMESPACE): one per stack, so that two stacks in one
+    account and region never feed each other's alarms."""
+    return f"{METRICS_NAMESPACE}/{stack_name}"
+
+
+def scaler_metric(name: str, namespace: str) -> cloudwatch.Metric:
+    """A metric the scaler Lambda publishes (Powertools EMF, the stack's namespace, dimension service)."""
+    return cloudwatch.Metric(namespace=namespace, metric_name=name,
                              dimensions_map={"service": "upscaler-scaler"}, statistic="Maximum",
                              period=Duration.minutes(1))
 
@@ -163,6 +180,32 @@ def _acknowledge_cdk_internals(stack: Stack) -> None:
                         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                         "AWSLambdaBasicExecutionRole]",
                         "CDK's AwsCustomResource singleton (deploy-time prefix-list lookups); the policy only logs.")
+
+
+def _log_cdk_helpers(stack: Stack, days: int) -> None:
+    """CDK's own helper functions (S3 notifications, custom resources) log to a group with the stack's
+    retention, not to an implicit /aws/lambda group kept forever. Their roles carry
+    AWSLambdaBasicExecutionRole, which writes to any group."""
+    for function in [c for c in stack.node.find_all()
+                     if isinstance(c, CfnResource) and c.cfn_resource_type == "AWS::Lambda::Function"]:
+        if isinstance(function, lambda_.CfnFunction) and function.logging_config is not None:
+            continue  # ours (PythonFunction) and any function given a log group
+        owner = function.node.scope
+        assert isinstance(owner, Construct)
+        managed = owner.node.try_find_child("LogGroup")
+        if isinstance(managed, logs.LogGroup):  # the feature flag's CDK-managed group (AwsCustomResource)
+            resource = managed.node.default_child
+            assert isinstance(resource, logs.CfnLogGroup)
+            resource.retention_in_days = days
+            continue
+        group = logs.CfnLogGroup(owner, f"{function.node.id}Logs", retention_in_days=days)
+        function.add_property_override("LoggingConfig.LogGroup", group.ref)
+
+
+def _apply_to_log_groups(stack: Stack, policy: RemovalPolicy) -> None:
+    for construct in stack.node.find_all():
+        if isinstance(construct, logs.CfnLogGroup):
+            construct.apply_removal_policy(policy)
 
 
 def log_retention(days: int) -> logs.RetentionDays:

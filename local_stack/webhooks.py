@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,8 @@ class WebhookDelivery:
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
         self.subscriptions: dict[str, WebhookSubscription] = {}
+        # Called with (endpoint, message) for every notification an endpoint accepted (`local up`'s job log).
+        self.delivered_listeners: list[Callable[[str, str], None]] = []
 
     # --- subscriptions -------------------------------------------------------------------
     def subscribe(self, endpoint: str, filter_policy: Mapping[str, Any] | None = None) -> WebhookSubscription:
@@ -214,6 +216,8 @@ class WebhookDelivery:
                             subscription_header=True)
         if result.ok:
             sub.count("delivered")
+            for listener in self.delivered_listeners:
+                listener(sub.endpoint, str(envelope["Message"]))
             return
         self._retry_later(sub, attempt, result, lambda: self._send_notification(sub, envelope, attempt + 1),
                           what=f"notification {envelope['MessageId']}")

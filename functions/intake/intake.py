@@ -44,7 +44,7 @@ from common.lifecycle import WORK_ITEM_SENT, Holder, JobLifecycle, NotificationP
 from common.scaling import ScaleResult, WorkerScaler
 from common.settings import Settings
 from common.work_queue import WorkQueue
-from functions.intake.options import InvalidOption, default_options, parse_options
+from functions.intake.options import AskedOptions, InvalidOption, asked_options, default_options, parse_options
 from functions.intake.s3_events import UploadEvent
 from functions.intake.validation import (
     ImageHeader,
@@ -188,7 +188,7 @@ class Intake:
                 reads.validation_s += time.perf_counter() - started
             if verdict.accepted:
                 return self._enqueue(job_id, event, options, verdict, reads)
-            return self._reject(job_id, event, options, verdict, reads)
+            return self._reject(job_id, event, asked_options(parsed), verdict, reads)
         except BaseException:
             self._release(job_id)
             raise
@@ -400,7 +400,7 @@ class Intake:
         self._raise_if_unsent(not finish.sent, job_id)
         return IntakeResult(Outcome.SUPERSEDED, job_id, detail=message)
 
-    def _reject(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
+    def _reject(self, job_id: str, event: UploadEvent, options: AskedOptions, verdict: Verdict,
                 reads: _Reads) -> IntakeResult:
         """Copy to rejected/, record REJECTED with its notification (the winner publishes), delete the upload."""
         s = self._settings
@@ -412,7 +412,7 @@ class Intake:
             job_id=job_id,
             input=ImageInfo(bucket=event.bucket, key=event.key, width=positive_or_none(verdict.width),
                             height=positive_or_none(verdict.height), format=verdict.format),
-            model=str(options.model),
+            model=options.model,  # as asked (an unknown name too), not the default that would have run
             scale=options.scale,
             error=ErrorInfo(code=str(verdict.code), retryable=False,
                             message=f"{verdict.message} The file was moved to s3://{event.bucket}/{rejected_key}."),

@@ -71,6 +71,9 @@ class Storage(Construct):
                 point_in_time_recovery_enabled=True),
             time_to_live_attribute=TTL_ATTRIBUTE,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            # The job records are the service's history: a stray `cdk destroy` or console click must not take
+            # them. retain_data=false (a stack meant to be thrown away) lifts both guards.
+            deletion_protection=config.retain_data,
             removal_policy=removal,
         )
         types = {a["AttributeName"]: a["AttributeType"] for a in definition["AttributeDefinitions"]}
