@@ -1,17 +1,19 @@
-# Everything a fresh machine needs (Python 3.11+, Node 18+): `make demo` or `make test`.
+# Everything a fresh machine needs (Python 3.11+, Node 22+): `make demo` or `make test`.
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup demo test lint synth clean-models browser
+.PHONY: setup demo test lint synth lock clean-models browser
 
 setup: $(VENV)/.installed node_modules/.installed models browser
 
-# Extras by target (pyproject.toml): the local stack and CLI, the CDK app, the test tools.
-$(VENV)/.installed: pyproject.toml
+# The venv installs exactly what the lock pins (requirements/dev.txt: the local, infra and dev extras, with
+# hashes; infra/lock.py), then the project itself without resolving anything.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[local,infra,dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 node_modules/.installed: package.json
@@ -43,6 +45,10 @@ test: setup
 
 synth: setup
 	npx cdk synth --quiet
+
+# After any change to pyproject.toml's dependencies: re-resolve uv.lock and export requirements/*.txt.
+lock: $(VENV)/.installed
+	$(BIN)/python -m infra.lock
 
 clean-models:
 	$(BIN)/upscaler models build --force

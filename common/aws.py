@@ -15,6 +15,10 @@ _cache: dict[tuple[str, str | None, str], Any] = {}
 
 # Standard retry mode: exponential backoff with jitter on throttling and 5xx, as AWS recommends.
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+# SNS: one Publish (with botocore's own retry) must end well inside the outbox lease (common.lifecycle), so a
+# publisher never outlives the lease it holds: 2 tries (`max_attempts` counts retries) x (connect + read timeout)
+# plus a backoff.
+PUBLISH_CONFIG = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10)
 
 
 def client(service: str, settings: Settings) -> Any:
@@ -23,7 +27,7 @@ def client(service: str, settings: Settings) -> Any:
     with _lock:
         found = _cache.get(key)
         if found is None:
-            cfg = _CONFIG
+            cfg = PUBLISH_CONFIG if service == "sns" else _CONFIG
             if service == "s3":
                 # Path-style addressing keeps presigned URLs valid against the emulator's host.
                 style = "path" if settings.endpoint_url else "virtual"

@@ -174,6 +174,8 @@ class JobStore:
             adds.append(f"#d{i} :d{i}")
         clauses = [f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("REMOVE", removes),
                                                                     ("ADD", adds)) if parts]
+        if not clauses:
+            raise ValueError("an update needs something to set, add or remove")
         kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"job_id": {"S": key}},
                                   "UpdateExpression": " ".join(clauses), **conditioned,
                                   "ExpressionAttributeNames": names}
@@ -197,6 +199,27 @@ class JobStore:
         last = resp.get("LastEvaluatedKey")
         return [JobRecord.from_item(i) for i in resp.get("Items", [])], _plain_item(last) if last else None
 
+    def query_below(self, index: str, partition: str, value: str, sort: str, below: float, *,
+                    limit: int) -> list[str]:
+        """Job ids in `index` whose `partition` is `value` and `sort` < `below`, oldest first (eventually
+        consistent, as every GSI read: callers read each record again before acting on it)."""
+        if limit <= 0:
+            return []
+        found: list[str] = []
+        request: dict[str, Any] = {
+            "TableName": self._table, "IndexName": index, "Limit": min(limit, 1000),
+            "KeyConditionExpression": "#p = :p AND #s < :s",
+            "ExpressionAttributeNames": {"#p": partition, "#s": sort},
+            "ExpressionAttributeValues": {":p": {"S": value}, ":s": {"N": str(round(below, 3))}},
+        }
+        while len(found) < limit:
+            resp = self._ddb.query(**request)
+            found.extend(str(item["job_id"]["S"]) for item in resp.get("Items", []))
+            if not resp.get("LastEvaluatedKey"):
+                break
+            request["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return found[:limit]
+
     def delete(self, key: str, condition: ConditionBase) -> bool:
         kwargs = {"TableName": self._table, "Key": {"job_id": {"S": key}}, **_condition_request(condition)}
         return _conditional(lambda: self._ddb.delete_item(**kwargs))
@@ -207,12 +230,20 @@ class JobStore:
             self.update(job_id, attributes)
 
 
+# The sweeper's sparse index: only open records (common.lifecycle) carry both attributes.
+SWEEP_INDEX_KEYS = (("sweep_shard", "S", "HASH"), ("sweep_at", "N", "RANGE"))
+
+
 def table_definition(table_name: str) -> dict[str, Any]:
-    """The key schema shared by the CDK stack and the local stack's create_table."""
+    """The key schema and indexes shared by the CDK stack and the local stack's create_table."""
     definition: dict[str, Any] = {
         "TableName": table_name,
-        "AttributeDefinitions": [{"AttributeName": "job_id", "AttributeType": "S"}],
+        "AttributeDefinitions": [{"AttributeName": "job_id", "AttributeType": "S"},
+                                 *({"AttributeName": n, "AttributeType": t} for n, t, _ in SWEEP_INDEX_KEYS)],
         "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [{
+            "IndexName": "sweep", "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in SWEEP_INDEX_KEYS],
+            "Projection": {"ProjectionType": "KEYS_ONLY"}}],
         "BillingMode": "PAY_PER_REQUEST",
     }
     _add_index(definition, CALLER_INDEX, CALLER_ATTRIBUTE, CALLER_SORT_ATTRIBUTE)  # the HTTP API's GET /v1/jobs

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from typing import Any
 
-from common.contract import message_attributes, notification_json, validate_notification
+from common.contract import message_attributes, validate_notification
 
 
 class Notifier:
@@ -14,14 +14,19 @@ class Notifier:
         self._topic_arn = topic_arn
         self._upload_prefix = upload_prefix
 
-    def publish_payload(self, payload: Mapping[str, Any]) -> str:
-        """Validate against the published schema, then publish. Returns the SNS message id."""
+    def publish_text(self, text: str) -> str:
+        """Publish a notification exactly as stored (every copy byte-identical). Returns the SNS message id.
+
+        An SNS Publish can succeed while its response is lost, and standard topics have no idempotency key
+        (SNS Publish API reference): a retry may make a second copy, identical to the first, with the same
+        `event_id` in the body and in the message attributes for receivers to dedupe on."""
+        payload = json.loads(text)
         validate_notification(payload)  # a contract break is our bug: fail loudly, never send it (cheap)
         event_type = str(payload["event_type"])
         resp = self._sns.publish(
             TopicArn=self._topic_arn,
             Subject=event_type,
-            Message=notification_json(payload),
+            Message=text,
             MessageAttributes=message_attributes(event_type, self._upload_prefix, str(payload["event_id"])),
         )
         return str(resp["MessageId"])

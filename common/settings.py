@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 
 from common.formats import MAX_SCALE, MIN_SCALE, scale_in_range
 from common.presign import TASK_ROLE_CREDENTIAL_SECONDS
+from common.work_queue import WORK_RETENTION_SECONDS
 
 ENV_PREFIX = "UPSCALER_"
 METRICS_NAMESPACE = "Upscaler"  # CloudWatch namespace of the Lambdas' EMF metrics (and the alarms on them)
@@ -35,6 +36,8 @@ class Settings:
     jobs_table: str = "upscaler-jobs"
     topic_arn: str = ""
     work_queue_url: str = ""  # the SQS work queue: one item per accepted upload
+    intake_queue_url: str = ""  # S3 events -> intake (the sweeper re-drives uploads whose intake never finished)
+    intake_dlq_url: str = ""
     job_queue: str = "upscaler-gpu"  # the Batch job queue that worker jobs run in
     job_definition: str = "upscaler-worker"
     # "batch": worker jobs go to AWS Batch. "local": to the local stack's Batch stand-in (local_stack.batch_api).
@@ -67,8 +70,16 @@ class Settings:
     model_dir: str = ""  # ONNX model cache; "" = $XDG_CACHE_HOME/upscaler/models (the image bakes /opt/models)
 
     # --- work queue and workers (the CDK stack and the local stack both use these) ---
-    max_attempts: int = 3  # deliveries of a work item (the DLQ's maxReceiveCount); then upscale.failed
+    max_attempts: int = 3  # attempts that die with the image (or fail transiently) before it ends FAILED
+    # SQS receives before the work DLQ: only a backstop (receives also count give-backs and duplicates); the
+    # notifier sends an item it finds there back unless its job is done (common.lifecycle counts real attempts).
+    max_receives: int = 20
     work_visibility_seconds: int = 120  # a claim's lease; the worker renews it while it works on an image
+    job_deadline_seconds: int = 86_400  # a job not finished this long after it was queued ends FAILED (TIMED_OUT)
+    # An ACCEPTED record this old was left by an intake whose own retries are over: the sweeper re-drives it.
+    stale_accepted_seconds: int = 3_600
+    prefetch_images: int = 1  # images a worker holds decoded ahead of the GPU (claimed, downloaded, decoded)
+    encode_workers: int = 0  # threads that encode and upload beside the GPU; 0: the host's vCPUs less one (>= 1)
     worker_idle_seconds: int = 60  # a worker with nothing to do for this long exits (scale to zero)
     worker_max_seconds: int = 3600  # a worker takes no new item after this long (finishes the one in hand)
     max_item_seconds: int = 1800  # a worker stops renewing an image's lease after this long (it is hung)
@@ -80,6 +91,13 @@ class Settings:
     # 6 h: the longest a link signed with the Batch job role's temporary credentials can live (common.presign).
     presigned_url_expiry_seconds: int = TASK_ROLE_CREDENTIAL_SECONDS
     job_record_ttl_days: int = 30
+
+    # --- per-request webhooks (functions/webhooks; docs/webhooks.md). The stack sets all four. ---
+    webhook_secret_arn: str = ""  # Secrets Manager: the signing secret(s), `whsec_...`, space-separated
+    webhook_dlq_url: str = ""  # where deliveries that failed for good go
+    webhook_blocked_cidrs: str = ""  # comma-separated; refused besides the fixed list (this VPC's CIDR)
+    # The local stack only: http:// and 127.0.0.1 receivers. Refused without an emulator endpoint_url.
+    webhook_allow_local: bool = False
 
     # --- observability ---
     log_level: str = "INFO"
@@ -119,14 +137,10 @@ class Settings:
         return self.work_visibility_seconds / 3
 
     @property
-    def claim_lease_seconds(self) -> float:
-        """A claim's lease ends a little before its message's visibility, so a redelivery finds it lapsed."""
-        return self.work_visibility_seconds - max(1.0, self.heartbeat_seconds / 4)
-
-    @property
     def worker_timeout_seconds(self) -> int:
-        """The Batch job timeout: the longest a worker takes items, plus the largest image's lease to finish it."""
-        return self.worker_max_seconds + self.work_visibility_seconds + 300
+        """The Batch job timeout: the longest a worker takes items, plus the longest an image taken just before
+        may legitimately run (max_item_seconds), its lease, and a margin to finish and exit."""
+        return self.worker_max_seconds + self.max_item_seconds + self.work_visibility_seconds + 300
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -144,15 +158,29 @@ class Settings:
             raise SettingsError(f"default_scale must be within {MIN_SCALE:g}..{MAX_SCALE:g}, got {self.default_scale}")
         for name in ("max_upload_bytes", "max_input_pixels", "max_input_side", "max_output_pixels",
                      "header_read_bytes", "presigned_url_expiry_seconds", "max_attempts",
-                     "worker_idle_seconds", "worker_max_seconds", "worker_start_grace_seconds", "max_item_seconds"):
+                     "worker_idle_seconds", "worker_max_seconds", "worker_start_grace_seconds", "max_item_seconds",
+                     "job_deadline_seconds", "stale_accepted_seconds", "prefetch_images"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
-        if self.max_workers < 0:
-            raise SettingsError("max_workers must be 0 (derived) or positive")
+        if self.max_workers < 0 or self.encode_workers < 0:
+            raise SettingsError("max_workers and encode_workers must be 0 (derived) or positive")
+        if self.max_receives < self.max_attempts + 2:
+            raise SettingsError("max_receives (the work DLQ backstop) must exceed max_attempts by at least 2")
+        if self.job_deadline_seconds >= WORK_RETENTION_SECONDS:
+            raise SettingsError("job_deadline_seconds must be shorter than the work queue's retention (14 days)")
         if self.work_visibility_seconds < 3 * MIN_HEARTBEAT_SECONDS:
             raise SettingsError(f"work_visibility_seconds must be at least {3 * MIN_HEARTBEAT_SECONDS}")
+        if self.webhook_allow_local and not self.endpoint_url:
+            raise SettingsError("webhook_allow_local is for the local stack only (it needs endpoint_url)")
         if self.presigned_url_expiry_seconds > 604_800:
             raise SettingsError("presigned_url_expiry_seconds cannot exceed 7 days (SigV4 limit)")
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the setting `name` (KeyError for a name Settings does not have)."""
+    if name not in {f.name for f in fields(Settings)}:
+        raise KeyError(f"Settings has no field {name!r}")
+    return ENV_PREFIX + name.upper()
 
 
 def _parse(name: str, raw: str, hint: Any) -> Any:

@@ -1,1 +1,4 @@
-"""The whole pipeline on one machine: moto server, local event-source runner, local job queue, webhooks."""
+"""The whole pipeline on one machine (`upscaler local up`, `upscaler demo`, the end-to-end tests): a moto
+server with the CDK stack's resources, the real Lambda handlers in their own processes behind an SQS
+event-source runner, a Batch stand-in that places real worker processes (capacity, placement delay) with
+the EventBridge events the scaler reacts to, SNS-like signed webhook delivery, and the human job log."""

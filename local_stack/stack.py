@@ -21,6 +21,12 @@ from local_stack.batch_api import LocalBatchApi
 from local_stack.emulator import MotoServer
 from local_stack.event_source import MappingConfig, SqsEventSourceMapping
 from local_stack.lambda_runtime import LambdaRuntime
+from local_stack.per_request_webhooks import (
+    DELIVERY_MAPPING,
+    WEBHOOKS_HANDLER,
+    DeliveryResources,
+    create_delivery_resources,
+)
 from local_stack.resources import QueueConfig, StackResources, create_resources
 from local_stack.sns_endpoint import SnsEndpoint
 from local_stack.webhooks import DeliveryPolicy, WebhookDelivery, WebhookSubscription
@@ -112,6 +118,8 @@ class LocalStack:
         self.webhooks: WebhookDelivery | None = None
         self.intake: SqsEventSourceMapping | None = None
         self.dead_items: SqsEventSourceMapping | None = None
+        self.webhook_delivery: SqsEventSourceMapping | None = None  # per-request webhooks
+        self.delivery_resources: DeliveryResources | None = None
         self.batch: LocalBatch | None = None
         self.batch_api: LocalBatchApi | None = None
         self.api_server: LocalApiServer | None = None
@@ -152,6 +160,7 @@ class LocalStack:
         settings = base.replace(endpoint_url=endpoint_url, job_backend="local", max_workers=cfg.workers,
                                 **cfg.settings_overrides)
         self.resources = create_resources(settings, cfg.queue or shape.queue)
+        self.delivery_resources = delivery = create_delivery_resources(settings, self.resources.topic_arn)
         # The Batch stand-in and its API come first: the Lambdas' environment names the API's address.
         self.batch = LocalBatch(
             settings=settings, base_env={}, capacity=cfg.workers, on_state_change=self._deliver_to_scaler,
@@ -159,7 +168,10 @@ class LocalStack:
         self.batch_api = LocalBatchApi(self.batch)
         self.batch_api.start()
         settings = settings.replace(topic_arn=self.resources.topic_arn, work_queue_url=self.resources.work_queue_url,
-                                    local_batch_url=self.batch_api.url)
+                                    intake_queue_url=self.resources.intake_queue_url,
+                                    intake_dlq_url=self.resources.intake_dlq_url, local_batch_url=self.batch_api.url,
+                                    webhook_secret_arn=delivery.secret_arn, webhook_dlq_url=delivery.dlq_url,
+                                    webhook_allow_local=True)
         settings.check()
         self.settings = settings
         child_env = self.child_environment()
@@ -175,8 +187,9 @@ class LocalStack:
         notifier = runtime("notifier", cfg.notifier_handler, concurrency=1)
         # One at a time here; deployed runs may overlap, which the conditional slot writes make safe.
         scaler = runtime("scaler", cfg.scaler_handler, concurrency=1)
+        webhooks = runtime("webhooks", WEBHOOKS_HANDLER, concurrency=1)
         api = runtime("api", cfg.api_handler, concurrency=2)  # the HTTP API's function (local_stack.api_server)
-        self._runtimes = [intake, notifier, scaler, api]
+        self._runtimes = [intake, notifier, scaler, webhooks, api]
         # Cold starts before traffic; import errors surface.
         with ThreadPoolExecutor(max_workers=len(self._runtimes)) as warmer:
             for future in [warmer.submit(r.warm) for r in self._runtimes]:
@@ -200,8 +213,12 @@ class LocalStack:
         self.dead_items = SqsEventSourceMapping(
             sqs=sqs, queue_url=self.resources.work_dlq_url, queue_arn=self.resources.work_dlq_arn,
             region=settings.region, invoke=notifier.invoke, config=DLQ_MAPPING, name="work-dlq")
+        self.webhook_delivery = SqsEventSourceMapping(
+            sqs=sqs, queue_url=delivery.queue_url, queue_arn=delivery.queue_arn, region=settings.region,
+            invoke=webhooks.invoke, config=DELIVERY_MAPPING, name="webhook-delivery")
         self.intake.start()
         self.dead_items.start()
+        self.webhook_delivery.start()
         self.batch.start()
         self._schedule_stop.clear()
         self._schedule = threading.Thread(target=self._run_schedule, name="scaler-schedule", daemon=True)
@@ -214,14 +231,16 @@ class LocalStack:
         self._schedule_stop.set()
         if self._schedule:
             self._schedule.join(10)
-        stopping: list[Callable[[], None]] = [m.stop for m in (self.intake, self.dead_items) if m]
+        stopping: list[Callable[[], None]] = [m.stop for m in (self.intake, self.dead_items, self.webhook_delivery)
+                                              if m]
         if self.batch:
             stopping.append(self.batch.stop)
         if self.batch_api:
             stopping.append(self.batch_api.stop)
         if self.webhooks:
             stopping.append(self.webhooks.close)
-        with ThreadPoolExecutor(max_workers=4) as pool:  # each waits out a long poll: wait once, together
+        # Each waits out a long poll: wait once, together.
+        with ThreadPoolExecutor(max_workers=max(1, len(stopping))) as pool:
             for future in [pool.submit(stop) for stop in stopping]:
                 future.result()
         if self.sns_endpoint:
@@ -231,7 +250,8 @@ class LocalStack:
         with ThreadPoolExecutor(max_workers=max(1, len(self._runtimes))) as closing:
             list(closing.map(LambdaRuntime.close, self._runtimes))
         self._runtimes = []
-        self.intake = self.dead_items = self.batch = self.webhooks = self.sns_endpoint = self.batch_api = None
+        self.intake = self.dead_items = self.webhook_delivery = None
+        self.batch = self.webhooks = self.sns_endpoint = self.batch_api = None
         self.api_server = None
         self._schedule = None
         self.emulator.stop()
@@ -265,8 +285,8 @@ class LocalStack:
     def info(self) -> dict[str, Any]:
         """The one JSON line `upscaler local up` prints: everything a client needs."""
         assert self.settings is not None and self.resources is not None and self.sns_endpoint is not None
-        assert self.api_server is not None
-        s, r = self.settings, self.resources
+        assert self.delivery_resources is not None and self.api_server is not None
+        s, r, d = self.settings, self.resources, self.delivery_resources
         return {
             "api_url": self.api_server.url,
             "endpoint_url": s.endpoint_url,
@@ -287,6 +307,9 @@ class LocalStack:
             "batch_delay": self.config.batch_delay,
             "webhooks": [{"endpoint": w.endpoint, "subscription_arn": w.arn} for w in self.webhook_subscriptions],
             "signing_cert_url": self.sns_endpoint.cert_url,
+            "webhook_secret": d.secret,  # per-request webhooks are signed with it (docs/webhooks.md)
+            "webhook_queue_url": d.queue_url,
+            "webhook_dlq_url": d.dlq_url,
             "credentials": "any, e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local",
         }
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +23,7 @@ from common.jobs import CALLER_ATTRIBUTE, JobRecord
 from common.lifecycle import CANCELLABLE_STATES, UPLOAD_UNTIL, JobLifecycle, NotificationPending, stored_notification
 from common.presign import PresignedLink, credential_expiry, presign_get
 from common.settings import Settings
-from common.webhook_urls import Resolver, UnsafeWebhookUrl, check_url, system_resolver
+from common.webhook_urls import Resolver, UnsafeWebhookUrl, UrlRules, system_resolver
 from functions.api.models import (
     TERMINAL_EVENT_TYPES,
     CreateJobRequest,
@@ -52,30 +51,21 @@ DEFAULT_PAGE_SIZE = 20
 METADATA_PREFIX = "x-amz-meta-"
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookRules:
-    """Which webhook URLs are accepted (common.webhook_urls); http and loopback only on the local stack."""
-
-    allow_http: bool = False
-    allow_loopback: bool = False
-    resolve: Resolver = system_resolver
-
-
 class JobsApi:
-    def __init__(self, settings: Settings, *, s3: Any, lifecycle: JobLifecycle, webhooks: WebhookRules,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, *, s3: Any, lifecycle: JobLifecycle, webhooks: UrlRules,
+                 resolve: Resolver = system_resolver, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._s3 = s3
         self._lifecycle = lifecycle
         self._store = lifecycle.store
         self._webhooks = webhooks
+        self._resolve = resolve
         self._clock = clock
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobsApi:
-        local = settings.endpoint_url is not None  # the local stack: its webhook receivers listen on 127.0.0.1
         return cls(settings, s3=aws.client("s3", settings), lifecycle=JobLifecycle.from_settings(settings),
-                   webhooks=WebhookRules(allow_http=local, allow_loopback=local))
+                   webhooks=UrlRules.from_settings(settings))
 
     # --- POST /v1/jobs --------------------------------------------------------------------------------
     def create(self, caller: str, request: CreateJobRequest, *, base_url: str) -> JobCreated:
@@ -120,10 +110,8 @@ class JobsApi:
             if request.webhook_events is not None:
                 raise ApiProblem(400, ApiErrorCode.INVALID_REQUEST, "webhook_events needs a webhook_url.")
             return None
-        rules = self._webhooks
         try:
-            check_url(request.webhook_url, allow_http=rules.allow_http, allow_loopback=rules.allow_loopback,
-                      resolve=rules.resolve)
+            self._webhooks.check(request.webhook_url, resolve=self._resolve)
         except UnsafeWebhookUrl as exc:
             raise ApiProblem(422, ApiErrorCode.INVALID_WEBHOOK_URL, f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from exc
         events = sorted(set(request.webhook_events if request.webhook_events is not None else TERMINAL_EVENT_TYPES))

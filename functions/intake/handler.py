@@ -126,6 +126,8 @@ def _record(result: IntakeResult) -> None:
                 metric.add_dimension(name="reason", value=str(verdict.code))
     elif result.outcome is Outcome.DUPLICATE:
         metrics.add_metric(name="Duplicate", unit=MetricUnit.Count, value=1)
+    elif result.outcome is Outcome.SUPERSEDED:
+        metrics.add_metric(name="Superseded", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
     if result.validation_ms is not None:

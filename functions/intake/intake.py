@@ -40,14 +40,13 @@ from common.contract import (
     positive_or_none,
     utc_now_iso,
 )
-from common.jobs import JobRecord, JobStore, dedupe_key, upload_job_id
+from common.jobs import JobRecord, dedupe_key, upload_job_id
 from common.keys import output_key_for, rejected_key_for
 from common.lifecycle import WORK_ITEM_SENT, Holder, JobLifecycle, NotificationPending, pending_notification
-from common.notify import Notifier
 from common.scaling import ScaleResult, WorkerScaler
 from common.settings import Settings
 from common.work_queue import WorkQueue
-from functions.intake.options import InvalidOption, default_options, parse_options
+from functions.intake.options import AskedOptions, InvalidOption, asked_options, default_options, parse_options
 from functions.intake.s3_events import UploadEvent
 from functions.intake.validation import (
     ImageHeader,
@@ -80,6 +79,7 @@ class Outcome(enum.StrEnum):
     QUEUED = "queued"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"  # this object version was already handled
+    SUPERSEDED = "superseded"  # a newer upload of the same key arrived first: that one owns the output
     IGNORED = "ignored"  # not an upload we act on (outside the prefix, gone, superseded)
 
 
@@ -121,16 +121,13 @@ class Intake:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Intake:
-        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                         ttl_days=settings.job_record_ttl_days)
+        lifecycle = JobLifecycle.from_settings(settings)
         return cls(
             settings,
             s3=aws.client("s3", settings),
-            lifecycle=JobLifecycle(store=store, notifier=Notifier(
-                sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                upload_prefix=settings.upload_prefix)),
+            lifecycle=lifecycle,
             work_queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
-            scaler=WorkerScaler.from_settings(settings, store),
+            scaler=WorkerScaler.from_settings(settings, lifecycle.store),
         )
 
     # --- the one entry point ---------------------------------------------------------------------
@@ -154,6 +151,7 @@ class Intake:
             if existing is not None:  # accepted earlier, then the upload vanished before it was submitted
                 return self._fail_missing_input(existing, event)
             return IntakeResult(Outcome.IGNORED, job_id, detail="object no longer exists or was replaced")
+        newer = None if awaiting else self._newer_version(event)  # an API job's first upload wins (_api_upload)
         size = int(head["ContentLength"])
         reads = _Reads()
 
@@ -163,8 +161,10 @@ class Intake:
         head_bytes = b""
         if awaiting and (head.get("Metadata") or {}).get(JOB_ID_METADATA) != job_id:
             refused = f"The upload to {event.key} did not come through job {job_id}'s upload link."
-        if refused:
-            verdict: Verdict | None = reject(RejectionCode.UPLOAD_NOT_EXPECTED, refused)
+        if newer is not None:  # superseded: nothing to validate, no GPU time to spend
+            verdict: Verdict | None = None
+        elif refused:
+            verdict = reject(RejectionCode.UPLOAD_NOT_EXPECTED, refused)
         elif isinstance(parsed, InvalidOption):
             verdict = reject(RejectionCode.INVALID_OPTION, parsed.message)
         elif size == 0:
@@ -180,6 +180,8 @@ class Intake:
             return self._already_handled(record, event)
 
         try:
+            if newer is not None:
+                return self._supersede(job_id, event, options, newer)
             if verdict is None or verdict.accepted:
                 # the header GETs already hold the first bytes (all of a small file): fetch only the rest
                 data = head_bytes
@@ -193,7 +195,7 @@ class Intake:
                 reads.validation_s += time.perf_counter() - started
             if verdict.accepted:
                 return self._enqueue(job_id, event, options, verdict, reads)
-            return self._reject(job_id, event, options, verdict, reads)
+            return self._reject(job_id, event, asked_options(parsed), verdict, reads)
         except BaseException:
             self._release(job_id)
             raise
@@ -215,6 +217,20 @@ class Intake:
             log.warning("upload %s was overwritten since this event; its own event handles it", event.key)
             return None
         return head
+
+    def _newer_version(self, event: UploadEvent) -> str | None:
+        """The version id of a newer upload of the same key, if one replaced this version already (the newest
+        upload of a key owns its output: an older one is not upscaled at all)."""
+        if not event.version_id:
+            return None
+        try:
+            latest = self._s3.head_object(Bucket=event.bucket, Key=event.key)
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_CODES:  # the key's newest state is a delete: nothing newer to defer to
+                return None
+            raise
+        current = latest.get("VersionId")
+        return str(current) if current and current != event.version_id else None
 
     def _read(self, event: UploadEvent, start: int, end: int, reads: _Reads) -> bytes:
         """Bytes [start, end) of exactly the version the event names."""
@@ -276,6 +292,7 @@ class Intake:
             "input_etag": (event.etag or "").strip('"') or None,
             "input_size": size,
             "upload_event_time": event.event_time or None,
+            "input_sequencer": event.sequencer or None,
             "options": options.to_dict(),
             "lease_until": int(now) + self._lease_seconds,
         }
@@ -284,8 +301,8 @@ class Intake:
         dedupe = dedupe_key(event.bucket, event.key, event.version_id, event.etag, event.size)
         if awaiting and self._lifecycle.accept_upload(job_id, dedupe=dedupe, attributes=attributes):
             return True
-        if not awaiting and self._store.create(job_id=job_id, dedupe=dedupe, input_bucket=event.bucket,
-                                               input_key=event.key, attributes=attributes):
+        if not awaiting and self._lifecycle.accept(job_id=job_id, dedupe=dedupe, input_bucket=event.bucket,
+                                                   input_key=event.key, attributes=attributes):
             return True
         record = self._store.get(job_id)
         if record is not None and record.dedupe_key != dedupe:  # an HTTP API job that another upload won
@@ -367,6 +384,7 @@ class Intake:
             input_format=verdict.format,
             input_width=positive_or_none(verdict.width),
             input_height=positive_or_none(verdict.height),
+            input_sequencer=event.sequencer or None,
             output_bucket=s.output_bucket,
             output_key=output_key_for(event.key, out_format, s),
             options=dataclasses.replace(options, output_format=out_format),  # resolved: the worker need not guess
@@ -395,7 +413,22 @@ class Intake:
             return 0
         return len(scaled.started)
 
-    def _reject(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
+    def _supersede(self, job_id: str, event: UploadEvent, options: JobOptions, newer: str) -> IntakeResult:
+        """A newer upload of the key arrived before this one was queued: SUPERSEDED, no GPU time spent."""
+        message = (f"A newer upload of {event.key} (version {newer}) replaced this one before it was processed; "
+                   "the newer upload's result will be the key's output.")
+        notification = Notification(
+            event_type=EventType.SUPERSEDED, job_id=job_id, input=ImageInfo(event.bucket, event.key),
+            model=str(options.model), scale=options.scale, strength=options.strength,
+            error=ErrorInfo(code="SUPERSEDED", message=message, retryable=False))
+        finish = self._lifecycle.finish(notification, JobState.SUPERSEDED, holder=Holder.INTAKE, attributes={
+            "error_code": "SUPERSEDED", "error_message": message, "superseded_by_version": newer})
+        if not finish.won:
+            return IntakeResult(Outcome.DUPLICATE, job_id, detail="another attempt decided first")
+        self._raise_if_unsent(not finish.sent, job_id)
+        return IntakeResult(Outcome.SUPERSEDED, job_id, detail=message)
+
+    def _reject(self, job_id: str, event: UploadEvent, options: AskedOptions, verdict: Verdict,
                 reads: _Reads) -> IntakeResult:
         """Copy to rejected/, record REJECTED with its notification (the winner publishes), delete the upload."""
         s = self._settings
@@ -407,7 +440,7 @@ class Intake:
             job_id=job_id,
             input=ImageInfo(bucket=event.bucket, key=event.key, width=positive_or_none(verdict.width),
                             height=positive_or_none(verdict.height), format=verdict.format),
-            model=str(options.model),
+            model=options.model,  # as asked (an unknown name too), not the default that would have run
             scale=options.scale,
             error=ErrorInfo(code=str(verdict.code), retryable=False,
                             message=f"{verdict.message} The file was moved to s3://{event.bucket}/{rejected_key}."),

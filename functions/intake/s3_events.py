@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 TEST_EVENT = "s3:TestEvent"
 OBJECT_CREATED = "ObjectCreated:"
@@ -48,6 +48,19 @@ def parse_body(body: str) -> list[UploadEvent]:
     if not isinstance(records, list):
         raise MalformedEventError("SQS body has no S3 'Records' list")
     return [event for record in records if (event := parse_record(record)) is not None]
+
+
+def event_body(upload: UploadEvent) -> str:
+    """An S3 event notification message for `upload`, as S3 sends it to SQS (the sweeper re-drives an upload
+    whose intake never finished with one): the inverse of `parse_body`."""
+    obj: dict[str, Any] = {"key": quote_plus(upload.key, safe="/"), "size": upload.size, "eTag": upload.etag,
+                           "sequencer": upload.sequencer or None}
+    if upload.version_id:
+        obj["versionId"] = upload.version_id
+    return json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": upload.event_name,
+        "eventTime": upload.event_time, "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": upload.bucket},
+                                                "object": {k: v for k, v in obj.items() if v is not None}}}]})
 
 
 def parse_record(record: Mapping[str, Any]) -> UploadEvent | None:

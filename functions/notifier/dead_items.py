@@ -1,46 +1,42 @@
-"""A work item in the work DLQ -> the job's FAILED record and its one upscale.failed notification.
+"""A work item in the work DLQ: settle it, never drop it.
 
-An item reaches the DLQ after `max_attempts` deliveries that never finished: each time its worker
-died with it (an OOM kill, a segfault, a lost host) or gave it back. The worker reports every failure
-it survives itself; this covers the ones it cannot. The terminal write is allowed only while no live
-worker holds the job (common.lifecycle, Holder.ABANDONED), so a duplicate delivery that ended here
-never fails a job another worker is finishing.
+SQS moves an item to the work DLQ after `max_receives` receives, a backstop that counts give-backs, held
+duplicates and redeliveries as well as deaths (ApproximateReceiveCount counts every receive), so an item
+there is not necessarily a failure. Its job record decides (common.lifecycle counts real attempts):
+  terminal                    -> its notification sent if it was not yet; the message deleted
+  attempts spent (crashes)    -> FAILED (WORKER_CRASHED) and its one upscale.failed; deleted
+  QUEUED, or its worker died  -> a fresh copy back on the work queue; deleted
+  a live worker holds it, or intake still owns it -> left in the DLQ (raised: delivered again later)
+A message is deleted only once its job is settled, so nothing is stranded here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from common.contract import (
-    Durations,
-    ErrorInfo,
-    EventType,
-    FailureCode,
-    ImageInfo,
-    JobState,
-    Notification,
-    WorkItem,
-    WorkItemError,
-    seconds_since,
-)
-from common.lifecycle import Holder, JobLifecycle, NotificationPending
+from common.abandoned import fail_crashed
+from common.contract import JobState, WorkItem, WorkItemError
+from common.lifecycle import JobLifecycle, NotificationPending
+
+
+class ItemNotSettled(RuntimeError):
+    """The item's job is still in someone's hands: keep the DLQ message and look again later."""
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the handler did with one dead item (logged and returned for tests)."""
 
-    action: str  # "ignored" | "unknown_job" | "already_terminal" | "delivered_stored" | "held" | "marked_failed"
+    action: str  # "ignored" | "unknown_job" | "already_terminal" | "delivered_stored" | "marked_failed" | "redriven"
     job_id: str | None = None
     reason: str = ""
 
 
-def fail_dead_item(body: str, *, lifecycle: JobLifecycle, now: datetime | None = None) -> Outcome:
-    """Mark the item's job FAILED and publish upscale.failed, unless it is terminal or a live worker holds it.
-
-    Raises NotificationPending when the job is terminal but its notification could not be sent (yet):
-    the DLQ message is then delivered again and the next try sends it."""
+def settle_dead_item(body: str, *, lifecycle: JobLifecycle, send: Callable[[WorkItem], object],
+                     now: datetime | None = None) -> Outcome:
+    """Settle one dead item (see the module docstring). Raises ItemNotSettled or NotificationPending to keep it."""
     try:
         item = WorkItem.from_json(body)
     except WorkItemError as exc:
@@ -51,24 +47,15 @@ def fail_dead_item(body: str, *, lifecycle: JobLifecycle, now: datetime | None =
     if record.state.is_terminal:
         sent = lifecycle.resume(record)
         return Outcome("delivered_stored" if sent else "already_terminal", item.job_id, f"job is {record.state}")
-    if record.state is JobState.ACCEPTED:
-        return Outcome("ignored", item.job_id, "job is still ACCEPTED: intake owns it")
-
-    attempts = int(record.number("attempts"))
-    message = (f"The image stopped its worker {attempts} time(s) before it could finish (out of memory, a crash, "
-               "or the GPU host went away), so it is not tried again. The upload is unchanged.")
-    notification = Notification(
-        event_type=EventType.FAILED, job_id=item.job_id,
-        input=ImageInfo(item.input_bucket, item.input_key, item.input_width, item.input_height, item.input_format),
-        model=str(item.options.model), scale=item.options.scale,
-        durations=Durations(total=seconds_since(item.enqueued_at, now or datetime.now(UTC))),
-        error=ErrorInfo(code=str(FailureCode.WORKER_CRASHED), message=message, retryable=False),
-    )
-    finish = lifecycle.finish(notification, JobState.FAILED, holder=Holder.ABANDONED, attributes={
-        "error_code": str(FailureCode.WORKER_CRASHED), "error_message": message, "failed_by": "notifier"})
-    if not finish.won:
-        return Outcome("held", item.job_id, "a live worker holds the job (this was a duplicate delivery), "
-                                            "or it became terminal meanwhile")
-    if not finish.sent:
-        raise NotificationPending(f"the notification of job {item.job_id} is stored but not yet sent")
-    return Outcome("marked_failed", item.job_id, message)
+    if record.state in (JobState.ACCEPTED, JobState.AWAITING_UPLOAD):
+        raise ItemNotSettled(f"job {item.job_id} is still {record.state}: intake owns it")
+    if lifecycle.crashed_out(record):
+        finish = fail_crashed(lifecycle, item, record, now or datetime.now(UTC))
+        if finish.won and not finish.sent:
+            raise NotificationPending(f"the notification of job {item.job_id} is stored but not yet sent")
+        if not finish.won:
+            raise ItemNotSettled(f"job {item.job_id} changed while it was being failed; looking again")
+        return Outcome("marked_failed", item.job_id, "its attempts kept stopping their worker")
+    if lifecycle.redrive(record, send):
+        return Outcome("redriven", item.job_id, f"job is {record.state}: a fresh copy is back on the work queue")
+    raise ItemNotSettled(f"a live worker holds job {item.job_id}; looking again later")

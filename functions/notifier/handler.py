@@ -1,4 +1,4 @@
-"""Work DLQ (SQS) -> mark each dead item's job FAILED and notify, unless terminal or held (partial batch failures)."""
+"""Work DLQ (SQS) -> settle each dead item through its job record (partial batch failures keep the unsettled)."""
 
 from __future__ import annotations
 
@@ -13,30 +13,31 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common import aws
-from common.jobs import JobStore
 from common.lifecycle import JobLifecycle
-from common.notify import Notifier
 from common.settings import Settings
+from common.work_queue import WorkQueue
 
-from .dead_items import fail_dead_item
+from .dead_items import settle_dead_item
 
 logger = Logger(service="upscaler-notifier")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @cache
-def get_lifecycle() -> JobLifecycle:
+def get_parts() -> tuple[JobLifecycle, WorkQueue]:
     settings = Settings.from_env()
-    return JobLifecycle(
-        store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                       ttl_days=settings.job_record_ttl_days),
-        notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                          upload_prefix=settings.upload_prefix))
+    queue = WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url)
+    return JobLifecycle.from_settings(settings), queue
 
 
 def record_handler(record: SQSRecord) -> None:
-    outcome = fail_dead_item(record.body, lifecycle=get_lifecycle())
-    logger.info("dead work item handled", extra={**asdict(outcome), "sqs_message_id": record.message_id})
+    lifecycle, queue = get_parts()
+    try:
+        outcome = settle_dead_item(record.body, lifecycle=lifecycle, send=queue.send)
+    except Exception as exc:
+        logger.info("dead work item kept for later", extra={"reason": str(exc), "sqs_message_id": record.message_id})
+        raise
+    logger.info("dead work item settled", extra={**asdict(outcome), "sqs_message_id": record.message_id})
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

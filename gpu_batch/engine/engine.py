@@ -57,6 +57,46 @@ class UpscaleResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """A decoded input and its output plan, between `prepare` and `infer`."""
+
+    picture: codec.Picture
+    model: str
+    scale: float
+    strength: float
+    format: str
+    output_size: tuple[int, int]
+    decode_seconds: float
+
+    @property
+    def input_width(self) -> int:
+        return self.picture.width
+
+    @property
+    def input_height(self) -> int:
+        return self.picture.height
+
+    @property
+    def nbytes(self) -> int:
+        alpha = self.picture.alpha.nbytes if self.picture.alpha is not None else 0
+        return int(self.picture.pixels.nbytes + alpha)
+
+
+@dataclass(frozen=True, slots=True)
+class InferredImage:
+    """The network's result, between `infer` and `encode`."""
+
+    prepared: PreparedImage
+    color: np.ndarray
+    alpha: np.ndarray | None
+    inference_seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.color.nbytes + (self.alpha.nbytes if self.alpha is not None else 0))
+
+
+@dataclass(frozen=True, slots=True)
 class TilePlan:
     tile: int
     batch: int
@@ -211,35 +251,53 @@ class Engine:
         return upscaled, alpha
 
     # --- public API -----------------------------------------------------------------------------
-    def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
-                      output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
-                      progress: Progress | None = None, strength: float = 1.0) -> UpscaleResult:
-        """`strength` < 1 blends the network's result with a faithful Lanczos resize (0: no network)."""
-        network = network_for(model, _check_scale(scale)).name
+    def prepare(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0, output_format: str | None = None,
+                strength: float = 1.0) -> PreparedImage:
+        """Decode and check (CPU, any thread): everything that can fail on a bad input fails here."""
+        network_for(model, _check_scale(scale))
         scale, strength = _check_scale(scale), check_strength(strength)
         started = time.perf_counter()
         picture = codec.decode(data)
         fmt = codec.choose_format(picture, output_format)
         size = output_size(picture.width, picture.height, scale)
         codec.check_encodable(fmt, *size)
-        decoded = time.perf_counter()
+        return PreparedImage(picture=picture, model=model, scale=scale, strength=strength, format=fmt,
+                             output_size=size, decode_seconds=time.perf_counter() - started)
 
-        color, alpha = self._upscale_picture(picture, model, scale, size, tile_size, progress, strength)
-        inferred = time.perf_counter()
+    def infer(self, prepared: PreparedImage, *, tile_size: int = 0,
+              progress: Progress | None = None) -> InferredImage:
+        """The network (one image at a time per GPU)."""
+        started = time.perf_counter()
+        color, alpha = self._upscale_picture(prepared.picture, prepared.model, prepared.scale, prepared.output_size,
+                                             tile_size, progress, prepared.strength)
+        return InferredImage(prepared=prepared, color=color, alpha=alpha,
+                             inference_seconds=time.perf_counter() - started)
 
+    def encode(self, inferred: InferredImage, *, quality: int | None = None) -> UpscaleResult:
+        """Encode the result (CPU, any thread)."""
+        prepared, picture, fmt = inferred.prepared, inferred.prepared.picture, inferred.prepared.format
+        started = time.perf_counter()
         if quality is None:
             quality = {"webp": self.settings.webp_quality, "avif": codec.formats_io.AVIF_QUALITY}.get(
                 fmt, self.settings.jpeg_quality)
-        encoded_data = codec.encode(color, alpha, fmt=fmt, bit_depth=picture.bit_depth, quality=quality,
-                                    icc=picture.icc_profile, exif=picture.exif, notes=picture.warnings,
-                                    xmp=picture.xmp)
-        finished = time.perf_counter()
+        encoded_data = codec.encode(inferred.color, inferred.alpha, fmt=fmt, bit_depth=picture.bit_depth,
+                                    quality=quality, icc=picture.icc_profile, exif=picture.exif,
+                                    notes=picture.warnings, xmp=picture.xmp)
+        network = network_for(prepared.model, prepared.scale).name
         return UpscaleResult(
             data=encoded_data, format=fmt, content_type=codec.CONTENT_TYPES[fmt],
-            input_width=picture.width, input_height=picture.height, output_width=size[0], output_height=size[1],
-            model=model, scale=scale, provider=self.provider(network),
-            decode_seconds=decoded - started, inference_seconds=inferred - decoded,
-            encode_seconds=finished - inferred, warnings=tuple(picture.warnings))
+            input_width=picture.width, input_height=picture.height, output_width=prepared.output_size[0],
+            output_height=prepared.output_size[1], model=prepared.model, scale=prepared.scale,
+            provider=self.provider(network), decode_seconds=prepared.decode_seconds,
+            inference_seconds=inferred.inference_seconds, encode_seconds=time.perf_counter() - started,
+            warnings=tuple(picture.warnings))
+
+    def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
+                      output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
+                      progress: Progress | None = None, strength: float = 1.0) -> UpscaleResult:
+        """`strength` < 1 blends the network's result with a faithful Lanczos resize (0: no network)."""
+        prepared = self.prepare(data, model=model, scale=scale, output_format=output_format, strength=strength)
+        return self.encode(self.infer(prepared, tile_size=tile_size, progress=progress), quality=quality)
 
     def upscale_image(self, img: Image.Image, *, model: str = "x4plus", scale: float = 4.0, tile_size: int = 0,
                       progress: Progress | None = None, strength: float = 1.0) -> Image.Image:

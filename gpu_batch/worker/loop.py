@@ -1,33 +1,39 @@
-"""The worker's life: take items from the work queue one at a time until idle, too old, or told to stop.
+"""The worker's life: a pipeline over the work queue until idle, too old, or told to stop.
 
-Models load once per process (the engine keeps a session per model), so a Batch job that drains many
-uploads pays container start, imports, clients and model load once. An image's terminal step (terminal
-write, publish, delete) runs on a second thread while the next image is upscaled, so the GPU does not
-wait for DynamoDB and SNS. The worker holds a slot (common.scaling) and renews it while alive; it frees
-it when it exits so the scaler can start another.
+    prefetch thread  receive -> claim -> download -> decode     holds at most `prefetch_images` decoded images
+    main thread      the GPU forward, one image at a time        SIGTERM interrupts it: the image is given back
+    encode pool      encode -> output -> terminal write -> delete   `encode_workers` threads, one more queued
+
+While the GPU runs image N, image N+1 is already claimed, downloaded and decoded and image N-1 is encoded and
+uploaded, so the GPU waits neither for S3 nor for DynamoDB, SNS or an encoder. Every item is leased (SQS
+visibility and claim) from its claim until its message is settled (leases.py). On SIGTERM the worker stops
+receiving, gives back the image in inference and every prefetched one at once (a fresh copy each: no attempt
+is spent), lets the encodes in flight finish, frees its slot and exits. Models load once per process.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.scaling import WorkerSlots
-from common.work_queue import Delivery
 
 from .errors import JobInterrupted
-from .item import Disposition, FinishStep, Worker, begin_delivery, logger
+from .item import Disposition, Held, Worker, complete, conclude_failure, give_back, logger, take, upscale
+from .leases import LeaseKeeper
 
-MAX_RECEIVE_WAIT_SECONDS = 20  # SQS's longest long poll
+MAX_RECEIVE_WAIT_SECONDS = 2  # short long-polls: a SIGTERM or an idle exit is noticed within seconds
+POLL_SECONDS = 0.2
 
 
 @dataclass(slots=True)
 class LoopSummary:
-    items: int = 0
+    items: int = 0  # deliveries taken (claimed or settled at once)
     done: int = 0
     retried: int = 0
     released: int = 0
@@ -52,93 +58,165 @@ class SlotLease:
     token: str
 
 
+def encode_workers(configured: int) -> int:
+    """Threads that encode beside the GPU: as configured, else the host's vCPUs less one for the GPU feeder."""
+    return configured or max(1, (os.cpu_count() or 2) - 1)
+
+
 def run_worker(worker: Worker, *, slot: SlotLease | None = None) -> LoopSummary:
     """Receive and process items until idle for worker_idle_seconds, past worker_max_seconds, or SIGTERM."""
-    settings, clock, queue, stop = worker.settings, worker.clock, worker.queue, worker.stop
+    settings = worker.settings
     summary = LoopSummary()
-    keeper = _SlotKeeper(slot, lease_seconds=settings.work_visibility_seconds,
-                         every=settings.heartbeat_seconds) if slot else None
-    if keeper:
-        keeper.start()
-    started = last_work = clock.monotonic()
-    finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
-    finishing: Future[None] | None = None
+    slot_keeper = _SlotKeeper(slot, lease_seconds=settings.work_visibility_seconds,
+                              every=settings.heartbeat_seconds) if slot else None
+    if slot_keeper:
+        slot_keeper.start()
+    keeper = LeaseKeeper(worker)
+    keeper.start()
+    pipeline = _Pipeline(worker, keeper, summary, slot_keeper)
+    started = worker.clock.monotonic()
     try:
-        while True:
-            now = clock.monotonic()
-            if stop.requested.is_set():
-                summary.reason = "stop signal"
-                break
-            if keeper and keeper.lost.is_set():
-                summary.reason = "slot taken over (this worker started after its slot was given up)"
-                break
-            if now - started >= settings.worker_max_seconds:
-                summary.reason = "worker_max_seconds reached"
-                break
-            idle = now - last_work
-            if idle >= settings.worker_idle_seconds:
-                summary.reason = "idle"
-                break
-            wait = max(1, min(MAX_RECEIVE_WAIT_SECONDS, math.ceil(settings.worker_idle_seconds - idle)))
-            try:
-                delivery = queue.receive(wait_seconds=wait, visibility_seconds=settings.work_visibility_seconds)
-            except (ClientError, BotoCoreError):
-                logger.warning("receive failed; trying again", exc_info=True)
-                stop.requested.wait(1.0)
-                continue
-            if delivery is None:
-                continue
-            if stop.requested.is_set():  # SIGTERM during the long poll: give this one back untouched
-                _settle(worker, delivery, Disposition.RELEASED, summary)
-                summary.reason = "stop signal"
-                break
-            summary.items += 1
-            try:
-                step = begin_delivery(worker, delivery)
-            except JobInterrupted:  # only inference is interrupted, and begin_delivery releases it
-                step = Disposition.RELEASED
-            except Exception:  # one item's trouble never ends the worker: the item comes back
-                logger.exception("item failed unexpectedly; it comes back after its visibility timeout")
-                step = Disposition.RETRY
-            if finishing is not None:
-                finishing.result()  # one image's terminal step in flight at a time
-                finishing = None
-            if isinstance(step, Disposition):
-                _settle(worker, delivery, step, summary)
-            else:
-                finishing = finisher.submit(_finish_and_settle, worker, delivery, step, summary)
-            last_work = clock.monotonic()
+        summary.reason = pipeline.run()
     finally:
-        finisher.shutdown(wait=True)  # the image in hand is finished before the worker exits
-        if keeper:
-            keeper.stop()
+        pipeline.shutdown()
+        keeper.stop()
+        if slot_keeper:
+            slot_keeper.stop()
     summary.models = set(worker.models_loaded)
     logger.info("worker exiting", extra={"reason": summary.reason, "items": summary.items, "done": summary.done,
                                          "retried": summary.retried, "released": summary.released,
                                          "models_loaded": sorted(summary.models),
-                                         "seconds": round(clock.monotonic() - started, 3)})
+                                         "seconds": round(worker.clock.monotonic() - started, 3)})
     return summary
 
 
-def _finish_and_settle(worker: Worker, delivery: Delivery, step: FinishStep, summary: LoopSummary) -> None:
-    try:
-        disposition = step()
-    except Exception:  # the item comes back; its record tells the next delivery what is left
-        logger.exception("finishing an item failed; it comes back after its visibility timeout")
-        disposition = Disposition.RETRY
-    _settle(worker, delivery, disposition, summary)
+class _Pipeline:
+    def __init__(self, worker: Worker, keeper: LeaseKeeper, summary: LoopSummary,
+                 slot_keeper: _SlotKeeper | None) -> None:
+        settings = worker.settings
+        self._worker, self._keeper, self._summary, self._slot = worker, keeper, summary, slot_keeper
+        self._ready: queue.Queue[Held] = queue.Queue(maxsize=max(1, settings.prefetch_images))
+        self._receiving = threading.Event()  # cleared: the prefetcher takes no more items
+        self._receiving.set()
+        self._busy = threading.Event()  # the prefetcher is between a receive and handing the item over
+        self._started = self._last_work = worker.clock.monotonic()
+        threads = encode_workers(settings.encode_workers)
+        self._encoders = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
+        self._encode_slots = threading.BoundedSemaphore(threads + 1)  # inferred images waiting or encoding
+        self._prefetcher = threading.Thread(target=self._prefetch, name="prefetch", daemon=True)
 
+    # --- the GPU stage (main thread) -----------------------------------------------------------------
+    def run(self) -> str:
+        self._prefetcher.start()
+        stop, clock, settings = self._worker.stop, self._worker.clock, self._worker.settings
+        while True:
+            if stop.requested.is_set():
+                return "stop signal"
+            if self._slot and self._slot.lost.is_set():
+                return "slot taken over (this worker started after its slot was given up)"
+            now = clock.monotonic()
+            old = now - self._started >= settings.worker_max_seconds
+            if old:
+                self._receiving.clear()  # finish what is in hand, take nothing new
+            if self._drained():
+                if old:
+                    return "worker_max_seconds reached"
+                if now - self._last_work >= settings.worker_idle_seconds:
+                    return "idle"
+            try:
+                held = self._ready.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            self._forward(held)
 
-def _settle(worker: Worker, delivery: Delivery, disposition: Disposition, summary: LoopSummary) -> None:
-    summary.count(disposition)
-    try:
-        if disposition is Disposition.DONE:
-            worker.queue.delete(delivery)
-        elif disposition is Disposition.RELEASED:
-            worker.queue.hide(delivery, 0)
-    except (ClientError, BotoCoreError):  # it comes back; the job record tells the next worker what is left
-        logger.warning("could not settle the item's message", extra={"disposition": str(disposition)},
-                       exc_info=True)
+    def _forward(self, held: Held) -> None:
+        try:
+            upscale(self._worker, held)
+        except JobInterrupted as exc:
+            self._done(held, give_back(self._worker, held, reason=str(exc)))
+            return
+        except Exception as exc:  # its own failure: FAILED, or back for another try
+            self._done(held, conclude_failure(self._worker, held, exc))
+            return
+        self._encode_slots.acquire()  # bounded: the GPU waits rather than piling up inferred images
+        self._encoders.submit(self._complete, held)
+
+    def _complete(self, held: Held) -> None:
+        try:
+            self._done(held, complete(self._worker, held))
+        finally:
+            self._encode_slots.release()
+
+    def _done(self, held: Held, disposition: Disposition) -> None:
+        self._keeper.remove(held)
+        self._summary.count(disposition)
+        self._last_work = self._worker.clock.monotonic()
+
+    def _drained(self) -> bool:
+        """Nothing in hand: no item being taken, decoded, waiting, in the GPU or encoding."""
+        return not self._busy.is_set() and self._ready.empty() and self._keeper.count() == 0
+
+    # --- the prefetch stage -------------------------------------------------------------------------------
+    def _prefetch(self) -> None:
+        worker, settings = self._worker, self._worker.settings
+        while self._receiving.is_set() and not worker.stop.requested.is_set():
+            if self._ready.full():
+                worker.stop.requested.wait(POLL_SECONDS)
+                continue
+            if worker.clock.monotonic() - self._started >= settings.worker_max_seconds:
+                return
+            try:
+                self._take_one()
+            except Exception:  # one item's trouble never ends the worker: the item comes back
+                logger.exception("taking an item failed; it comes back after its visibility timeout")
+            finally:
+                self._busy.clear()
+
+    def _take_one(self) -> None:
+        worker, settings = self._worker, self._worker.settings
+        try:
+            delivery = worker.queue.receive(wait_seconds=MAX_RECEIVE_WAIT_SECONDS,
+                                            visibility_seconds=settings.work_visibility_seconds)
+        except (ClientError, BotoCoreError):
+            logger.warning("receive failed; trying again", exc_info=True)
+            worker.stop.requested.wait(1.0)
+            return
+        if delivery is None:
+            return
+        self._busy.set()
+        self._last_work = worker.clock.monotonic()
+        if worker.stop.requested.is_set() or not self._receiving.is_set():
+            # SIGTERM during the long poll: hand it back untouched, without spending a receive
+            worker.queue.give_back(delivery)
+            self._summary.count(Disposition.RELEASED)
+            return
+        with self._summary.lock:
+            self._summary.items += 1
+        taken = take(worker, delivery)
+        if not isinstance(taken, Held):
+            self._summary.count(taken)
+            return
+        self._keeper.add(taken)
+        while not worker.stop.requested.is_set():
+            try:
+                self._ready.put(taken, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+        self._done(taken, give_back(worker, taken, reason="stopping with the item prefetched"))
+
+    # --- the way out ------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop receiving; give back what waits for the GPU; let the encodes in flight finish."""
+        self._receiving.clear()
+        self._prefetcher.join(timeout=MAX_RECEIVE_WAIT_SECONDS + 30)
+        while True:
+            try:
+                held = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            self._done(held, give_back(self._worker, held, reason="the worker is stopping"))
+        self._encoders.shutdown(wait=True)
 
 
 class _SlotKeeper:

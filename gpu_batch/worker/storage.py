@@ -46,19 +46,23 @@ def metadata_value(value: Any) -> str:
 
 
 def upload_output(s3: Any, *, bucket: str, key: str, data: bytes, content_type: str,
-                  metadata: Mapping[str, Any], multipart_threshold: int = MULTIPART_THRESHOLD,
-                  part_size: int = PART_SIZE) -> str | None:
-    """Write `data` in one PUT, or one multipart upload that is completed or aborted. Returns the version id."""
+                  metadata: Mapping[str, Any], condition: Mapping[str, str] | None = None,
+                  multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE) -> str | None:
+    """Write `data` in one PUT, or one multipart upload that is completed or aborted. Returns the version id.
+
+    `condition`: S3's IfMatch / IfNoneMatch, checked when the object becomes visible (the PUT, or the
+    CompleteMultipartUpload); a failed precondition raises ClientError PreconditionFailed."""
     meta = {name: metadata_value(v) for name, v in metadata.items() if v is not None}
     if len(data) <= multipart_threshold:
-        resp = s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=meta)
+        resp = s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=meta,
+                             **(condition or {}))
         return resp.get("VersionId")
     return _multipart_upload(s3, bucket=bucket, key=key, data=data, content_type=content_type,
-                             metadata=meta, part_size=part_size)
+                             metadata=meta, part_size=part_size, condition=condition or {})
 
 
 def _multipart_upload(s3: Any, *, bucket: str, key: str, data: bytes, content_type: str,
-                      metadata: dict[str, str], part_size: int) -> str | None:
+                      metadata: dict[str, str], part_size: int, condition: Mapping[str, str]) -> str | None:
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type,
                                            Metadata=metadata)["UploadId"]
     view = memoryview(data)
@@ -74,7 +78,7 @@ def _multipart_upload(s3: Any, *, bucket: str, key: str, data: bytes, content_ty
         with ThreadPoolExecutor(max_workers=PART_CONCURRENCY, thread_name_prefix="s3-part") as pool:
             parts = list(pool.map(upload_part, enumerate(offsets, start=1)))
         resp = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                             MultipartUpload={"Parts": parts})
+                                             MultipartUpload={"Parts": parts}, **condition)
     except BaseException:
         # Nothing became visible; drop the parts so they are not billed (the bucket's lifecycle
         # rule for incomplete uploads is the backstop if this abort fails too).

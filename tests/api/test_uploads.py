@@ -4,10 +4,13 @@ refused; a job whose upload never comes is ended by the sweeper's lifecycle call
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import pytest
 from api_world import ALICE, ApiWorld
 
+from common.abandoned import fail_upload_never_arrived
 from common.contract import (
     ErrorInfo,
     EventType,
@@ -19,7 +22,7 @@ from common.contract import (
     validate_notification,
 )
 from common.jobs import upload_job_id
-from common.lifecycle import UPLOAD_ARRIVAL_GRACE_SECONDS, UPLOAD_UNTIL, Holder, JobLifecycle
+from common.lifecycle import UPLOAD_ARRIVAL_GRACE_SECONDS, UPLOAD_UNTIL, Holder, due_for_sweep
 from functions.intake.intake import Outcome
 
 
@@ -91,26 +94,27 @@ def test_an_option_changed_in_the_metadata_is_judged_by_intake_as_any_upload(
     assert result.verdict is not None and result.verdict.code is RejectionCode.INVALID_OPTION
 
 
-def test_an_upload_that_never_comes_is_failed_once_its_link_and_the_grace_have_passed(
+def test_an_upload_that_never_comes_is_failed_by_the_sweeper_once_its_link_and_the_grace_have_passed(
         world: ApiWorld, png: Callable[..., bytes]) -> None:
     data = png()
     created = world.create(size=len(data), options={"model": "animevideov3"})
-    record = world.store.get(created["job_id"])
+    job_id = created["job_id"]
+    record = world.store.get(job_id)
     assert record is not None
-    now = [record.number(UPLOAD_UNTIL)]
-    sweeper = JobLifecycle(store=world.store, notifier=world.lifecycle._notifier, clock=lambda: now[0])
-    assert not sweeper.expire_awaiting_upload(record).won  # the link has just expired: an upload may be in flight
-    now[0] += UPLOAD_ARRIVAL_GRACE_SECONDS + 1
-    finish = sweeper.expire_awaiting_upload(record)
+    link_end = record.number(UPLOAD_UNTIL)
+    assert link_end == pytest.approx(datetime.fromisoformat(created["expires_at"]).timestamp())
+    # The sweeper looks only once an upload that reached S3 in time has had its chance to pass intake.
+    assert job_id not in due_for_sweep(world.store, link_end + 1)
+    assert job_id in due_for_sweep(world.store, link_end + UPLOAD_ARRIVAL_GRACE_SECONDS + 1)
+    finish = fail_upload_never_arrived(world.lifecycle, record)  # what the sweeper does with it then
     assert finish.won and finish.sent
     (note,) = world.notifications()
     validate_notification(note)
     assert note["event_type"] == "upscale.failed" and note["error"]["code"] == "INPUT_MISSING"
-    assert "never arrived before its link expired" in note["error"]["message"]
     assert note["model"] == "animevideov3"
-    assert world.call("GET", f"/v1/jobs/{created['job_id']}").json["error"]["code"] == "INPUT_MISSING"
+    assert world.call("GET", f"/v1/jobs/{job_id}").json["error"]["code"] == "INPUT_MISSING"
     late = world.intake.process(world.upload(created, data))
-    assert late.outcome is Outcome.REJECTED and late.job_id != created["job_id"]
+    assert late.outcome is Outcome.REJECTED and late.job_id != job_id
 
 
 def test_only_an_awaiting_job_is_accepted_and_only_once(world: ApiWorld) -> None:
@@ -127,7 +131,7 @@ def test_a_succeeded_job_links_its_result_freshly(world: ApiWorld, png: Callable
     created = world.create(size=len(data), options={"model": "animevideov3", "scale": 2})
     job_id = created["job_id"]
     world.intake.process(world.upload(created, data))
-    claim = world.lifecycle.claim(job_id, lease_seconds=60).claim
+    claim = world.lifecycle.claim(job_id).claim
     assert claim is not None
     record = world.store.get(job_id)
     assert record is not None
@@ -155,7 +159,7 @@ def test_cancel_of_a_queued_job_leaves_its_work_item_to_be_dropped(world: ApiWor
     created = world.create(size=len(data))
     world.intake.process(world.upload(created, data))
     assert world.call("DELETE", f"/v1/jobs/{created['job_id']}").json["state"] == "CANCELLED"
-    claim = world.lifecycle.claim(created["job_id"], lease_seconds=60)
+    claim = world.lifecycle.claim(created["job_id"])
     assert claim.outcome.value == "terminal"  # the worker drops the item
     failed = Notification(event_type=EventType.FAILED, job_id=created["job_id"], input=ImageInfo("b", "k"),
                           error=ErrorInfo("INTERNAL_ERROR", "x"))

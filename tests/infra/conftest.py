@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk import CfnElement
 from aws_cdk.assertions import Template
 
 from infra.app import build_app
@@ -57,7 +58,9 @@ class Synthesized:
         return found["Properties"]
 
     def logical_id(self, construct: Any) -> str:
-        return str(self.stack.resolve(self.stack.get_logical_id(construct.node.default_child)))
+        """Of an L2 construct's resource, or of an L1 resource itself."""
+        element = construct if isinstance(construct, CfnElement) else construct.node.default_child
+        return str(self.stack.resolve(self.stack.get_logical_id(element)))
 
     def role_statements(self, role_construct: Any) -> list[dict[str, Any]]:
         """Every statement of the inline policies attached to one role."""

@@ -168,6 +168,23 @@ def test_rejected_upload_is_moved_recorded_and_notified(aws_stack: Any, run: Any
     assert by_reason and by_reason[0]["reason"] == "UNSUPPORTED_FORMAT"
 
 
+@pytest.mark.parametrize(("metadata", "model", "scale"), [
+    ({"scale": "16"}, "x4plus", None),  # 16 is outside the schema's 1..4: null, and the message says 16
+    ({"model": "x8-ultra", "scale": "2"}, "x8-ultra", 2.0),  # an unknown model is reported as given
+])
+def test_an_invalid_option_is_reported_as_given_not_as_the_default(
+        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes], metadata: dict[str, str],
+        model: str, scale: float | None) -> None:
+    obj = aws_stack.put("uploads/asked.png", corpus["photo.png"], metadata=metadata)
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+    (envelope,) = aws_stack.notifications()
+    message = json.loads(envelope["Message"])
+    validate_notification(message)
+    assert message["error"]["code"] == "INVALID_OPTION"
+    assert (message["model"], message["scale"]) == (model, scale)
+    assert repr(next(iter(metadata.values()))) in message["error"]["message"]
+
+
 @pytest.mark.parametrize("key", [
     "uploads/with space.png",
     "uploads/a+b.png",
@@ -298,10 +315,10 @@ def _outbox_lease_passes(stack: Any) -> None:
 
 
 def _fail_first_publish(monkeypatch: pytest.MonkeyPatch, notifier: Any) -> None:
-    """SNS throttles every try of the first publish (every publish goes through `publish_payload`), then recovers."""
+    """SNS throttles every try of the first publish (every publish goes through `publish_text`), then recovers."""
     from common.lifecycle import PUBLISH_ATTEMPTS
 
-    real_publish = notifier.publish_payload
+    real_publish = notifier.publish_text
     calls: list[Any] = []
 
     def flaky(payload: Any) -> str:
@@ -310,7 +327,7 @@ def _fail_first_publish(monkeypatch: pytest.MonkeyPatch, notifier: Any) -> None:
             raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "Publish")
         return real_publish(payload)
 
-    monkeypatch.setattr(notifier, "publish_payload", flaky)
+    monkeypatch.setattr(notifier, "publish_text", flaky)
 
 
 def test_publish_failure_is_finished_by_the_retry_with_one_notification(
@@ -357,15 +374,21 @@ def test_object_deleted_before_intake_is_ignored(aws_stack: Any, run: Any, event
     assert aws_stack.store.get(job_id(obj)) is None
 
 
-def test_rejecting_an_old_version_keeps_a_newer_upload(aws_stack: Any, run: Any, events: SimpleNamespace,
-                                                       corpus: dict[str, bytes]) -> None:
+def test_an_old_version_seen_after_a_newer_upload_is_superseded_and_the_newer_kept(
+        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes]) -> None:
+    """Finding 10 at intake: the newest upload of a key owns its output; an older version that intake sees
+    only after a newer one arrived is not upscaled at all, and its client hears upscale.superseded."""
     old = aws_stack.put("uploads/same-name.jpg", corpus["notes.txt"])
     new = aws_stack.put("uploads/same-name.jpg", corpus["photo.jpg"])
     assert run(events.upload_message(old), events.upload_message(new)) == {"batchItemFailures": []}
-    assert aws_stack.store.get(job_id(old)).state is JobState.REJECTED
+    assert aws_stack.store.get(job_id(old)).state is JobState.SUPERSEDED
     assert aws_stack.store.get(job_id(new)).state is JobState.QUEUED
+    assert [item.job_id for item in aws_stack.work_queue.sent] == [job_id(new)]
     current = aws_stack.clients["s3"].get_object(Bucket=BUCKET, Key="uploads/same-name.jpg")
     assert current["VersionId"] == new["versionId"]
+    (note,) = [n for n in aws_stack.notifications() if n["payload"]["job_id"] == job_id(old)]
+    assert note["payload"]["event_type"] == "upscale.superseded"
+    assert new["versionId"] in note["payload"]["error"]["message"]
 
 
 def test_unversioned_bucket_dedupes_on_etag_and_size(aws_stack: Any, run: Any, events: SimpleNamespace,

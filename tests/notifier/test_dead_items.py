@@ -1,4 +1,5 @@
-"""The notifier drains the work DLQ: one upscale.failed for an item that kept killing its worker, nothing else."""
+"""The notifier settles the work DLQ: one upscale.failed for an item whose attempts kept dying, a fresh copy back
+on the work queue for a healthy item that only ran out of receives, and never a deleted message it did not settle."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from moto import mock_aws
 from pipeline_world import PipelineWorld, make_pipeline_world
 
 from common.contract import JobState, WorkItem, validate_notification
-from common.lifecycle import NotificationPending
+from common.lifecycle import OUTBOX_LEASE_SECONDS, NotificationPending
 from functions.notifier import handler
-from functions.notifier.dead_items import fail_dead_item
+from functions.notifier.dead_items import ItemNotSettled, settle_dead_item
 
 
 @pytest.fixture
@@ -29,32 +30,57 @@ def queued_item(world: PipelineWorld, name: str = "dead.png") -> WorkItem:
     return WorkItem.from_json(str(world.record(event).attributes["work_item"]))
 
 
-def test_an_abandoned_item_fails_its_job_once(world: PipelineWorld) -> None:
+def settle(world: PipelineWorld, body: str) -> str:
+    return settle_dead_item(body, lifecycle=world.lifecycle, send=world.queue.send, now=world.clock.now()).action
+
+
+def crash(world: PipelineWorld, item: WorkItem) -> None:
+    """One attempt claims the job, starts inference and dies with it."""
+    claim = world.lifecycle.claim(item.job_id).claim
+    assert claim is not None and world.lifecycle.start_inference(claim)
+    world.clock.advance(world.lifecycle.policy.lease_seconds + 1)
+
+
+def test_an_item_whose_attempts_kept_dying_fails_its_job_once(world: PipelineWorld) -> None:
     item = queued_item(world)
-    assert world.lifecycle.claim(item.job_id, lease_seconds=10).claim is not None
-    world.clock.advance(11)  # its worker died with it
-    outcome = fail_dead_item(item.to_json(), lifecycle=world.lifecycle, now=world.clock.now())
-    assert outcome.action == "marked_failed"
+    for _ in range(world.settings.max_attempts):
+        crash(world, item)
+    assert settle(world, item.to_json()) == "marked_failed"
     (note,) = world.notifications()
     validate_notification(note["payload"])
     assert note["payload"]["error"]["code"] == "WORKER_CRASHED"
-    assert "1 time(s)" in note["payload"]["error"]["message"]
-    again = fail_dead_item(item.to_json(), lifecycle=world.lifecycle, now=world.clock.now())
-    assert again.action == "already_terminal" and world.notifications() == []
+    assert f"{world.settings.max_attempts} time(s)" in note["payload"]["error"]["message"]
+    assert settle(world, item.to_json()) == "already_terminal" and world.notifications() == []
 
 
-def test_a_duplicate_in_the_dlq_never_fails_a_job_a_live_worker_holds(world: PipelineWorld) -> None:
+def test_a_healthy_item_that_ran_out_of_receives_goes_back_to_the_work_queue(world: PipelineWorld) -> None:
+    """Finding 3: receives (give-backs, held duplicates) are not failures; only the record's count is."""
     item = queued_item(world)
-    assert world.lifecycle.claim(item.job_id, lease_seconds=60).claim is not None
-    assert fail_dead_item(item.to_json(), lifecycle=world.lifecycle).action == "held"
+    world.queue.receive(wait_seconds=0, visibility_seconds=30)  # the original copy, now "in the DLQ"
+    crash(world, item)  # one real death: under the budget
+    assert settle(world, item.to_json()) == "redriven"
+    copy = world.queue.receive(wait_seconds=0, visibility_seconds=30)
+    assert copy is not None and WorkItem.from_json(copy.body).job_id == item.job_id
+    assert world.raw_store.get(item.job_id).number("redrives") == 1 and world.notifications() == []
+
+
+def test_a_dead_item_a_live_worker_holds_is_kept_not_deleted(world: PipelineWorld) -> None:
+    """Finding 7: the notifier deleted a DLQ message whose job it could not settle (held), stranding the job."""
+    item = queued_item(world)
+    assert world.lifecycle.claim(item.job_id).claim is not None
+    with pytest.raises(ItemNotSettled, match="live worker"):
+        settle(world, item.to_json())
     assert world.raw_store.get(item.job_id).state is JobState.RUNNING and world.notifications() == []
+    world.clock.advance(world.lifecycle.policy.lease_seconds + 1)  # that worker dies before inference
+    assert settle(world, item.to_json()) == "redriven"  # the job is not stranded: its item is back
 
 
-def test_a_job_intake_still_owns_is_left_alone(world: PipelineWorld) -> None:
-    """The old hole: failing an ACCEPTED job made intake's redelivery drop the upload without a word."""
+def test_a_job_intake_still_owns_is_kept_for_later(world: PipelineWorld) -> None:
+    """Failing an ACCEPTED job would make intake's redelivery drop the upload without a word."""
     item = queued_item(world)
     world.raw_store.update(item.job_id, {"state": "ACCEPTED"})
-    assert fail_dead_item(item.to_json(), lifecycle=world.lifecycle).action == "ignored"
+    with pytest.raises(ItemNotSettled, match="intake owns it"):
+        settle(world, item.to_json())
     assert world.raw_store.get(item.job_id).state is JobState.ACCEPTED
 
 
@@ -62,45 +88,49 @@ def test_a_terminal_job_with_an_unsent_notification_gets_it_sent(world: Pipeline
     from botocore.exceptions import ClientError
 
     item = queued_item(world)
-    world.clock.advance(1)
+    for _ in range(world.settings.max_attempts):
+        crash(world, item)
     notifier = world.lifecycle._notifier
-    real = notifier.publish_payload
-    monkeypatch.setattr(notifier, "publish_payload",
+    real = notifier.publish_text
+    monkeypatch.setattr(notifier, "publish_text",
                         lambda payload: (_ for _ in ()).throw(ClientError({"Error": {"Code": "Throttling"}}, "P")))
     with pytest.raises(NotificationPending):
-        fail_dead_item(item.to_json(), lifecycle=world.lifecycle)
-    monkeypatch.setattr(notifier, "publish_payload", real)
+        settle(world, item.to_json())
+    monkeypatch.setattr(notifier, "publish_text", real)
     with pytest.raises(NotificationPending):  # the first publisher's outbox lease still runs: not twice
-        fail_dead_item(item.to_json(), lifecycle=world.lifecycle)
-    world.clock.advance(31)
-    assert fail_dead_item(item.to_json(), lifecycle=world.lifecycle).action == "delivered_stored"
+        settle(world, item.to_json())
+    world.clock.advance(OUTBOX_LEASE_SECONDS + 1)
+    assert settle(world, item.to_json()) == "delivered_stored"
     assert len(world.notifications()) == 1
 
 
 @pytest.mark.parametrize("body", ["not json", "{}", json.dumps({"version": 1, "job_id": "x"})])
 def test_messages_that_are_not_work_items_are_ignored(world: PipelineWorld, body: str) -> None:
-    assert fail_dead_item(body, lifecycle=world.lifecycle).action == "ignored"
+    assert settle(world, body) == "ignored"
 
 
 def test_unknown_job_is_reported_not_created(world: PipelineWorld) -> None:
     item = queued_item(world)
     world.raw_store.delete(item.job_id, Attr("job_id").exists())
-    assert fail_dead_item(item.to_json(), lifecycle=world.lifecycle).action == "unknown_job"
+    assert settle(world, item.to_json()) == "unknown_job"
 
 
 def test_lambda_handler_reports_partial_batch_failures(world: PipelineWorld, monkeypatch, lambda_context) -> None:
-    item = queued_item(world)
-    world.raw_store.update(item.job_id, {"state": "QUEUED"})
+    settled, held = queued_item(world, "a.png"), queued_item(world, "b.png")
+    assert world.lifecycle.claim(held.job_id).claim is not None  # a live worker holds the second
     for name, value in world.settings.to_env().items():
         monkeypatch.setenv(name, value)
-    handler.get_lifecycle.cache_clear()
-    event = {"Records": [
-        {"messageId": "m1", "receiptHandle": "r1", "body": item.to_json(), "attributes": {
-            "ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work-dlq", "awsRegion": "us-east-1"}]}
+    handler.get_parts.cache_clear()
+
+    def record(message_id: str, item: WorkItem) -> dict[str, object]:
+        return {"messageId": message_id, "receiptHandle": "r", "body": item.to_json(),
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "",
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work-dlq",
+                "awsRegion": "us-east-1"}
+
+    event = {"Records": [record("m1", settled), record("m2", held)]}
     try:
-        assert handler.lambda_handler(event, lambda_context) == {"batchItemFailures": []}
+        assert handler.lambda_handler(event, lambda_context) == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
     finally:
-        handler.get_lifecycle.cache_clear()
-    assert world.raw_store.get(item.job_id).state is JobState.FAILED
-    assert len(world.notifications()) == 1
+        handler.get_parts.cache_clear()
+    assert world.raw_store.get(settled.job_id).number("redrives") == 1

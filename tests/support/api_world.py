@@ -23,9 +23,10 @@ from common.jobs import JobStore
 from common.lifecycle import JobLifecycle
 from common.notify import Notifier
 from common.settings import Settings
+from common.webhook_urls import UrlRules
 from common.work_queue import WorkQueue
 from functions.api import handler
-from functions.api.jobs import JobsApi, WebhookRules
+from functions.api.jobs import JobsApi
 from functions.intake.intake import Intake
 from functions.intake.s3_events import UploadEvent
 from local_stack.api_gateway_events import http_api_event, iam_authorizer, response_parts
@@ -107,7 +108,7 @@ def make_api_world(monkeypatch: pytest.MonkeyPatch) -> ApiWorld:
                                                             upload_prefix=settings.upload_prefix))
     clock = [time.time()]
     api = JobsApi(settings, s3=s3, lifecycle=lifecycle, clock=lambda: clock[0],
-                  webhooks=WebhookRules(resolve=lambda host, port: [PUBLIC_ADDRESS]))
+                  webhooks=UrlRules(), resolve=lambda host, port: [PUBLIC_ADDRESS])
     intake = Intake(settings, s3=s3, lifecycle=lifecycle, scaler=None,
                     work_queue=WorkQueue(sqs_client=sqs, queue_url=work_url))
     monkeypatch.setattr(handler, "get_api", lambda: api)

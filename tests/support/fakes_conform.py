@@ -6,14 +6,14 @@ the worker's Upscaler), so a fake that drifts from the Protocol, and so from the
 
 from __future__ import annotations
 
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, FakeInferred, FakePrepared
 from pipeline_world import FakeClock
 
 from gpu_batch.worker.item import Upscaler
 from gpu_batch.worker.runtime import Clock
 
 
-def engine(fake: FakeEngine) -> Upscaler:
+def engine(fake: FakeEngine) -> Upscaler[FakePrepared, FakeInferred]:
     return fake
 
 

@@ -6,8 +6,9 @@ Tests drive it step by step (`intake`, `work_once`, `drain_dead`) and can wrap e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,14 +19,14 @@ from sns_capture import capture_topic, drain_notifications
 
 from common import aws
 from common.jobs import JobRecord, JobStore, upload_job_id
-from common.lifecycle import JobLifecycle
+from common.lifecycle import JobLifecycle, LifecyclePolicy
 from common.notify import Notifier
 from common.scaling import WorkerScaler, WorkerSlots
 from common.settings import Settings
 from common.work_queue import WorkQueue
 from functions.intake.intake import Intake, IntakeResult
 from functions.intake.s3_events import UploadEvent
-from functions.notifier.dead_items import Outcome, fail_dead_item
+from functions.notifier.dead_items import Outcome, settle_dead_item
 from gpu_batch.worker.item import Disposition, Worker, process_delivery
 from local_stack.resources import create_bucket, create_jobs_table, create_queue, work_queue_attributes
 
@@ -86,6 +87,17 @@ class _Faulty:
         return call
 
 
+class TimelessQueue(WorkQueue):
+    """The work queue in a world whose time is simulated: a give-back's backoff delay has passed at once."""
+
+    def send_body(self, body: str, *, delay_seconds: int = 0) -> str:
+        return super().send_body(body)
+
+
+class WorkerKilled(BaseException):
+    """Raised from inside the engine: the worker process dies right there (no release, no terminal write)."""
+
+
 @dataclass
 class PipelineWorld:
     settings: Settings
@@ -94,6 +106,7 @@ class PipelineWorld:
     s3: Any
     raw_s3: Any  # unwrapped: the test's own uploads never fail
     sqs: Any
+    raw_sns: Any
     store: JobStore
     raw_store: JobStore  # unwrapped: what the test reads never fails
     lifecycle: JobLifecycle
@@ -106,7 +119,7 @@ class PipelineWorld:
     @property
     def intake(self) -> Intake:
         scaler = WorkerScaler(slots=WorkerSlots(self.store, clock=self.clock.wall), queue=self.queue,
-                              starter=_RecordingStarter(self.starts), max_workers=2, start_grace_seconds=60,
+                              backend=_RecordingBackend(self.starts), max_workers=2, start_grace_seconds=60,
                               clock=self.clock.wall)
         return Intake(self.settings, s3=self.s3, lifecycle=self.lifecycle, work_queue=self.queue, scaler=scaler,
                       lease_seconds=30, clock=self.clock.wall)
@@ -144,16 +157,14 @@ class PipelineWorld:
         if delivery is None:
             return None
         try:
-            disposition = process_delivery(self.worker, delivery)
+            disposition = process_delivery(self.worker, delivery)  # settles the message itself
+        except WorkerKilled:  # the process died with the image: its message and claim simply lapse
+            disposition = Disposition.RETRY
         except Exception:
             disposition = Disposition.RETRY
-        try:
-            if disposition is Disposition.DONE:
-                self.queue.delete(delivery)
-            else:
+        if disposition is Disposition.RETRY:
+            with contextlib.suppress(ClientError):
                 self.queue.hide(delivery, 0)  # time passes: its visibility timeout (or backoff) is over
-        except ClientError:
-            pass
         if disposition is not Disposition.DONE:
             self.clock.advance(self.settings.work_visibility_seconds + 1)  # and so is any claim's lease
         return disposition
@@ -163,7 +174,8 @@ class PipelineWorld:
         while messages := self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10).get("Messages"):
             for message in messages:
                 try:
-                    outcomes.append(fail_dead_item(message["Body"], lifecycle=self.lifecycle, now=self.clock.now()))
+                    outcomes.append(settle_dead_item(message["Body"], lifecycle=self.lifecycle, send=self.queue.send,
+                                                     now=self.clock.now()))
                     self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
                 except Exception as exc:
                     outcomes.append(exc)
@@ -189,13 +201,19 @@ class PipelineWorld:
         raise AssertionError(f"job did not settle: {self.record(event)}")
 
 
-class _RecordingStarter:
+class _RecordingBackend:
     def __init__(self, starts: list[int]) -> None:
         self._starts = starts
 
     def start(self, slot: int, token: str) -> str:
         self._starts.append(slot)
         return f"batch-{len(self._starts)}"
+
+    def terminate(self, job_id: str, reason: str) -> None:
+        """Nothing runs in this world."""
+
+    def jobs_on_instance(self, instance_id: str, job_ids: Sequence[str]) -> list[str]:
+        return []
 
 
 def make_pipeline_world(*, fail_at: int | None = None, **overrides: Any) -> PipelineWorld:
@@ -215,8 +233,10 @@ def make_pipeline_world(*, fail_at: int | None = None, **overrides: Any) -> Pipe
     store = JobStore(dynamodb_client=plan.wrap(ddb, "dynamodb"), table_name=settings.jobs_table)
     notifier = Notifier(sns_client=plan.wrap(sns, "sns"), topic_arn=topic_arn, upload_prefix=settings.upload_prefix)
     return PipelineWorld(
-        settings=settings, clock=clock, plan=plan, s3=plan.wrap(s3, "s3"), raw_s3=s3, sqs=sqs, store=store,
+        settings=settings, clock=clock, plan=plan, s3=plan.wrap(s3, "s3"), raw_s3=s3, sqs=sqs, raw_sns=sns,
+        store=store,
         raw_store=JobStore(dynamodb_client=ddb, table_name=settings.jobs_table),
-        lifecycle=JobLifecycle(store=store, notifier=notifier, clock=clock.wall, sleep=lambda _s: None),
-        queue=WorkQueue(sqs_client=plan.wrap(sqs, "sqs"), queue_url=work_url), dlq_url=dlq_url,
+        lifecycle=JobLifecycle(store=store, notifier=notifier, policy=LifecyclePolicy.from_settings(settings),
+                               clock=clock.wall, sleep=lambda _s: None),
+        queue=TimelessQueue(sqs_client=plan.wrap(sqs, "sqs"), queue_url=work_url), dlq_url=dlq_url,
         capture_url=capture_url, engine=FakeEngine(), starts=[])

@@ -11,6 +11,7 @@ from PIL import Image
 from pipeline_world import PipelineWorld
 
 from common.contract import ATTR_EVENT_TYPE, JobState, WorkItem, validate_notification
+from common.lifecycle import OUTBOX_LEASE_SECONDS
 from common.work_queue import Delivery
 from gpu_batch.engine import OutputNotEncodableError
 from gpu_batch.worker.errors import JobInterrupted
@@ -73,10 +74,12 @@ def test_the_item_decides_the_format_and_intake_warnings_reach_the_notification(
     assert item.output_key.endswith(".webp")
     deliver(world)
     call = world.engine.calls[0]
-    assert (call["output_format"], call["quality"], call["strength"]) == ("webp", 95, 0.5)
+    assert (call["output_format"], call["strength"], world.engine.qualities) == ("webp", 0.5, [95])
     head = world.raw_s3.head_object(Bucket=item.output_bucket, Key=item.output_key)
     assert head["ContentType"] == "image/webp"
     assert head["Metadata"]["source-key"] == "uploads/%D1%84%D0%BE%D1%82%D0%BE 1.jpg"
+    assert head["Metadata"]["strength"] == "0.5"
+    assert world.notifications()[0]["payload"]["strength"] == 0.5
 
 
 def test_intake_warnings_travel_with_the_item(world: PipelineWorld, kit) -> None:
@@ -124,14 +127,14 @@ def test_deleted_input_version_is_input_missing(world: PipelineWorld, kit) -> No
 def test_a_terminal_job_is_not_redone(world: PipelineWorld, kit) -> None:
     queued(world, "uploads/once.png", kit.image())
     _, first = deliver(world)
-    world.queue.hide(first, 0)  # the delete was lost: the same item comes back
+    world.queue.send_body(first.body)  # SQS delivers the same item again (at least once)
     assert deliver(world)[0] is Disposition.DONE
     assert len(world.engine.calls) == 1 and len(world.notifications()) == 1
 
 
 def test_a_job_held_by_a_live_worker_is_looked_at_again_later(world: PipelineWorld, kit) -> None:
     item = queued(world, "uploads/held.png", kit.image())
-    assert world.lifecycle.claim(item.job_id, lease_seconds=60).claim is not None  # another worker has it
+    assert world.lifecycle.claim(item.job_id).claim is not None  # another worker has it
     disposition, _delivery = deliver(world)
     assert disposition is Disposition.RETRY and world.engine.calls == []
     assert world.queue.receive(wait_seconds=0, visibility_seconds=30) is None  # hidden until that lease ends
@@ -152,7 +155,8 @@ def test_sigterm_during_inference_gives_the_item_back(world: PipelineWorld, kit)
     record = world.raw_store.get(item.job_id)
     assert record.state is JobState.QUEUED and world.notifications() == []
     world.engine.during_upscale = None
-    assert world.lifecycle.claim(item.job_id, lease_seconds=30).claim is not None  # the next worker may take it
+    assert world.lifecycle.claim(item.job_id).claim is not None  # the next worker may take it
+    assert world.raw_store.get(item.job_id).number("crashes") == 0  # a give-back spends nothing
 
 
 def test_a_publish_that_keeps_failing_waits_on_the_record_and_the_redelivery_sends_it(
@@ -160,20 +164,20 @@ def test_a_publish_that_keeps_failing_waits_on_the_record_and_the_redelivery_sen
     from botocore.exceptions import ClientError
 
     notifier = world.lifecycle._notifier
-    real = notifier.publish_payload
+    real = notifier.publish_text
 
     def down(payload):
         raise ClientError({"Error": {"Code": "Throttling"}}, "Publish")
 
-    monkeypatch.setattr(notifier, "publish_payload", down)
+    monkeypatch.setattr(notifier, "publish_text", down)
     item = queued(world, "uploads/quiet.png", kit.image())
     disposition, delivery = deliver(world)
     assert disposition is Disposition.RETRY
     assert world.raw_store.get(item.job_id).attributes["notified"] is False
-    monkeypatch.setattr(notifier, "publish_payload", real)
+    monkeypatch.setattr(notifier, "publish_text", real)
     world.queue.hide(delivery, 0)
     assert deliver(world)[0] is Disposition.RETRY  # within the first publisher's outbox lease: not twice
-    world.clock.advance(31)
+    world.clock.advance(OUTBOX_LEASE_SECONDS + 1)
     world.queue.hide(delivery, 0)
     assert deliver(world)[0] is Disposition.DONE
     assert len(world.notifications()) == 1 and len(world.engine.calls) == 1
