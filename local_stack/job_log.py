@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from common.contract import JobState
+from common.contract import TERMINAL_EVENTS, JobState
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
+_ENDED_BY = {str(event): state for state, event in TERMINAL_EVENTS.items()}
 
 
 @dataclass(slots=True)
@@ -79,13 +80,22 @@ class JobLog:
             self._write(story)
 
     def delivered(self, endpoint: str, message: str) -> None:
-        """A webhook accepted a notification (the SNS stand-in calls this)."""
+        """A webhook accepted a notification (the SNS stand-in calls this). The notification says how the job
+        ended, so the story shows that first even when the table has not been polled since."""
         try:
-            job_id = str(json.loads(message)["job_id"])
+            payload = json.loads(message)
+            job_id = str(payload["job_id"])
+            state = _ENDED_BY[str(payload["event_type"])]
         except (ValueError, KeyError, TypeError):
             return
         with self._lock:
             story = self._stories.setdefault(job_id, _Story(job_id))
+            seen = self._states.get(job_id)
+            if seen is None or not seen.is_terminal:
+                self._states[job_id] = state
+                error = payload.get("error") or {}
+                story.steps.append(describe(state, {"durations": payload.get("durations") or {},
+                                                    "error_code": error.get("code")}))
             story.steps.append("webhook delivered")
             self._write(story)
 

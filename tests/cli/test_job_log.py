@@ -43,6 +43,20 @@ def test_each_state_change_is_one_line_with_the_story_so_far() -> None:
     ]
 
 
+def test_a_delivery_seen_before_the_table_shows_the_end_tells_the_end_first() -> None:
+    """The webhook can be faster than the table poll: the notification itself says how the job ended."""
+    out = io.StringIO()
+    job_log = JobLog(out, upload_prefix="uploads/", clock=CLOCK)
+    base = {"job_id": "j2", "input_key": "uploads/tea.png"}
+    job_log.observe({**base, "state": "RUNNING", "worker": {"slot": "0"}})
+    job_log.delivered("http://h/hook", json.dumps({"job_id": "j2", "event_type": "upscale.succeeded",
+                                                    "durations": {"inference": 1.04}}))
+    job_log.observe({**base, "state": "SUCCEEDED", "durations": {"inference": 1.04}})  # the poll catches up: quiet
+    assert out.getvalue().splitlines() == [
+        "12:01:03 tea.png running (worker 0)",
+        "12:01:03 tea.png running (worker 0) -> succeeded 1.0 s -> webhook delivered"]
+
+
 def test_refusals_failures_and_records_that_are_not_jobs() -> None:
     out = io.StringIO()
     job_log = JobLog(out, upload_prefix="uploads/", clock=CLOCK)

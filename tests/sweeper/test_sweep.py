@@ -175,3 +175,29 @@ def test_intake_dlq_messages_go_back_a_few_times_then_stay_parked(world: Pipelin
                                MessageAttributes=message["MessageAttributes"])
         world.sqs.delete_message(QueueUrl=sweeper._intake_url, ReceiptHandle=message["ReceiptHandle"])
     assert sweeper.redrive_intake_dlq() == 0  # parked: the DLQ alarm and a human take it from here
+
+
+def test_the_lambda_sweeps_and_reports_what_it_did(world: PipelineWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions.sweeper import handler
+
+    intake_url, _ = create_queue(world.sqs, "intake-for-lambda")
+    dlq_url, _ = create_queue(world.sqs, "intake-dlq-for-lambda")
+    item = queued(world)
+    world.raw_store.update(item.job_id, {"sweep_at": 1})  # long overdue (the Lambda runs on the real clock)
+    world.raw_store.update(item.job_id, {"deadline_at": 2})
+    settings = world.settings.replace(intake_queue_url=intake_url, intake_dlq_url=dlq_url)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    handler.get_sweeper.cache_clear()
+
+    class Context:
+        function_name, memory_limit_in_mb, aws_request_id = "sweeper", 256, "req-1"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:sweeper"
+
+    try:
+        summary = handler.lambda_handler({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}},
+                                         Context())
+    finally:
+        handler.get_sweeper.cache_clear()
+    assert summary == {"looked": 1, "actions": {"timed_out": 1, "intake_dlq_redriven": 0}}
+    assert world.raw_store.get(item.job_id).state is JobState.FAILED
