@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Aws, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
@@ -70,8 +70,8 @@ class HttpApi(Construct):
                     notifications=notifications)
 
         self.authorizer: apigw.IHttpRouteAuthorizer = (
-            authorizers.HttpJwtAuthorizer("Jwt", config.api_jwt_issuer,
-                                          jwt_audience=list(config.api_jwt_audience))
+            authorizers.HttpJwtAuthorizer("Jwt", config.api_jwt_issuer, jwt_audience=list(config.api_jwt_audience),
+                                          authorizer_name=Fn.join("-", [Aws.STACK_NAME, "jwt"]))
             if config.api_jwt_issuer else authorizers.HttpIamAuthorizer())
         cors = apigw.CorsPreflightOptions(
             allow_origins=list(cors_origins), max_age=Duration.hours(1),
@@ -80,6 +80,7 @@ class HttpApi(Construct):
                            "x-amz-content-sha256"],
             expose_headers=["location"]) if cors_origins else None
         self.api = apigw.HttpApi(self, "Api", description="Upscaler HTTP API (docs/api.md)",
+                                 api_name=Fn.join("-", [Aws.STACK_NAME, "api"]),
                                  default_authorizer=self.authorizer, cors_preflight=cors,
                                  create_default_stage=True)
         integration = integrations.HttpLambdaIntegration(

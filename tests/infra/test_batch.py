@@ -241,7 +241,7 @@ def test_the_sweeper_runs_on_a_schedule_with_its_index_and_queues(default: Any) 
         "ScheduleExpression": "rate(5 minutes)",
         "Targets": [{"Arn": {"Fn::GetAtt": [default.logical_id(sweeper.function), "Arn"]}}]})
     table = default.raw["Resources"][default.logical_id(storage.table)]["Properties"]
-    (index,) = table["GlobalSecondaryIndexes"]
+    (index,) = [i for i in table["GlobalSecondaryIndexes"] if i["IndexName"] == "sweep"]
     assert (index["IndexName"], [k["AttributeName"] for k in index["KeySchema"]]) == ("sweep", ["sweep_shard",
                                                                                                "sweep_at"])
     query = default.statement(sweeper.handler.role, "DueRecords")
