@@ -42,6 +42,7 @@ from functions.api.models import (
 from functions.api.problems import ApiErrorCode, ApiProblem, refused
 from functions.intake.options import FORMAT_KEY, MODEL_KEY, SCALE_KEY, STRENGTH_KEY, InvalidOption, parse_options
 from functions.intake.validation import file_too_large
+from functions.webhooks.delivery import WEBHOOK_EVENTS_ATTRIBUTE, WEBHOOK_URL_ATTRIBUTE
 
 # How long a job's upload link works: long enough for a 50 MB photo over a slow link. Shorter when the
 # credentials that sign it expire sooner (S3 honours a signature only while its credentials live).
@@ -94,7 +95,8 @@ class JobsApi:
                                          CALLER_ATTRIBUTE: caller, "source": "api",
                                          "filename": safe_filename(request.filename), "input_size": request.size,
                                          "content_type": request.content_type, "options": options.to_dict(),
-                                         "webhook_url": request.webhook_url, "webhook_events": webhook_events})
+                                         WEBHOOK_URL_ATTRIBUTE: request.webhook_url,
+                                         WEBHOOK_EVENTS_ATTRIBUTE: webhook_events})
         post = self._s3.generate_presigned_post(
             Bucket=s.input_bucket, Key=key, Fields=bound,
             Conditions=[*({name: value} for name, value in bound.items()),
@@ -167,7 +169,7 @@ def job_view(record: JobRecord, link: PresignedLink | None) -> JobView:
     options = record.options
     note = stored_notification(record) or {}
     error = note.get("error")
-    webhook = attrs.get("webhook_url")
+    webhook = attrs.get(WEBHOOK_URL_ATTRIBUTE)
     return JobView(
         job_id=record.job_id, state=record.state,
         options=OptionsView(model=str(options.model), scale=options.scale, strength=options.strength,
@@ -184,7 +186,8 @@ def job_view(record: JobRecord, link: PresignedLink | None) -> JobView:
         result=ResultView(url=link.url, expires_at=link.expires_at, width=attrs.get("output_width"),
                           height=attrs.get("output_height"), format=attrs.get("output_format"),
                           bytes=attrs.get("output_bytes")) if link else None,
-        webhook=WebhookView(url=str(webhook), events=list(attrs.get("webhook_events") or [])) if webhook else None,
+        webhook=WebhookView(url=str(webhook), events=list(attrs.get(WEBHOOK_EVENTS_ATTRIBUTE) or []))
+        if webhook else None,
         upload_expires_at=(datetime.fromtimestamp(record.number(UPLOAD_UNTIL), UTC)
                            if record.state is JobState.AWAITING_UPLOAD else None),
     )

@@ -1,6 +1,6 @@
 """The HTTP API end to end through the local stack: SigV4 requests to the local API server, the presigned POST
-to the local S3 (which checks its policy), the real intake, worker and notifications; `upscaler submit`; the
-web page in a real headless Chromium.
+to the local S3 (which checks its policy), the real intake, worker, notifications and per-request webhook
+delivery; `upscaler submit`; the web page in a real headless Chromium.
 
 One stack for the module. Its Batch stand-in places a worker 20 s after it is asked for one, so the first
 job stays QUEUED long enough to be cancelled before any worker can take it (the cancel test runs first).
@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import requests
 from botocore.credentials import Credentials
+from hook_server import HookServer
 from PIL import Image
+from standardwebhooks.webhooks import Webhook
 
 from cli.api_client import ApiClient, ApiError
 from common import aws
@@ -95,26 +97,31 @@ def test_a_job_cancelled_before_a_worker_takes_it_ends_with_one_cancelled_notifi
     assert state_of(client, job_id)["state"] == "CANCELLED"
 
 
-def test_a_job_with_a_webhook_succeeds_and_links_its_result(
+def test_a_job_with_a_webhook_succeeds_links_its_result_and_calls_its_webhook(
         stack: LocalStack, client: ApiClient, receiver: WebhookReceiver, tmp_path: Path,
         wait: Callable[..., Any]) -> None:
     image = photo(tmp_path / "first photo.png")
-    hook = f"{receiver.url}?job=api"
-    created = create(client, image, webhook_url=hook, webhook_events=["upscale.succeeded", "upscale.failed"])
-    job_id = created["job_id"]
-    assert created["status_url"] == f"{client.base_url}/v1/jobs/{job_id}"
-    client.upload(created["upload"], image, lambda done, total: None)
-    job = wait(lambda: (j := state_of(client, job_id))["state"] in ("SUCCEEDED", "FAILED", "REJECTED") and j,
-               timeout=PLACEMENT_SECONDS + 120, interval=0.5, what="the job to end")
-    assert job["state"] == "SUCCEEDED", job
-    assert job["webhook"] == {"url": hook, "events": ["upscale.failed", "upscale.succeeded"]}
-    assert (job["input"]["width"], job["input"]["height"]) == (48, 32)
-    download = requests.get(job["result"]["url"], timeout=10)
-    assert download.status_code == 200
-    with Image.open(io.BytesIO(download.content)) as result:
-        assert result.size == (96, 64) == (job["result"]["width"], job["result"]["height"])
-    [note] = receiver.wait_for(lambda p: p["job_id"] == job_id, timeout=30)
-    assert note.payload["event_type"] == "upscale.succeeded"
+    with HookServer() as hook:
+        created = create(client, image, webhook_url=hook.url(), webhook_events=["upscale.succeeded", "upscale.failed"])
+        job_id = created["job_id"]
+        assert created["status_url"] == f"{client.base_url}/v1/jobs/{job_id}"
+        client.upload(created["upload"], image, lambda done, total: None)
+        job = wait(lambda: (j := state_of(client, job_id))["state"] in ("SUCCEEDED", "FAILED", "REJECTED") and j,
+                   timeout=PLACEMENT_SECONDS + 120, interval=0.5, what="the job to end")
+        assert job["state"] == "SUCCEEDED", job
+        assert job["webhook"] == {"url": hook.url(), "events": ["upscale.failed", "upscale.succeeded"]}
+        assert (job["input"]["width"], job["input"]["height"]) == (48, 32)
+        download = requests.get(job["result"]["url"], timeout=10)
+        assert download.status_code == 200
+        with Image.open(io.BytesIO(download.content)) as result:
+            assert result.size == (96, 64) == (job["result"]["width"], job["result"]["height"])
+        [note] = receiver.wait_for(lambda p: p["job_id"] == job_id, timeout=30)  # the SNS subscription
+        assert note.payload["event_type"] == "upscale.succeeded"
+        # The job's own webhook, signed (Standard Webhooks) with the local stack's secret.
+        [delivered] = hook.wait_for(1, timeout=60)
+        payload = Webhook(stack.info()["webhook_secret"]).verify(delivered.body, delivered.headers)
+        assert payload["job_id"] == job_id and payload["event_type"] == "upscale.succeeded"
+        assert payload["event_id"] == note.payload["event_id"]
     listed = client.request("GET", "/v1/jobs?limit=100")["jobs"]
     assert job_id in [j["job_id"] for j in listed]
 
