@@ -305,7 +305,7 @@ class Intake:
                                                    input_key=event.key, attributes=attributes):
             return True
         record = self._store.get(job_id)
-        if record is not None and record.dedupe_key != dedupe:  # an HTTP API job that another upload won
+        if awaiting and record is not None and record.dedupe_key != dedupe:  # another upload won the API's job
             raise JobInFlightError(f"job {job_id} took another upload first; the retry decides this one again")
         if record is None or record.state is not JobState.ACCEPTED:
             return False

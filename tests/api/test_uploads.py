@@ -23,7 +23,7 @@ from common.contract import (
 )
 from common.jobs import upload_job_id
 from common.lifecycle import UPLOAD_ARRIVAL_GRACE_SECONDS, UPLOAD_UNTIL, Holder, due_for_sweep
-from functions.intake.intake import Outcome
+from functions.intake.intake import JobInFlightError, Outcome
 
 
 def job_of(world: ApiWorld, event: Any) -> str:
@@ -164,3 +164,23 @@ def test_cancel_of_a_queued_job_leaves_its_work_item_to_be_dropped(world: ApiWor
     failed = Notification(event_type=EventType.FAILED, job_id=created["job_id"], input=ImageInfo("b", "k"),
                           error=ErrorInfo("INTERNAL_ERROR", "x"))
     assert not world.lifecycle.finish(failed, JobState.FAILED, holder=Holder.ABANDONED).won
+
+
+def test_two_uploads_racing_for_one_job_the_loser_is_retried_and_refused(
+        world: ApiWorld, png: Callable[..., bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    data = png()
+    created = world.create(size=len(data))
+    event = world.upload(created, data)
+    accept = world.lifecycle.accept_upload
+
+    def another_upload_wins_first(job_id: str, *, dedupe: str, attributes: dict[str, Any]) -> bool:
+        assert accept(job_id, dedupe="s3://in-test/the-other-version#v:1", attributes={})
+        return accept(job_id, dedupe=dedupe, attributes=attributes)
+
+    monkeypatch.setattr(world.lifecycle, "accept_upload", another_upload_wins_first)
+    with pytest.raises(JobInFlightError, match="took another upload first"):
+        world.intake.process(event)  # the SQS message returns to the queue...
+    monkeypatch.undo()
+    retried = world.intake.process(event)  # ...and its next delivery finds the job taken: a job of its own
+    assert retried.outcome is Outcome.REJECTED and retried.job_id == job_of(world, event)
+    assert retried.verdict is not None and retried.verdict.code is RejectionCode.UPLOAD_NOT_EXPECTED
