@@ -1,14 +1,16 @@
-"""`upscaler doctor`: read-only checks of an AWS account before `cdk deploy`, each one a plain function.
+"""`upscaler doctor`: is this machine and this AWS account ready for `cdk deploy`? Read-only.
 
-Every check takes the boto3 clients it reads and the deployment config (infra/config.py, from cdk.json and
-`-c` overrides) and returns findings: OK, WARN (deploys, but runs below what the config asks for) or FAIL
-(the deploy fails, or the pipeline it deploys cannot run a single job). Nothing is created or changed.
+First the offline checks (cli/toolchain.py: Docker able to build linux/amd64, Node.js, the CDK CLI,
+Python), which need no credentials; then the deployment config (cdk.json and `-c` overrides: a bad value
+names its key and what it expects); then the account checks (cli/account_checks.py). Exit status: 0 ready,
+1 something blocks a deploy, 2 warnings only. `--json` prints the same findings as one JSON document.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,237 +18,52 @@ from typing import TYPE_CHECKING, Annotated, Any
 import boto3
 import typer
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import BotoCoreError, NoCredentialsError
 from rich.console import Console
-from rich.table import Table
+
+from cli.account_checks import (
+    DEFAULT_QUALIFIER,
+    DEFAULT_TOOLKIT_STACK,
+    MIN_BOOTSTRAP_VERSION,
+    MIN_LOOKUP_BOOTSTRAP_VERSION,
+    QUALIFIER_CONTEXT_KEY,
+    Client,
+    check_alarm_destination,
+    check_cdk_bootstrap,
+    check_credentials,
+    check_endpoint_services,
+    check_gpu_quotas,
+    check_instance_types,
+    check_lambda_concurrency,
+    check_powertools_layer,
+    check_service_linked_roles,
+    worker_zones,
+)
+from cli.findings import Finding, Section, Status, as_json, exit_code, render
+from cli.toolchain import Runner, offline_checks, run_command
 
 if TYPE_CHECKING:  # infra/ is imported only when the command runs: the worker image ships cli/ without it
     from infra.config import InfraConfig
 
-# boto3 clients are untyped; this alias documents which service each parameter expects.
-Client = Any
-
-
-class Status(enum.StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "FAIL"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    check: str
-    status: Status
-    found: str
-    fix: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    service_code: str
-    quota_code: str
-    name: str
-
-
-# Service Quotas codes (vCPU-based EC2 quotas; Lambda's account concurrency).
-SPOT_G_QUOTA = Quota("ec2", "L-3819A6DF", "All G and VT Spot Instance Requests")
-ON_DEMAND_G_QUOTA = Quota("ec2", "L-DB2E81BA", "Running On-Demand G and VT instances")
-LAMBDA_CONCURRENCY_QUOTA = Quota("lambda", "L-B99A9384", "Concurrent executions")
-# Lambda refuses a reservation that leaves fewer than this many executions unreserved.
-UNRESERVED_CONCURRENCY_MINIMUM = 100
-
-# CDK bootstrap facts of aws-cdk-lib's DefaultStackSynthesizer (tests check them against the library).
-DEFAULT_TOOLKIT_STACK = "CDKToolkit"
-DEFAULT_QUALIFIER = "hnb659fds"
-QUALIFIER_CONTEXT_KEY = "@aws-cdk/core:bootstrapQualifier"
-BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/{qualifier}/version"
-MIN_BOOTSTRAP_VERSION = 6  # what every synthesized template asserts
-MIN_LOOKUP_BOOTSTRAP_VERSION = 8  # the lookup role, needed to look up an existing VPC (vpc_id)
-_STACK_USABLE = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "IMPORT_COMPLETE",
-                           "IMPORT_ROLLBACK_COMPLETE"})
-_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _unchecked(check: str, exc: Exception, permission: str) -> Finding:
-    """A check that could not read what it needs: not a blocker, but the user must look themselves."""
-    if isinstance(exc, ClientError) and _error_code(exc) in _DENIED:
-        return Finding(check, Status.WARN, f"not allowed to read ({_error_code(exc)})",
-                       f"allow {permission} to the caller, or check it in the console")
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return Finding(check, Status.WARN, f"could not check: {first_line[:160]}", "check it in the console")
-
-
-# --- GPU quotas -------------------------------------------------------------------------------------------
-
-def quota_value(quotas: Client, quota: Quota) -> float:
-    """The applied value of a quota; AWS answers NoSuchResource for quotas never raised, then the default."""
-    try:
-        answer = quotas.get_service_quota(ServiceCode=quota.service_code, QuotaCode=quota.quota_code)
-    except ClientError as exc:
-        if _error_code(exc) != "NoSuchResourceException":
-            raise
-        answer = quotas.get_aws_default_service_quota(ServiceCode=quota.service_code, QuotaCode=quota.quota_code)
-    return float(answer["Quota"]["Value"])
-
-
-def gpu_quota_needs(config: InfraConfig) -> list[tuple[Quota, int]]:
-    """The vCPUs each GPU quota must allow: the spot environment's max, and the on-demand one's."""
-    if not config.use_spot:
-        return [(ON_DEMAND_G_QUOTA, config.max_vcpus)]
-    needs = [(SPOT_G_QUOTA, config.max_vcpus)]
-    if config.on_demand_environment:
-        needs.append((ON_DEMAND_G_QUOTA, config.on_demand_max_vcpus))
-    return needs
-
-
-def judge_gpu_quota(quota: Quota, value: float, *, needed: int, one_job: int, region: str) -> Finding:
-    check = f"EC2 quota: {quota.name}"
-    found = f"{value:g} vCPUs (config needs {needed})"
-    fix = (f"request >= {needed} in Service Quotas > Amazon EC2 > '{quota.name}' ({quota.quota_code}) in {region}: "
-           f"aws service-quotas request-service-quota-increase --service-code {quota.service_code} "
-           f"--quota-code {quota.quota_code} --desired-value {needed} --region {region}")
-    if value < one_job:
-        # The deploy succeeds, but every job waits RUNNABLE until capacity_wait_minutes cancels it.
-        return Finding(check, Status.FAIL, f"{found}: not one {one_job}-vCPU job can start", fix)
-    if value < needed:
-        return Finding(check, Status.WARN, f"{found}: at most {int(value // one_job)} jobs at once", fix)
-    return Finding(check, Status.OK, found)
-
-
-def check_gpu_quotas(quotas: Client, config: InfraConfig, *, region: str) -> list[Finding]:
-    findings = []
-    for quota, needed in gpu_quota_needs(config):
-        try:
-            value = quota_value(quotas, quota)
-        except (ClientError, BotoCoreError) as exc:
-            findings.append(_unchecked(f"EC2 quota: {quota.name}", exc, "servicequotas:GetServiceQuota"))
-            continue
-        findings.append(judge_gpu_quota(quota, value, needed=needed, one_job=config.worker_vcpus, region=region))
-    return findings
-
-
-def check_instance_types(ec2: Client, config: InfraConfig, *, region: str) -> Finding:
-    """The configured GPU instance types that this region offers at all."""
-    check = "GPU instance types offered"
-    try:
-        pages = ec2.get_paginator("describe_instance_type_offerings").paginate(
-            LocationType="region", Filters=[{"Name": "instance-type", "Values": list(config.instance_types)}])
-        offered = {o["InstanceType"] for page in pages for o in page["InstanceTypeOfferings"]}
-    except (ClientError, BotoCoreError) as exc:
-        return _unchecked(check, exc, "ec2:DescribeInstanceTypeOfferings")
-    missing = [t for t in config.instance_types if t not in offered]
-    fix = f"choose types offered in {region}: -c upscaler:instance_types=..."
-    if len(missing) == len(config.instance_types):
-        return Finding(check, Status.FAIL, f"none of {', '.join(missing)} in {region}", fix)
-    if missing:
-        return Finding(check, Status.WARN, f"not in {region}: {', '.join(missing)} (fewer spot pools)", fix)
-    return Finding(check, Status.OK, ", ".join(config.instance_types))
-
-
-# --- Lambda concurrency -----------------------------------------------------------------------------------
-
-def judge_lambda_concurrency(*, account_limit: int, unreserved: int, reserved: int | None,
-                             max_concurrency: int) -> Finding:
-    """Lambda's rule: a reservation must leave UNRESERVED_CONCURRENCY_MINIMUM unreserved, or the deploy fails."""
-    check = "Lambda concurrency (intake)"
-    found = f"account limit {account_limit}, unreserved {unreserved}"
-    raise_fix = (f"request a higher '{LAMBDA_CONCURRENCY_QUOTA.name}' quota ({LAMBDA_CONCURRENCY_QUOTA.quota_code})")
-    if reserved is not None:
-        left = unreserved - reserved
-        if left < UNRESERVED_CONCURRENCY_MINIMUM:
-            return Finding(check, Status.FAIL,
-                           f"{found}: reserving {reserved} leaves {left}, below Lambda's minimum of "
-                           f"{UNRESERVED_CONCURRENCY_MINIMUM}",
-                           f"deploy with -c upscaler:intake_reserved_concurrency=null, or {raise_fix} "
-                           f"(a redeploy keeping its own reservation needs {reserved} less)")
-        return Finding(check, Status.OK, f"{found}: reserving {reserved} leaves {left}")
-    if unreserved < max_concurrency:
-        # No reservation: the deploy works; the intake just shares a pool smaller than its own throttle.
-        return Finding(check, Status.WARN,
-                       f"{found}: below the intake's maximum concurrency {max_concurrency} (uploads wait longer)",
-                       raise_fix)
-    return Finding(check, Status.OK, f"{found}; intake takes up to {max_concurrency}, no reservation")
-
-
-def check_lambda_concurrency(lambda_client: Client, config: InfraConfig) -> Finding:
-    try:
-        limits = lambda_client.get_account_settings()["AccountLimit"]
-    except (ClientError, BotoCoreError) as exc:
-        return _unchecked("Lambda concurrency (intake)", exc, "lambda:GetAccountSettings")
-    return judge_lambda_concurrency(account_limit=int(limits["ConcurrentExecutions"]),
-                                    unreserved=int(limits["UnreservedConcurrentExecutions"]),
-                                    reserved=config.intake_reserved_concurrency,
-                                    max_concurrency=config.intake_max_concurrency)
-
-
-# --- Powertools layer -------------------------------------------------------------------------------------
-
-def check_powertools_layer(ssm: Client, parameter: str, *, region: str) -> Finding:
-    """The public SSM parameter the stack resolves the Powertools layer ARN from, in this region."""
-    check = "Powertools layer"
-    try:
-        arn = ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
-    except ClientError as exc:
-        if _error_code(exc) == "ParameterNotFound":
-            versions = parameter.rpartition("/")[0]
-            return Finding(check, Status.FAIL, f"{parameter} does not exist in {region}",
-                           f"pin a version published there (aws ssm get-parameters-by-path --path {versions} "
-                           f"--region {region}) with -c upscaler:powertools_version=X.Y.Z, or use another region")
-        return _unchecked(check, exc, "ssm:GetParameter")
-    except BotoCoreError as exc:
-        return _unchecked(check, exc, "ssm:GetParameter")
-    return Finding(check, Status.OK, str(arn))
-
-
-# --- CDK bootstrap ----------------------------------------------------------------------------------------
-
-def check_cdk_bootstrap(cfn: Client, ssm: Client, *, account: str, region: str, qualifier: str = DEFAULT_QUALIFIER,
-                        toolkit_stack: str = DEFAULT_TOOLKIT_STACK, min_version: int = MIN_BOOTSTRAP_VERSION,
-                        ) -> Finding:
-    check = "CDK bootstrap"
-    bootstrap = (f"npx cdk bootstrap aws://{account}/{region}"
-                 + (f" --qualifier {qualifier}" if qualifier != DEFAULT_QUALIFIER else ""))
-    try:
-        stacks = cfn.describe_stacks(StackName=toolkit_stack)["Stacks"]
-    except ClientError as exc:
-        if _error_code(exc) == "ValidationError" and "does not exist" in str(exc):
-            return Finding(check, Status.FAIL, f"no {toolkit_stack} stack in {region}", bootstrap)
-        return _unchecked(check, exc, "cloudformation:DescribeStacks")
-    except BotoCoreError as exc:
-        return _unchecked(check, exc, "cloudformation:DescribeStacks")
-    status = stacks[0]["StackStatus"]
-    if status not in _STACK_USABLE:
-        return Finding(check, Status.FAIL, f"{toolkit_stack} is {status}",
-                       f"fix or delete the {toolkit_stack} stack in the CloudFormation console, then {bootstrap}")
-    parameter = BOOTSTRAP_VERSION_PARAMETER.format(qualifier=qualifier)
-    try:
-        version = int(ssm.get_parameter(Name=parameter)["Parameter"]["Value"])
-    except ClientError as exc:
-        if _error_code(exc) == "ParameterNotFound":
-            return Finding(check, Status.FAIL, f"{parameter} missing (bootstrapped with another qualifier?)",
-                           bootstrap)
-        return _unchecked(check, exc, "ssm:GetParameter")
-    except (BotoCoreError, ValueError) as exc:
-        return _unchecked(check, exc, "ssm:GetParameter")
-    if version < min_version:
-        return Finding(check, Status.FAIL, f"bootstrap version {version}, this app needs >= {min_version}",
-                       bootstrap)
-    return Finding(check, Status.OK, f"{toolkit_stack} {status}, version {version}")
-
-
-# --- the command ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class Clients:
+    sts: Client
     service_quotas: Client
     ec2: Client
     lambda_: Client
     ssm: Client
     cloudformation: Client
+    sns: Client
+    iam: Client
+
+
+def connect(session: boto3.session.Session) -> Clients:
+    """Clients that fail fast when the network is down (the credentials check says so)."""
+    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=20)
+    make: Callable[[str], Client] = lambda service: session.client(service, config=config)  # noqa: E731
+    return Clients(sts=make("sts"), service_quotas=make("service-quotas"), ec2=make("ec2"), lambda_=make("lambda"),
+                   ssm=make("ssm"), cloudformation=make("cloudformation"), sns=make("sns"), iam=make("iam"))
 
 
 def powertools_parameter(version: str) -> str:
@@ -259,40 +76,39 @@ def powertools_parameter(version: str) -> str:
     return powertools_parameter_name(version)
 
 
-def run_checks(clients: Clients, config: InfraConfig, *, account: str, region: str, qualifier: str,
-               toolkit_stack: str, powertools: str) -> list[Finding]:
+def interface_endpoint_services() -> list[str]:
+    """The interface endpoints the stack creates with egress=endpoints (one fact, in infra/constructs/network.py)."""
+    from aws_cdk import aws_ec2 as ec2
+
+    from infra.constructs.network import INTERFACE_ENDPOINTS
+
+    return [s.short_name for s in (*INTERFACE_ENDPOINTS.values(), ec2.InterfaceVpcEndpointAwsService.SQS)]
+
+
+def account_checks(clients: Clients, config: InfraConfig, *, region: str, qualifier: str,
+                   toolkit_stack: str) -> tuple[list[Finding], str | None]:
+    """Credentials first: without them, nothing else can be read."""
+    credentials, account = check_credentials(clients.sts, region=region)
+    if account is None:
+        return [credentials], None
     min_version = MIN_LOOKUP_BOOTSTRAP_VERSION if config.vpc_id else MIN_BOOTSTRAP_VERSION
-    return [
+    findings = [
+        credentials,
         check_cdk_bootstrap(clients.cloudformation, clients.ssm, account=account, region=region, qualifier=qualifier,
                             toolkit_stack=toolkit_stack, min_version=min_version),
         *check_gpu_quotas(clients.service_quotas, config, region=region),
-        check_instance_types(clients.ec2, config, region=region),
-        check_lambda_concurrency(clients.lambda_, config),
-        check_powertools_layer(clients.ssm, powertools, region=region),
     ]
-
-
-def blocking(findings: Iterable[Finding]) -> bool:
-    return any(f.status is Status.FAIL for f in findings)
-
-
-_STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
-
-
-def render(findings: Sequence[Finding], *, account: str, region: str, console: Console) -> None:
-    table = Table(title=f"upscaler doctor: account {account}, {region}", title_justify="left", show_lines=True)
-    table.add_column("check", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("found", overflow="fold")  # fold, not ellipsis: parameter names and commands stay whole
-    table.add_column("what to do", overflow="fold")
-    for f in findings:
-        table.add_row(f.check, f"[{_STYLE[f.status]}]{f.status}[/]", f.found, f.fix)
-    console.print(table)
-    failed = sum(f.status is Status.FAIL for f in findings)
-    if failed:
-        console.print(f"[bold red]{failed} problem(s) block a deploy[/]: fix the FAIL rows first.")
-    else:
-        console.print("[green]Nothing blocks a deploy.[/]")
+    zones = worker_zones(clients.ec2, config)
+    findings.append(check_instance_types(clients.ec2, config, zones))
+    if config.egress == "endpoints" and not config.vpc_id:
+        findings.append(check_endpoint_services(clients.ec2, interface_endpoint_services(), zones, region=region))
+    findings += [
+        check_lambda_concurrency(clients.lambda_, config),
+        check_powertools_layer(clients.ssm, powertools_parameter(config.powertools_version), region=region),
+        check_alarm_destination(config, clients.cloudformation, clients.sns),
+        check_service_linked_roles(clients.iam, config),
+    ]
+    return findings, account
 
 
 def parse_context(pairs: Iterable[str], base: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,9 +117,28 @@ def parse_context(pairs: Iterable[str], base: Mapping[str, Any]) -> dict[str, An
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"{pair!r}: expected key=value", param_hint="--context")
+            raise ValueError(f"-c {pair!r}: expected key=value, e.g. -c upscaler:max_vcpus=32")
         context[key] = value
     return context
+
+
+def read_config(cdk_json: Path | None, pairs: Iterable[str]) -> tuple[Finding, InfraConfig | None, dict[str, Any]]:
+    from infra.config import ConfigError, config_from_context, load_cdk_json_context
+
+    path = cdk_json or (Path("cdk.json") if Path("cdk.json").is_file() else None)
+    check = "Deployment config"
+    try:
+        context = parse_context(pairs, load_cdk_json_context(path) if path else load_cdk_json_context())
+        config = config_from_context(context)
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        return Finding(check, Status.FAIL, f"cannot read the context of {path or 'cdk.json'}: {exc!r}",
+                       "fix cdk.json (valid JSON with a \"context\" object)"), None, {}
+    except (ConfigError, ValueError) as exc:
+        return Finding(check, Status.FAIL, f"Invalid upscaler configuration: {exc}",
+                       "fix that key in cdk.json or its -c override (docs/deploy.md lists them)"), None, {}
+    capacity = f"{config.max_vcpus} {'spot' if config.use_spot else 'on-demand'} vCPUs"
+    found = f"stack {config.stack_name}: {capacity} of {', '.join(config.instance_types)}"
+    return Finding(check, Status.OK, found), config, context
 
 
 def doctor(
@@ -314,41 +149,54 @@ def doctor(
     cdk_json: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False, help="The CDK app's cdk.json (default: ./cdk.json, else the project's).")] = None,
     toolkit_stack_name: Annotated[str, typer.Option(help="CDK toolkit stack name.")] = DEFAULT_TOOLKIT_STACK,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
-    """Check the AWS account and region before `cdk deploy` (read-only); exit 1 if something blocks it."""
-    from infra.config import ConfigError, config_from_context, load_cdk_json_context
+    """Check this machine, the deployment config and the AWS account before `cdk deploy` (read-only).
 
-    err = Console(stderr=True)
-    path = cdk_json or (Path("cdk.json") if Path("cdk.json").is_file() else None)
-    try:
-        base = load_cdk_json_context(path) if path else load_cdk_json_context()
-    except (OSError, ValueError, KeyError) as exc:
-        err.print(f"Cannot read the context of {path or 'cdk.json'}: {exc!r}")
-        raise typer.Exit(2) from exc
-    try:
-        config = config_from_context(ctx := parse_context(context or [], base))
-    except ConfigError as exc:
-        err.print(f"Invalid upscaler configuration: {exc}")
-        raise typer.Exit(2) from exc
-    try:
-        session = boto3.session.Session(profile_name=profile, region_name=region)
-        account, clients = _connect(session)
-    except (NoCredentialsError, NoRegionError, ClientError, BotoCoreError) as exc:
-        err.print(f"Cannot reach AWS: {exc} (set AWS_PROFILE/AWS_REGION, or --profile/--region)")
-        raise typer.Exit(2) from exc
-    findings = run_checks(clients, config, account=account, region=session.region_name,
-                          qualifier=str(ctx.get(QUALIFIER_CONTEXT_KEY, DEFAULT_QUALIFIER)),
-                          toolkit_stack=toolkit_stack_name,
-                          powertools=powertools_parameter(config.powertools_version))
-    render(findings, account=account, region=session.region_name, console=Console())
-    raise typer.Exit(1 if blocking(findings) else 0)
+    Exit status: 0 ready, 1 something blocks a deploy, 2 warnings only."""
+    sections, account, region_name = diagnose(context or [], region=region, profile=profile, cdk_json=cdk_json,
+                                              toolkit_stack=toolkit_stack_name, run=run_command)
+    if json_output:
+        typer.echo(json.dumps(as_json(sections, account=account, region=region_name), indent=2))
+    else:
+        render(sections, console=Console())
+    raise typer.Exit(exit_code(sections))
 
 
-def _connect(session: boto3.session.Session) -> tuple[str, Clients]:
+def diagnose(pairs: Iterable[str], *, region: str | None, profile: str | None, cdk_json: Path | None,
+             toolkit_stack: str, run: Runner) -> tuple[list[Section], str | None, str | None]:
+    from infra.config import REPO_ROOT
+
+    offline = Section("This machine (offline)", offline_checks(REPO_ROOT, os.environ, run))
+    config_finding, config, ctx = read_config(cdk_json, pairs)
+    sections = [offline, Section("Deployment config", [config_finding])]
+    if config is None:
+        return sections, None, region
+    try:
+        # AWS_REGION as the AWS CLI and the CDK read it (boto3 itself reads only AWS_DEFAULT_REGION)
+        session = boto3.session.Session(profile_name=profile, region_name=region or os.environ.get("AWS_REGION"))
+    except BotoCoreError as exc:  # ProfileNotFound and friends
+        fix = "check --profile / AWS_PROFILE (aws configure list-profiles)"
+        sections.append(Section("AWS account", [Finding("AWS credentials", Status.FAIL, str(exc), fix)]))
+        return sections, None, region
+    if session.get_credentials() is None:  # said before the region: it is the first thing to set up
+        missing, _ = check_credentials(_NoCredentials(), region=session.region_name or "?")
+        sections.append(Section("AWS account", [missing]))
+        return sections, None, session.region_name
     if not session.region_name:
-        raise NoRegionError()
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-    make: Callable[[str], Client] = lambda service: session.client(service, config=config)  # noqa: E731
-    account = str(make("sts").get_caller_identity()["Account"])
-    return account, Clients(service_quotas=make("service-quotas"), ec2=make("ec2"), lambda_=make("lambda"),
-                            ssm=make("ssm"), cloudformation=make("cloudformation"))
+        sections.append(Section("AWS account", [Finding("AWS region", Status.FAIL, "no region configured",
+                                                        "--region eu-west-1, or export AWS_REGION")]))
+        return sections, None, None
+    findings, account = account_checks(connect(session), config, region=session.region_name,
+                                       qualifier=str(ctx.get(QUALIFIER_CONTEXT_KEY, DEFAULT_QUALIFIER)),
+                                       toolkit_stack=toolkit_stack)
+    title = f"AWS account {account}, {session.region_name}" if account else f"AWS account ({session.region_name})"
+    sections.append(Section(title, findings))
+    return sections, account, session.region_name
+
+
+class _NoCredentials:
+    """What STS would answer a caller without credentials, without asking it."""
+
+    def get_caller_identity(self) -> Any:
+        raise NoCredentialsError()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.doctor import doctor
+from cli.submit import submit
 from functions.intake.cli import validate
 from gpu_batch.engine.cli import models_app, upscale
 from local_stack.cli import demo, local_app
@@ -19,6 +20,7 @@ app.command("upscale")(upscale)
 app.command("validate")(validate)
 app.command("demo")(demo)
 app.command("doctor")(doctor)
+app.command("submit")(submit)
 app.add_typer(models_app, name="models")
 app.add_typer(local_app, name="local")
 

@@ -41,6 +41,31 @@ def fail_timed_out(lifecycle: JobLifecycle, item: WorkItem, record: JobRecord, n
     return _fail(lifecycle, item, record, now, FailureCode.TIMED_OUT, message, retryable=True)
 
 
+def fail_upload_never_arrived(lifecycle: JobLifecycle, record: JobRecord) -> Finish:
+    """A job the HTTP API created whose upload never came before its link expired: FAILED, INPUT_MISSING."""
+    message = "The upload never arrived before its upload link expired, so there is nothing to upscale."
+    options = record.options
+    notification = Notification(
+        event_type=EventType.FAILED, job_id=record.job_id, input=ImageInfo(record.input_bucket, record.input_key),
+        model=str(options.model), scale=options.scale, strength=options.strength,
+        error=ErrorInfo(code=str(FailureCode.INPUT_MISSING), message=message, retryable=False))
+    return lifecycle.finish(notification, JobState.FAILED, holder=Holder.ABANDONED, observed=record,
+                            attributes={"error_code": str(FailureCode.INPUT_MISSING), "error_message": message})
+
+
+def fail_intake_gave_up(lifecycle: JobLifecycle, record: JobRecord, attempts: int) -> Finish:
+    """An upload whose intake kept failing (its S3 event re-driven `attempts` times): FAILED, INTERNAL_ERROR."""
+    message = (f"The upload could not be checked after {attempts} tries (an internal error), so it is not "
+               "processed. The upload is unchanged: upload it again to retry.")
+    options = record.options
+    notification = Notification(
+        event_type=EventType.FAILED, job_id=record.job_id, input=ImageInfo(record.input_bucket, record.input_key),
+        model=str(options.model), scale=options.scale, strength=options.strength,
+        error=ErrorInfo(code=str(FailureCode.INTERNAL_ERROR), message=message, retryable=True))
+    return lifecycle.finish(notification, JobState.FAILED, holder=Holder.INTAKE,
+                            attributes={"error_code": str(FailureCode.INTERNAL_ERROR), "error_message": message})
+
+
 def _fail(lifecycle: JobLifecycle, item: WorkItem, record: JobRecord, now: datetime, code: FailureCode,
           message: str, *, retryable: bool) -> Finish:
     notification = Notification(

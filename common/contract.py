@@ -88,6 +88,7 @@ class RejectionCode(enum.StrEnum):
     ANIMATED_IMAGE = "ANIMATED_IMAGE"
     INVALID_OPTION = "INVALID_OPTION"
     DECODE_TOO_COSTLY = "DECODE_TOO_COSTLY"  # structure (JPEG scans, PNG chunks) beyond any real image
+    UPLOAD_NOT_EXPECTED = "UPLOAD_NOT_EXPECTED"  # an HTTP API job's upload link used again, or after its job ended
 
 
 class FailureCode(enum.StrEnum):

@@ -22,6 +22,10 @@ from common.contract import JobOptions, JobState, utc_now_iso
 
 TTL_ATTRIBUTE = "expires_at"
 BATCH_GET_LIMIT = 100
+# The HTTP API's jobs by their caller, newest first (sparse: only API jobs carry `caller`).
+CALLER_INDEX = "by-caller"
+CALLER_ATTRIBUTE = "caller"
+CALLER_SORT_ATTRIBUTE = "created_at"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -85,19 +89,19 @@ class JobStore:
         self._ttl_seconds = ttl_days * 86_400
 
     def create(self, *, job_id: str, dedupe: str, input_bucket: str, input_key: str,
-               attributes: Mapping[str, Any] | None = None) -> bool:
-        """Write a new ACCEPTED record. False if the job already exists (a duplicate event)."""
+               attributes: Mapping[str, Any] | None = None, state: JobState = JobState.ACCEPTED) -> bool:
+        """Write a new record (ACCEPTED, or AWAITING_UPLOAD for the HTTP API). False if the job already exists."""
         now = utc_now_iso()
         item = {
             **(attributes or {}),
             "job_id": job_id,
             "dedupe_key": dedupe,
-            "state": str(JobState.ACCEPTED),
+            "state": str(state),
             "input_bucket": input_bucket,
             "input_key": input_key,
             "created_at": now,
             "updated_at": now,
-            "accepted_at": now,
+            f"{state.lower()}_at": now,
             TTL_ATTRIBUTE: int(time.time()) + self._ttl_seconds,
         }
         return self.put(item, Attr("job_id").not_exists())
@@ -170,12 +174,30 @@ class JobStore:
             adds.append(f"#d{i} :d{i}")
         clauses = [f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("REMOVE", removes),
                                                                     ("ADD", adds)) if parts]
+        if not clauses:
+            raise ValueError("an update needs something to set, add or remove")
         kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"job_id": {"S": key}},
                                   "UpdateExpression": " ".join(clauses), **conditioned,
                                   "ExpressionAttributeNames": names}
         if expr_values:
             kwargs["ExpressionAttributeValues"] = expr_values
         return kwargs
+
+    def by_caller(self, caller: str, *, limit: int, start: Mapping[str, Any] | None = None,
+                  ) -> tuple[list[JobRecord], dict[str, Any] | None]:
+        """One page of `caller`'s jobs, newest first, and the key to continue from (None: no more).
+
+        The index is eventually consistent: a job created a moment ago may be missing from the page."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table, "IndexName": CALLER_INDEX, "Limit": limit, "ScanIndexForward": False,
+            "KeyConditionExpression": "#c = :c", "ExpressionAttributeNames": {"#c": CALLER_ATTRIBUTE},
+            "ExpressionAttributeValues": {":c": {"S": caller}},
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = _item(start)
+        resp = self._ddb.query(**kwargs)
+        last = resp.get("LastEvaluatedKey")
+        return [JobRecord.from_item(i) for i in resp.get("Items", [])], _plain_item(last) if last else None
 
     def query_below(self, index: str, partition: str, value: str, sort: str, below: float, *,
                     limit: int) -> list[str]:
@@ -214,7 +236,7 @@ SWEEP_INDEX_KEYS = (("sweep_shard", "S", "HASH"), ("sweep_at", "N", "RANGE"))
 
 def table_definition(table_name: str) -> dict[str, Any]:
     """The key schema and indexes shared by the CDK stack and the local stack's create_table."""
-    return {
+    definition: dict[str, Any] = {
         "TableName": table_name,
         "AttributeDefinitions": [{"AttributeName": "job_id", "AttributeType": "S"},
                                  *({"AttributeName": n, "AttributeType": t} for n, t, _ in SWEEP_INDEX_KEYS)],
@@ -224,6 +246,20 @@ def table_definition(table_name: str) -> dict[str, Any]:
             "Projection": {"ProjectionType": "KEYS_ONLY"}}],
         "BillingMode": "PAY_PER_REQUEST",
     }
+    _add_index(definition, CALLER_INDEX, CALLER_ATTRIBUTE, CALLER_SORT_ATTRIBUTE)  # the HTTP API's GET /v1/jobs
+    return definition
+
+
+def _add_index(definition: dict[str, Any], name: str, partition: str, sort: str) -> None:
+    """A global secondary index of every attribute (string keys) on the table definition."""
+    known = {a["AttributeName"] for a in definition["AttributeDefinitions"]}
+    definition["AttributeDefinitions"] += [{"AttributeName": a, "AttributeType": "S"}
+                                           for a in (partition, sort) if a not in known]
+    definition.setdefault("GlobalSecondaryIndexes", []).append({
+        "IndexName": name,
+        "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"}, {"AttributeName": sort, "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "ALL"},
+    })
 
 
 def _condition_request(condition: ConditionBase) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Every state change of a job is a conditional write on its record, made here:
   ACCEPTED --finish (intake)--> REJECTED | FAILED | SUPERSEDED              FAILED | SUPERSEDED
   RUNNING --release (give-back, transient failure)--> QUEUED
   AWAITING_UPLOAD | ACCEPTED | QUEUED --finish (its caller)--> CANCELLED
+  The HTTP API's jobs: await_upload (AWAITING_UPLOAD), accept_upload (-> ACCEPTED, intake), cancel (CANCELLED);
+  one whose upload never came is ended by the sweeper once its link expired UPLOAD_ARRIVAL_GRACE_SECONDS ago.
   QUEUED | RUNNING whose attempt died --finish (abandoned)--> FAILED  (crash budget spent, or past its deadline)
 
 The promise, and what keeps it:
@@ -44,7 +46,18 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, ConditionBase
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common.contract import JobState, Notification, WorkItem, utc_now_iso, validate_notification
+from common import aws
+from common.contract import (
+    ErrorInfo,
+    EventType,
+    ImageInfo,
+    JobState,
+    Notification,
+    WorkItem,
+    positive_or_none,
+    utc_now_iso,
+    validate_notification,
+)
 from common.jobs import JobRecord, JobStore
 from common.notify import Notifier
 from common.settings import Settings
@@ -163,6 +176,15 @@ class JobLifecycle:
         self._clock = clock
         self._sleep = sleep
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobLifecycle:
+        """The lifecycle every component builds: the jobs table, the topic, the settings' bounds."""
+        return cls(store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
+                                  ttl_days=settings.job_record_ttl_days),
+                   notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
+                                     upload_prefix=settings.upload_prefix),
+                   policy=LifecyclePolicy.from_settings(settings))
+
     # --- intake ----------------------------------------------------------------------------------
     def accept(self, *, job_id: str, dedupe: str, input_bucket: str, input_key: str,
                attributes: Mapping[str, Any] | None = None) -> bool:
@@ -277,6 +299,17 @@ class JobLifecycle:
                                           WORK_ITEM_SENT: True}, add={REDRIVES: 1})
         return True
 
+    def postpone_sweep(self, job_id: str, until: float) -> bool:
+        """Look again at `until` (only while the record is still open: a closed one stays out of the index)."""
+        return self.store.update(job_id, {SWEEP_AT: round(until, 3)}, condition=Attr(SWEEP_SHARD).exists())
+
+    def close_sweep(self, record: JobRecord) -> bool:
+        """A terminal record whose notification went out but whose sweep entry stayed (the mark failed)."""
+        if not record.state.is_terminal or record.attributes.get(OUTBOX_SENT) is not True:
+            return False
+        return self.store.update(record.job_id, {}, condition=Attr(OUTBOX_SENT).eq(True),
+                                 remove=(SWEEP_SHARD, SWEEP_AT, OUTBOX_TOKEN))
+
     def crashed_out(self, record: JobRecord) -> bool:
         """The job's current attempt died, and with it the job's attempts died max_attempts times (a death before
         inference counts half): the next delivery ends it FAILED instead of running it again."""
@@ -371,6 +404,39 @@ class JobLifecycle:
                     self._sleep(0.5 * attempt)
         log.warning("notification of %s published but not marked sent (another identical copy may follow)", job_id)
 
+    # --- the HTTP API's jobs (functions/api) ----------------------------------------------------------
+    def await_upload(self, *, job_id: str, input_bucket: str, input_key: str, upload_until: float,
+                     attributes: Mapping[str, Any]) -> bool:
+        """Record a job the HTTP API created: AWAITING_UPLOAD until its upload (to `input_key`, by the epoch
+        second `upload_until`) arrives; the sweeper ends it UPLOAD_ARRIVAL_GRACE_SECONDS after that if none came.
+        False if the id is taken."""
+        sweep_in = upload_until - self._clock() + UPLOAD_ARRIVAL_GRACE_SECONDS
+        return self.store.create(job_id=job_id, dedupe="", input_bucket=input_bucket, input_key=input_key,
+                                 state=JobState.AWAITING_UPLOAD, attributes={
+                                     **attributes, UPLOAD_UNTIL: round(upload_until, 3),
+                                     **self._open(job_id, sweep_in)})
+
+    def accept_upload(self, job_id: str, *, dedupe: str, attributes: Mapping[str, Any]) -> bool:
+        """AWAITING_UPLOAD -> ACCEPTED: intake received the job's upload (the first to arrive wins), and from now
+        on the record is swept as any ACCEPTED one."""
+        iso = utc_now_iso()
+        return self.store.update(job_id, {
+            **attributes, "dedupe_key": dedupe, "state": str(JobState.ACCEPTED), "updated_at": iso,
+            "accepted_at": iso, **self._open(job_id, self.policy.stale_accepted_seconds),
+        }, condition=Attr("state").eq(str(JobState.AWAITING_UPLOAD)))
+
+    def cancel(self, record: JobRecord) -> Finish:
+        """CANCELLED with one upscale.cancelled, while no worker has the job (else `won` is False). A work item
+        already on the queue then finds the job terminal and is dropped."""
+        attrs, options = record.attributes, record.options
+        notification = Notification(
+            event_type=EventType.CANCELLED, job_id=record.job_id,
+            input=ImageInfo(record.input_bucket, record.input_key, positive_or_none(attrs.get("input_width")),
+                            positive_or_none(attrs.get("input_height")), attrs.get("input_format")),
+            model=str(options.model), scale=options.scale, strength=options.strength, error=CANCELLED_ERROR)
+        return self.finish(notification, JobState.CANCELLED, holder=Holder.CALLER, attributes={
+            "error_code": CANCELLED_ERROR.code, "error_message": CANCELLED_ERROR.message})
+
     # --- conditions ------------------------------------------------------------------------------------
     def _open(self, job_id: str, sweep_in: float) -> dict[str, Any]:
         return {SWEEP_SHARD: sweep_shard(job_id), SWEEP_AT: round(self._clock() + sweep_in, 3)}
@@ -392,17 +458,31 @@ class JobLifecycle:
         if holder is Holder.INTAKE:
             return Attr("state").eq(str(JobState.ACCEPTED)), {}
         if holder is Holder.CALLER:
-            return Attr("state").is_in([str(s) for s in (JobState.AWAITING_UPLOAD, JobState.ACCEPTED,
-                                                         JobState.QUEUED)]), {}
+            return Attr("state").is_in([str(s) for s in CANCELLABLE_STATES]), {}
         if observed is not None and observed.state is JobState.RUNNING:
             return self._lapsed(observed), {CRASHES if _attempt_crashed(observed) else LOST: 1}
-        if observed is not None and observed.state is not JobState.QUEUED:
-            raise ValueError(f"an abandoned job is QUEUED or RUNNING, not {observed.state}")
-        queued = Attr("state").eq(str(JobState.QUEUED))
+        if observed is not None and observed.state in (JobState.QUEUED, JobState.AWAITING_UPLOAD):
+            return Attr("state").eq(str(observed.state)), {}
         if observed is not None:
-            return queued, {}
+            raise ValueError(f"an abandoned job is AWAITING_UPLOAD, QUEUED or RUNNING, not {observed.state}")
+        queued = Attr("state").eq(str(JobState.QUEUED))
         return queued | (Attr("state").eq(str(JobState.RUNNING)) & (
             Attr(CLAIM_UNTIL).not_exists() | Attr(CLAIM_UNTIL).lt(round(self._clock(), 3)))), {}
+
+
+UPLOAD_UNTIL = "upload_until"  # epoch seconds: an HTTP API job's upload link works until then
+# How long after its link expired an API job still waits for its upload: one that reached S3 in time may sit
+# in the intake queue for a while (batching, retries). Then the sweeper ends it (common.abandoned).
+UPLOAD_ARRIVAL_GRACE_SECONDS = 900
+CANCELLABLE_STATES = (JobState.AWAITING_UPLOAD, JobState.ACCEPTED, JobState.QUEUED)
+CANCELLED_ERROR = ErrorInfo(code="CANCELLED", message="The job was cancelled by its caller before a worker took it.",
+                            retryable=False)
+
+
+def stored_notification(record: JobRecord) -> dict[str, Any] | None:
+    """The terminal notification stored with a terminal job (sent or not), or None."""
+    text = record.attributes.get(OUTBOX_MESSAGE)
+    return dict(json.loads(str(text))) if record.state.is_terminal and text else None
 
 
 class NotificationPending(RuntimeError):

@@ -5,13 +5,15 @@ a conditional write on a free slot first, so concurrent intake invocations and t
 never start more than `max_workers` Batch jobs together, however many uploads arrive. A slot stays
 taken while its worker renews it (every heartbeat) or, before the worker starts, while Batch may still
 be placing it (`worker_start_grace_seconds`); a worker that exits frees its slot, and so does the
-scaler when Batch reports the job ended or the lease lapsed (the worker died).
+scaler when Batch reports the job ended or the lease lapsed (the worker died). A slot reused after its
+lease lapsed first has its old job terminated: a job still RUNNABLE (no GPU capacity) would otherwise wait
+beside its replacement, and the jobs would pile up. On a spot interruption warning the scaler stops the
+workers on that instance, so they get SIGTERM and give their images back before the instance goes.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -90,6 +92,7 @@ class ScaleResult:
     depth: int
     live: int
     started: tuple[tuple[int, str], ...] = ()  # (slot, backend job id)
+    cancelled: tuple[str, ...] = ()  # backend job ids of superseded slots, terminated before reuse
     oldest_start_wait: float = 0.0  # seconds the longest-waiting submitted worker has waited for a GPU
     errors: tuple[str, ...] = field(default=())
 
@@ -125,6 +128,7 @@ class WorkerScaler:
         waiting = [now - s.submitted_at for s in live if s.status == SLOT_STARTING]
         need = min(self._max, depth) - len(live)
         started: list[tuple[int, str]] = []
+        cancelled: list[str] = []
         errors: list[str] = []
         for number in range(self._max):
             if need <= 0:
@@ -135,6 +139,17 @@ class WorkerScaler:
             need -= 1  # taken by us or, a moment ago, by a concurrent caller: either way one more worker
             if token is None:
                 continue
+            previous = existing.get(number)
+            if previous is not None and previous.backend_job_id and previous.status != SLOT_FREE:
+                try:  # still RUNNABLE (no capacity) or a worker that stopped renewing: it must not run beside ours
+                    self._backend.terminate(previous.backend_job_id,
+                                            f"superseded: its worker slot {number} was given to a new job")
+                    cancelled.append(previous.backend_job_id)
+                except Exception as exc:
+                    self._slots.free(number, token)
+                    errors.append(f"slot {number}: could not end its old job: {type(exc).__name__}: {exc}")
+                    log.exception("could not terminate the superseded job of slot %d", number)
+                    continue
             try:
                 job_id = self._backend.start(number, token)
             except Exception as exc:  # the slot is given back; the next call (or the schedule) tries again
@@ -148,7 +163,20 @@ class WorkerScaler:
             except Exception:
                 log.warning("worker %s started but not noted on slot %d", job_id, number, exc_info=True)
         return ScaleResult(depth=depth, live=len(live) + len(started), started=tuple(started),
-                           oldest_start_wait=max(waiting, default=0.0), errors=tuple(errors))
+                           cancelled=tuple(cancelled), oldest_start_wait=max(waiting, default=0.0),
+                           errors=tuple(errors))
+
+    def stop_workers_on_instance(self, instance_id: str) -> list[str]:
+        """An EC2 spot interruption warning for `instance_id`: stop the worker jobs running there now, so each
+        gets SIGTERM and gives its images back within the two-minute notice. ECS spot draining stops only
+        service tasks and a Batch job is a standalone task (Amazon ECS Developer Guide, "Spot Instance
+        draining"), so without this the job would die with the instance. Returns the jobs stopped."""
+        now = self._clock()
+        jobs = [s.backend_job_id for s in self._slots.all(self._max) if s.live(now) and s.backend_job_id]
+        doomed = self._backend.jobs_on_instance(instance_id, jobs) if jobs else []
+        for job_id in doomed:
+            self._backend.terminate(job_id, f"EC2 spot interruption warning for {instance_id}")
+        return doomed
 
     def worker_ended(self, environment: Mapping[str, str]) -> bool:
         """Batch says a worker job ended: free its slot (if still its) so a new one can start."""
@@ -158,10 +186,6 @@ class WorkerScaler:
             return False
         return self._slots.free(number, token)
 
-
-def max_workers_for(max_vcpus: int, worker_vcpus: int) -> int:
-    """Workers the compute environment can hold at once: the default of `max_workers`."""
-    return max(1, math.floor(max_vcpus / max(1, worker_vcpus)))
 
 
 def _key(number: int) -> str:

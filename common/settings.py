@@ -36,6 +36,8 @@ class Settings:
     jobs_table: str = "upscaler-jobs"
     topic_arn: str = ""
     work_queue_url: str = ""  # the SQS work queue: one item per accepted upload
+    intake_queue_url: str = ""  # S3 events -> intake (the sweeper re-drives uploads whose intake never finished)
+    intake_dlq_url: str = ""
     job_queue: str = "upscaler-gpu"  # the Batch job queue that worker jobs run in
     job_definition: str = "upscaler-worker"
     # "batch": worker jobs go to AWS Batch. "local": to the local stack's Batch stand-in (local_stack.batch_api).
@@ -89,6 +91,13 @@ class Settings:
     # 6 h: the longest a link signed with the Batch job role's temporary credentials can live (common.presign).
     presigned_url_expiry_seconds: int = TASK_ROLE_CREDENTIAL_SECONDS
     job_record_ttl_days: int = 30
+
+    # --- per-request webhooks (functions/webhooks; docs/webhooks.md). The stack sets all four. ---
+    webhook_secret_arn: str = ""  # Secrets Manager: the signing secret(s), `whsec_...`, space-separated
+    webhook_dlq_url: str = ""  # where deliveries that failed for good go
+    webhook_blocked_cidrs: str = ""  # comma-separated; refused besides the fixed list (this VPC's CIDR)
+    # The local stack only: http:// and 127.0.0.1 receivers. Refused without an emulator endpoint_url.
+    webhook_allow_local: bool = False
 
     # --- observability ---
     log_level: str = "INFO"
@@ -161,8 +170,17 @@ class Settings:
             raise SettingsError("job_deadline_seconds must be shorter than the work queue's retention (14 days)")
         if self.work_visibility_seconds < 3 * MIN_HEARTBEAT_SECONDS:
             raise SettingsError(f"work_visibility_seconds must be at least {3 * MIN_HEARTBEAT_SECONDS}")
+        if self.webhook_allow_local and not self.endpoint_url:
+            raise SettingsError("webhook_allow_local is for the local stack only (it needs endpoint_url)")
         if self.presigned_url_expiry_seconds > 604_800:
             raise SettingsError("presigned_url_expiry_seconds cannot exceed 7 days (SigV4 limit)")
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the setting `name` (KeyError for a name Settings does not have)."""
+    if name not in {f.name for f in fields(Settings)}:
+        raise KeyError(f"Settings has no field {name!r}")
+    return ENV_PREFIX + name.upper()
 
 
 def _parse(name: str, raw: str, hint: Any) -> Any:

@@ -3,7 +3,8 @@
 A webhook URL comes from whoever calls the API, so it is hostile until proven otherwise: it must not reach
 this account's network, the instance metadata service, or loopback. The API refuses a URL that can never be
 delivered when the job is created (`refusal`); the delivery function checks again, on the addresses DNS gives
-it at delivery time, and connects to exactly the address it checked (DNS rebinding).
+it at delivery time, and connects to exactly the address it checked (DNS rebinding). `UrlRules` holds the
+deployment's choices (this VPC's ranges; http and loopback on the local stack only), read from Settings.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from common.settings import Settings
 
 MAX_URL_LENGTH = 2048
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,6 +36,10 @@ BLOCKED_NETWORKS: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in (
 
 class UnsafeWebhookUrl(ValueError):
     """The URL can never be delivered to (the message says why, for the API's caller)."""
+
+
+class UnresolvableWebhookHost(UnsafeWebhookUrl):
+    """The host has no address now: refused at job creation, retried at delivery (DNS may come back)."""
 
 
 def blocked_address(address: str | Address, extra: Iterable[Network] = ()) -> bool:
@@ -82,9 +90,9 @@ def check_url(url: str, *, allow_http: bool = False, extra_blocked: Iterable[Net
         try:
             addresses = list(resolve(host, port))
         except (OSError, UnicodeError) as exc:
-            raise UnsafeWebhookUrl(f"the webhook host {host!r} does not resolve") from exc
+            raise UnresolvableWebhookHost(f"the webhook host {host!r} does not resolve ({exc})") from exc
         if not addresses:
-            raise UnsafeWebhookUrl(f"the webhook host {host!r} does not resolve")
+            raise UnresolvableWebhookHost(f"the webhook host {host!r} does not resolve")
     for address in addresses:
         ip = ipaddress.ip_address(address)
         if allow_loopback and ip.is_loopback:
@@ -94,3 +102,23 @@ def check_url(url: str, *, allow_http: bool = False, extra_blocked: Iterable[Net
             raise UnsafeWebhookUrl(f"the webhook URL points to a private, loopback, link-local or metadata "
                                    f"address{where}; it must be a public address")
     return addresses
+
+
+@dataclass(frozen=True, slots=True)
+class UrlRules:
+    """This deployment's rules: check_url with its extra blocked ranges, and http/loopback where allowed."""
+
+    extra_blocked: tuple[Network, ...] = ()
+    allow_local: bool = False  # the local stack: http:// and 127.0.0.1 (Settings refuses it elsewhere)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UrlRules:
+        return cls(extra_blocked=parse_networks(settings.webhook_blocked_cidrs.split(",")),
+                   allow_local=settings.webhook_allow_local)
+
+    def check(self, url: str, resolve: Resolver = system_resolver) -> list[str]:
+        """check_url under these rules: the addresses `url` may be delivered to, IPv4 first (a Lambda outside
+        a VPC has no IPv6 egress), or UnsafeWebhookUrl."""
+        addresses = check_url(url, allow_http=self.allow_local, allow_loopback=self.allow_local,
+                              extra_blocked=self.extra_blocked, resolve=resolve)
+        return sorted(addresses, key=lambda a: ipaddress.ip_address(a).version)

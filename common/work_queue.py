@@ -21,7 +21,11 @@ from common.contract import WorkItem
 
 log = logging.getLogger(__name__)
 
-WORK_RETENTION_SECONDS = 1_209_600  # 14 days (the most SQS keeps): items outlive an outage of GPU capacity
+# A week: items outlive an outage of GPU capacity. Half of the DLQ's 14 days (the most SQS keeps): SQS
+# expires a message by its original enqueue time, also in the DLQ, so an item that reaches the DLQ late
+# still stays there a week for the notifier
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-dead-letter-queues.html).
+WORK_RETENTION_SECONDS = 7 * 24 * 3600
 MAX_VISIBILITY_SECONDS = 43_200  # SQS: 12 hours from the receive
 MAX_DELAY_SECONDS = 900  # SQS: a message's DelaySeconds
 BATCH_LIMIT = 10  # SQS batch actions take at most 10 entries

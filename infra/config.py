@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -26,12 +26,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Settings the stack itself decides (generated resource names, the real backend): not configurable.
 STACK_OWNED_SETTINGS = frozenset({
     "region", "endpoint_url", "input_bucket", "output_bucket", "jobs_table", "topic_arn",
-    "job_backend", "local_batch_url",
+    "job_backend", "local_batch_url", "job_queue", "job_definition", "work_queue_url",
+    "intake_queue_url", "intake_dlq_url",
+    "webhook_secret_arn", "webhook_dlq_url", "webhook_blocked_cidrs", "webhook_allow_local",
 })
 
 # CUDA-capable x86_64 GPU families the ECS AL2023 NVIDIA AMI runs (g4ad is AMD, g5g is Graviton: the worker
 # image cannot run there).
 _GPU_INSTANCE_TYPE = re.compile(r"^(g4dn|g5|g6|g6e|gr6|p4d|p4de|p5|p5e|p5en)(\.(\d*x?large|metal))?$")
+# (vCPUs, GPUs) of the sizes of those families (Amazon EC2 accelerated computing instance specifications): a
+# worker takes one GPU, so an 8-vCPU, 1-GPU instance holds one worker though the environment counts 8 vCPUs.
+_GPU_SHAPES: Mapping[str, Mapping[str, tuple[int, int]]] = {
+    **{family: {"xlarge": (4, 1), "2xlarge": (8, 1), "4xlarge": (16, 1), "8xlarge": (32, 1), "16xlarge": (64, 1),
+                "12xlarge": (48, 4), "24xlarge": (96, 4), "48xlarge": (192, 8)} for family in ("g5", "g6", "g6e")},
+    "g4dn": {"xlarge": (4, 1), "2xlarge": (8, 1), "4xlarge": (16, 1), "8xlarge": (32, 1), "16xlarge": (64, 1),
+             "12xlarge": (48, 4), "metal": (96, 8)},
+    "gr6": {"4xlarge": (16, 1), "8xlarge": (32, 1)},
+    **{family: {"24xlarge": (96, 8)} for family in ("p4d", "p4de")},
+    **{family: {"48xlarge": (192, 8)} for family in ("p5", "p5e", "p5en")},
+}
 # V100 (Volta) families: the AL2023 NVIDIA AMI's driver (open kernel modules) does not support them.
 _UNSUPPORTED_GPU_FAMILIES = ("p3", "p3dn")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
@@ -61,7 +74,7 @@ class InfraConfig:
 
     # --- GPU compute (AWS Batch) ---
     instance_types: tuple[str, ...] = ("g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g4dn.2xlarge")
-    max_vcpus: int = 16  # the main (spot) environment; 16 = four xlarge GPUs at once
+    max_vcpus: int = 16  # the main (spot) environment: 2 workers on 2xlarge types, up to 4 on xlarge ones
     use_spot: bool = True
     on_demand_max_vcpus: int = 0  # > 0 adds an on-demand environment behind the spot one in the same queue
     worker_vcpus: int = 4
@@ -74,6 +87,8 @@ class InfraConfig:
     vpc_id: str | None = None  # bring your own VPC (needs a concrete account/region for the lookup)
     egress: str = "endpoints"  # "endpoints": isolated subnets + VPC endpoints; "nat": one NAT gateway
     max_azs: int = 2
+    # Route 53 Resolver DNS Firewall on the stack's VPC: AWS names only (infra/constructs/network.py).
+    dns_firewall: bool = True
 
     # --- intake (S3 -> SQS -> Lambda) ---
     intake_batch_size: int = 10
@@ -86,6 +101,17 @@ class InfraConfig:
     intake_timeout_seconds: int = 60
     intake_memory_mib: int = 1024
     notifier_memory_mib: int = 256
+
+    # --- HTTP API (functions/api) and its try-it page ---
+    # SigV4 (IAM) on every route, unless an OIDC issuer is named: then its JWTs on every route instead.
+    api_jwt_issuer: str | None = None  # e.g. https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbCdEf123
+    api_jwt_audience: tuple[str, ...] = ()  # the client ids tokens are issued to (a Cognito app client id)
+    api_rate_limit: int = 20  # requests per second on each route (the stage's default route settings)
+    api_burst_limit: int = 40
+    api_create_rate_limit: int = 5  # POST /v1/jobs: each one signs an upload link and writes a record
+    api_create_burst_limit: int = 10
+    api_memory_mib: int = 512
+    api_web: bool = True  # the try-it page (web/) on CloudFront, calling the API with the user's credentials
 
     # --- notifications, data lifetime, observability ---
     webhooks: tuple[Webhook, ...] = ()
@@ -111,18 +137,37 @@ class InfraConfig:
 
     @property
     def max_workers(self) -> int:
-        """`max_workers` as set, else as many workers as the compute environments hold at once."""
-        from common.scaling import max_workers_for
-
+        """`max_workers` as set, else as many workers as the compute environments surely hold at once, whichever
+        allowed instance types Batch picks (each worker needs one GPU and `worker_vcpus`)."""
         if self.settings.max_workers:
             return self.settings.max_workers
         on_demand = self.on_demand_max_vcpus if self.on_demand_environment else 0
-        return max_workers_for(self.max_vcpus + on_demand, self.worker_vcpus)
+        return worker_capacity(self.max_vcpus + on_demand, self.worker_vcpus, self.instance_types)
+
+
+def worker_capacity(max_vcpus: int, worker_vcpus: int, instance_types: tuple[str, ...]) -> int:
+    """Workers `max_vcpus` of the allowed types surely hold: by the type that spends the most vCPUs per worker."""
+    def vcpus_per_worker(shape: tuple[int, int]) -> float:
+        vcpus, gpus = shape
+        return vcpus / max(1, min(gpus, vcpus // max(1, worker_vcpus)))
+
+    worst = max(vcpus_per_worker(shape) for name in instance_types for shape in _shapes(name))
+    return max(1, int(max_vcpus // worst))
+
+
+def _shapes(instance_type: str) -> list[tuple[int, int]]:
+    """The (vCPUs, GPUs) an allowed type can be: one size, or every size of a family named alone."""
+    family, _, size = instance_type.partition(".")
+    sizes = _GPU_SHAPES[family]
+    return [sizes[size]] if size else list(sizes.values())
 
 
 _INFRA_FIELDS = {f.name: f for f in fields(InfraConfig) if f.name != "settings"}
 _INFRA_TYPES = get_type_hints(InfraConfig)
 _SETTINGS_FIELDS = {f.name for f in fields(Settings)} - STACK_OWNED_SETTINGS
+_SETTINGS_TYPES = get_type_hints(Settings)
+_EXPECTED: dict[Any, str] = {int: "an integer", float: "a number", bool: "true or false",
+                             int | None: "an integer or null", float | None: "a number or null"}
 
 
 def config_from_context(context: Mapping[str, Any]) -> InfraConfig:
@@ -139,6 +184,16 @@ def config_from_context(context: Mapping[str, Any]) -> InfraConfig:
             settings_env[ENV_PREFIX + name.upper()] = _as_env_value(raw)
         else:
             raise ConfigError(_unknown_key_message(full_key, name))
+    for env_name, value in settings_env.items():  # typed values one at a time, so the message names the key
+        name = env_name[len(ENV_PREFIX):].lower()
+        if _SETTINGS_TYPES[name] not in _EXPECTED:
+            continue
+        try:
+            Settings.from_env({env_name: value})
+        except SettingsError as exc:
+            if isinstance(exc.__cause__, ValueError):  # the value did not parse (a rule it breaks is said below)
+                expected = _EXPECTED[_SETTINGS_TYPES[name]]
+                raise ConfigError(f"{CONTEXT_PREFIX}{name}={value!r}: expected {expected}") from exc
     try:
         settings = Settings.from_env(settings_env)
     except SettingsError as exc:
@@ -187,7 +242,10 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
         if hint is int or text == "int | None":
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError("expected an integer")
-            return int(raw)
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError("expected an integer") from None
         if "Webhook" in text:
             return tuple(_webhook(item) for item in _json_list(raw))
         if text.startswith("tuple"):
@@ -201,7 +259,10 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
 
 
 def _json_list(raw: Any) -> list[Any]:
-    value = json.loads(raw) if isinstance(raw, str) else raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        raise ValueError("expected a JSON list") from None
     if not isinstance(value, list):
         raise ValueError("expected a list")
     return value
@@ -232,6 +293,10 @@ def _validate(config: InfraConfig) -> None:
                                    "use g4dn, g5, g6 or p4d and newer")
         if not _GPU_INSTANCE_TYPE.match(instance_type):
             fail("instance_types", f"{instance_type!r} is not an NVIDIA GPU x86_64 type (g4dn, g5, g6, p4d...)")
+        family, _, size = instance_type.partition(".")
+        if size and size not in _GPU_SHAPES[family]:
+            fail("instance_types", f"{instance_type!r}: {family} has no size {size!r} "
+                                   f"(sizes: {', '.join(sorted(_GPU_SHAPES[family]))})")
     if config.worker_vcpus < 1:
         fail("worker_vcpus", "must be at least 1")
     if config.max_vcpus < config.worker_vcpus:
@@ -296,11 +361,26 @@ def _validate(config: InfraConfig) -> None:
         raise ConfigError(f"{CONTEXT_PREFIX}worker_memory_mib must be at least 1024")
     if config.settings.max_attempts not in range(1, 101):
         raise ConfigError(f"{CONTEXT_PREFIX}max_attempts must be within 1..100")
+    if config.settings.max_receives not in range(1, 1001):
+        raise ConfigError(f"{CONTEXT_PREFIX}max_receives must be within 1..1000 (SQS maxReceiveCount)")
     if config.settings.worker_idle_seconds < 20:
         raise ConfigError(f"{CONTEXT_PREFIX}worker_idle_seconds must be at least 20 (one long poll of the queue)")
     if config.settings.worker_max_seconds < config.settings.worker_idle_seconds:
         raise ConfigError(f"{CONTEXT_PREFIX}worker_max_seconds must be at least worker_idle_seconds")
     _validate_webhooks(config.webhooks)
+    _validate_api(config, fail)
+
+
+def _validate_api(config: InfraConfig, fail: Callable[[str, str], None]) -> None:
+    if config.api_jwt_issuer is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", config.api_jwt_issuer):
+        fail("api_jwt_issuer", "must be the issuer's https URL (the JWT's `iss`)")
+    if bool(config.api_jwt_issuer) != bool(config.api_jwt_audience):
+        fail("api_jwt_audience", "the JWT authorizer needs both api_jwt_issuer and api_jwt_audience (or neither)")
+    for name in ("api_rate_limit", "api_burst_limit", "api_create_rate_limit", "api_create_burst_limit"):
+        if not 1 <= getattr(config, name) <= 10_000:
+            fail(name, "must be within 1..10000 (API Gateway's account default is 10000 requests per second)")
+    if not 128 <= config.api_memory_mib <= 10_240:
+        fail("api_memory_mib", "must be within 128..10240")
 
 
 def _validate_webhooks(webhooks: tuple[Webhook, ...]) -> None:

@@ -1,15 +1,21 @@
-"""`upscaler local up` and `upscaler demo`."""
+"""`upscaler local up` and `upscaler demo`.
+
+`local up` prints one JSON line on stdout (endpoint and names), then one human line per job state change on
+stderr (local_stack/job_log.py); the handlers' and workers' JSON logs go to a file, or with `--json-logs`
+to stderr instead of the human lines.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
@@ -17,9 +23,13 @@ local_app = typer.Typer(help="Run the whole pipeline on this machine (moto emula
                         no_args_is_help=True)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+def _logging(level: str, stream: IO[str] = sys.stderr) -> None:
+    logging.basicConfig(stream=stream, level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def default_log_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "upscaler" / "local-up.log"
 
 
 @local_app.command("up")
@@ -36,33 +46,63 @@ def up(
     port: Annotated[int, typer.Option(help="Emulator port on 127.0.0.1 (0: a free one).")] = 0,
     batch_window: Annotated[float | None, typer.Option(
         help="Intake batching window in seconds (default: the deployed one from cdk.json).")] = None,
-    log_level: Annotated[str, typer.Option(help="Log level of the local stack itself (stderr).")] = "INFO",
+    log_level: Annotated[str, typer.Option(help="Log level of the local stack itself.")] = "INFO",
+    json_logs: Annotated[bool, typer.Option(
+        "--json-logs", help="The handlers' and workers' JSON logs on stderr, instead of one line per job change.")]
+        = False,
+    log_file: Annotated[Path | None, typer.Option(
+        help="Where the JSON logs go without --json-logs (default: ~/.cache/upscaler/local-up.log).")] = None,
 ) -> None:
-    """Start the local stack; print one JSON line (endpoint, names) on stdout; run until Ctrl-C."""
+    """Start the local stack; print one JSON line (endpoint, names) on stdout; run until Ctrl-C.
+
+    Then one line per job state change on stderr (12:01:03 coffee.jpg accepted -> running (worker 1) ->
+    succeeded 3.2 s -> webhook delivered); the JSON logs go to --log-file, or to stderr with --json-logs."""
+    from common import aws
+    from local_stack.job_log import JobLog, TableWatcher
     from local_stack.stack import LocalStack, LocalStackConfig, deployed_shape
 
-    _logging(log_level)
+    logs: IO[str] | None = None
+    if json_logs:
+        _logging(log_level)
+    else:
+        path = log_file or default_log_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        logs = path.open("w", encoding="utf-8")
+        _logging(log_level, logs)
     policy = json.loads(filter_policy) if filter_policy else None
     mapping = None
     if batch_window is not None:
         mapping = dataclasses.replace(deployed_shape().mapping, batching_window_seconds=batch_window)
     stack = LocalStack(LocalStackConfig(workers=workers, batch_delay=batch_delay, port=port,
-                                        webhooks=tuple(webhook or ()), filter_policy=policy, mapping=mapping))
+                                        webhooks=tuple(webhook or ()), filter_policy=policy, mapping=mapping,
+                                        log_stream=logs))
+    watcher: TableWatcher | None = None
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stack.start()
+        settings = stack.settings
+        assert settings is not None and stack.webhooks is not None
         print(json.dumps(stack.info(), sort_keys=True), flush=True)
-        logging.getLogger("local_stack").info(
-            "local stack up in %.1fs; try: aws --endpoint-url %s s3 cp photo.jpg s3://%s/%s",
-            stack.started_seconds, stack.emulator.endpoint_url, stack.settings.input_bucket,  # type: ignore[union-attr]
-            stack.settings.upload_prefix)  # type: ignore[union-attr]
+        where = "here" if logs is None else f"in {logs.name} (--json-logs: here)"
+        print(f"local stack up in {stack.started_seconds:.1f}s; JSON logs {where}. Try: aws --endpoint-url "
+              f"{stack.emulator.endpoint_url} s3 cp photo.jpg s3://{settings.input_bucket}/{settings.upload_prefix}",
+              file=sys.stderr, flush=True)
+        if logs is not None:
+            job_log = JobLog(sys.stderr, upload_prefix=settings.upload_prefix)
+            stack.webhooks.delivered_listeners.append(job_log.delivered)
+            watcher = TableWatcher(job_log, dynamodb=aws.client("dynamodb", settings),
+                                   table=settings.jobs_table).start()
         stopping.wait()
     finally:
         print("stopping the local stack...", file=sys.stderr, flush=True)
+        if watcher is not None:
+            watcher.stop()
         stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if logs is not None:
+            logs.close()
 
 
 def demo(

@@ -8,6 +8,9 @@ differently from the same upload in AWS.
 moto also checks a DynamoDB write's condition and applies it in two steps, so two concurrent requests
 can both pass the same condition; in DynamoDB a conditional write is atomic, and the job lifecycle's
 claims rely on it. `make_dynamodb_writes_atomic` serialises moto's item writes, as DynamoDB does.
+moto stores a POSTed (browser-based, presigned POST) upload without checking its signed policy;
+`_enforce_post_policy` checks it as S3 does (local_stack.s3_post_policy), so the HTTP API's upload links
+refuse a changed option or a larger file locally as they do in AWS.
 Everything else is moto as shipped.
 """
 
@@ -41,6 +44,30 @@ def _patch_s3_events() -> None:
     notifications._get_s3_event = s3_shaped_event
 
 
+def _enforce_post_policy() -> None:
+    from datetime import UTC, datetime
+
+    from moto.s3.responses import S3Response
+
+    from local_stack.s3_post_policy import PostRefused, check_post
+    from local_stack.stack import DUMMY_CREDENTIALS
+
+    secrets = {DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]: DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+    original = S3Response._bucket_response_post
+
+    def checked(self: Any, request: Any, bucket_name: str) -> Any:
+        form = dict(self.form_data.items()) if self.form_data else {}
+        if any(name.lower() == "policy" for name in form):
+            try:
+                check_post(form, len(self.raw_body or b""), bucket=bucket_name, now=datetime.now(UTC),
+                           secret_for=secrets.get)
+            except PostRefused as refused:
+                return refused.status, {"Content-Type": "application/xml"}, refused.xml()
+        return original(self, request, bucket_name)
+
+    S3Response._bucket_response_post = checked  # type: ignore[method-assign]
+
+
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
 _write_lock = threading.RLock()
 
@@ -64,6 +91,7 @@ def make_dynamodb_writes_atomic() -> None:
 
 def main() -> None:
     _patch_s3_events()
+    _enforce_post_policy()
     make_dynamodb_writes_atomic()
     from moto.server import main as moto_main
 

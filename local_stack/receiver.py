@@ -47,7 +47,8 @@ class WebhookReceiver:
         self.confirmed: list[str] = []  # TopicArn of each confirmed subscription
         self.rejected = 0  # deliveries that failed verification
         self.response_delay = 0.0  # seconds to wait before answering a Notification (a slow endpoint)
-        self.gate: threading.Event | None = None  # when set: answers wait until it is set (a stuck endpoint)
+        self.answering = threading.Event()  # cleared: Notifications wait (a hung endpoint) until it is set again
+        self.answering.set()
         self._server = BackgroundHttpServer(self._handler_class(), host=host, port=port, name="webhook-receiver")
 
     @property
@@ -101,8 +102,7 @@ class WebhookReceiver:
             return 403
         if message["Type"] == "Notification":
             time.sleep(self.response_delay)
-            if self.gate is not None:
-                self.gate.wait()
+            self.answering.wait()
             received = ReceivedNotification(json.loads(message["Message"]), message, headers, time.time())
             with self._cond:
                 self.notifications.append(received)

@@ -10,6 +10,7 @@ from common import aws
 from common.jobs import TTL_ATTRIBUTE, table_definition
 from common.settings import Settings
 from common.work_queue import WORK_RETENTION_SECONDS
+from functions.notifier import TIMEOUT_SECONDS as NOTIFIER_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,8 @@ def create_resources(settings: Settings, queue_config: QueueConfig = QueueConfig
         },
     )
     work_dlq_url, work_dlq_arn = create_queue(
-        sqs, work_dlq_name(settings), {"MessageRetentionPeriod": str(queue_config.dlq_retention_seconds)})
+        sqs, work_dlq_name(settings), {"MessageRetentionPeriod": str(queue_config.dlq_retention_seconds),
+                                       "VisibilityTimeout": str(6 * NOTIFIER_TIMEOUT_SECONDS)})
     work_url, work_arn = create_queue(sqs, work_queue_name(settings), work_queue_attributes(settings, work_dlq_arn))
 
     for bucket in (settings.input_bucket, settings.output_bucket):

@@ -13,16 +13,24 @@ from typing import IO, TYPE_CHECKING, Any
 
 from common import aws
 from common.settings import ENV_PREFIX, Settings
+from local_stack.api_server import LocalApiServer
 from local_stack.batch import LocalBatch
 from local_stack.batch_api import LocalBatchApi
 from local_stack.batch_events import eventbridge_event
 from local_stack.emulator import MotoServer
 from local_stack.event_source import MappingConfig, SqsEventSourceMapping
 from local_stack.lambda_runtime import LambdaRuntime
+from local_stack.per_request_webhooks import (
+    DELIVERY_MAPPING,
+    WEBHOOKS_HANDLER,
+    DeliveryResources,
+    create_delivery_resources,
+)
 from local_stack.resources import QueueConfig, StackResources, create_resources
 from local_stack.sns_endpoint import SnsEndpoint
 from local_stack.webhooks import DeliveryPolicy, WebhookDelivery, WebhookSubscription
 from sns_webhook.sign import generate_signing_identity
+from web.security import WEB_ROOT
 
 if TYPE_CHECKING:
     from local_stack.faults.injector import FaultInjector
@@ -33,6 +41,7 @@ INTAKE_HANDLER = "functions.intake.handler:lambda_handler"
 NOTIFIER_HANDLER = "functions.notifier.handler:lambda_handler"
 SCALER_HANDLER = "functions.scaler.handler:lambda_handler"
 SWEEPER_HANDLER = "functions.sweeper.handler:lambda_handler"
+API_HANDLER = "functions.api.handler:lambda_handler"
 # The work DLQ's event source as deployed (infra/constructs/notifier.py): batches of 10, no window, 2 at once.
 DLQ_MAPPING = MappingConfig(batch_size=10, batching_window_seconds=0.0, pollers=2)
 ENDPOINT_ENV = f"{ENV_PREFIX}ENDPOINT_URL"
@@ -94,6 +103,8 @@ class LocalStackConfig:
     intake_handler: str = INTAKE_HANDLER
     notifier_handler: str = NOTIFIER_HANDLER
     scaler_handler: str = SCALER_HANDLER
+    api_handler: str = API_HANDLER
+    api_port: int = 0  # the HTTP API and the web page on 127.0.0.1; 0 = a free port
     scaler_attempts: int = 3  # EventBridge retries a failed target invocation
     sweeper_handler: str | None = None  # e.g. SWEEPER_HANDLER: a scheduled Lambda; None: no sweeper
     sweeper_interval_seconds: float = 60.0  # its EventBridge schedule
@@ -116,8 +127,11 @@ class LocalStack:
         self.webhooks: WebhookDelivery | None = None
         self.intake: SqsEventSourceMapping | None = None
         self.dead_items: SqsEventSourceMapping | None = None
+        self.webhook_delivery: SqsEventSourceMapping | None = None  # per-request webhooks
+        self.delivery_resources: DeliveryResources | None = None
         self.batch: LocalBatch | None = None
         self.batch_api: LocalBatchApi | None = None
+        self.api_server: LocalApiServer | None = None
         self.webhook_subscriptions: list[WebhookSubscription] = []
         self._runtimes: dict[str, LambdaRuntime] = {}
         self._schedule_stop = threading.Event()
@@ -158,6 +172,7 @@ class LocalStack:
         settings = base.replace(endpoint_url=endpoint_url, job_backend="local", max_workers=cfg.workers,
                                 **cfg.settings_overrides)
         self.resources = create_resources(settings, cfg.queue or shape.queue)
+        self.delivery_resources = delivery = create_delivery_resources(settings, self.resources.topic_arn)
         # The Batch stand-in and its API come first: the Lambdas' environment names the API's address.
         self.batch = LocalBatch(
             settings=settings, base_env={}, capacity=cfg.workers, on_state_change=self.deliver_to_scaler,
@@ -166,7 +181,10 @@ class LocalStack:
         self.batch_api = LocalBatchApi(self.batch)
         self.batch_api.start()
         settings = settings.replace(topic_arn=self.resources.topic_arn, work_queue_url=self.resources.work_queue_url,
-                                    local_batch_url=self.batch_api.url)
+                                    intake_queue_url=self.resources.intake_queue_url,
+                                    intake_dlq_url=self.resources.intake_dlq_url, local_batch_url=self.batch_api.url,
+                                    webhook_secret_arn=delivery.secret_arn, webhook_dlq_url=delivery.dlq_url,
+                                    webhook_allow_local=True)
         settings.check()
         self.settings = settings
         child_env = self.child_environment()
@@ -187,9 +205,12 @@ class LocalStack:
         notifier = runtime("notifier", cfg.notifier_handler, concurrency=1)
         # One at a time here; deployed runs may overlap, which the conditional slot writes make safe.
         runtime("scaler", cfg.scaler_handler, concurrency=1)
+        webhooks = runtime("webhooks", WEBHOOKS_HANDLER, concurrency=1)
+        api = runtime("api", cfg.api_handler, concurrency=2)  # the HTTP API's function (local_stack.api_server)
         if cfg.sweeper_handler:
             runtime("sweeper", cfg.sweeper_handler, concurrency=1)
-        with ThreadPoolExecutor(max_workers=4) as warmer:  # cold starts before traffic; import errors surface
+        # Cold starts before traffic; import errors surface.
+        with ThreadPoolExecutor(max_workers=len(self._runtimes)) as warmer:
             for future in [warmer.submit(r.warm) for r in self._runtimes.values()]:
                 future.result()
 
@@ -202,6 +223,7 @@ class LocalStack:
             signing_cert_url=self.sns_endpoint.cert_url, private_key_pem=key_pem, policy=cfg.delivery_policy,
         )
         self.sns_endpoint.delivery = self.webhooks
+        self.api_server = self._api_server(api, settings)
 
         sqs = aws.client("sqs", settings)
         self.intake = SqsEventSourceMapping(
@@ -211,8 +233,12 @@ class LocalStack:
         self.dead_items = SqsEventSourceMapping(
             sqs=sqs, queue_url=self.resources.work_dlq_url, queue_arn=self.resources.work_dlq_arn,
             region=settings.region, invoke=notifier.invoke, config=DLQ_MAPPING, name="work-dlq")
+        self.webhook_delivery = SqsEventSourceMapping(
+            sqs=sqs, queue_url=delivery.queue_url, queue_arn=delivery.queue_arn, region=settings.region,
+            invoke=webhooks.invoke, config=DELIVERY_MAPPING, name="webhook-delivery")
         self.intake.start()
         self.dead_items.start()
+        self.webhook_delivery.start()
         self.batch.start()
         self._schedule_stop.clear()
         self._schedule("scaler", cfg.scaler_interval_seconds)
@@ -230,7 +256,8 @@ class LocalStack:
         self._schedule_stop.set()
         for schedule in self._schedules:
             schedule.join(10)
-        stopping: list[Callable[[], None]] = [m.stop for m in (self.intake, self.dead_items) if m]
+        stopping: list[Callable[[], None]] = [m.stop for m in (self.intake, self.dead_items, self.webhook_delivery)
+                                              if m]
         if self.batch:
             stopping.append(self.batch.stop)
         if self.batch_api:
@@ -239,6 +266,8 @@ class LocalStack:
             stopping.append(self.webhooks.close)
         if self.sns_endpoint:
             stopping.append(self.sns_endpoint.stop)
+        if self.api_server:
+            stopping.append(self.api_server.stop)
         with ThreadPoolExecutor(max_workers=len(stopping) or 1) as pool:  # each waits out a long poll: together
             for future in [pool.submit(stop) for stop in stopping]:
                 future.result()
@@ -247,7 +276,9 @@ class LocalStack:
         self._runtimes = {}
         if self.config.faults:
             self.config.faults.close()
-        self.intake = self.dead_items = self.batch = self.webhooks = self.sns_endpoint = self.batch_api = None
+        self.intake = self.dead_items = self.webhook_delivery = None
+        self.batch = self.webhooks = self.sns_endpoint = self.batch_api = None
+        self.api_server = None
         self._schedules = []
         self.emulator.stop()
         for name in self._env_added:
@@ -280,8 +311,10 @@ class LocalStack:
     def info(self) -> dict[str, Any]:
         """The one JSON line `upscaler local up` prints: everything a client needs."""
         assert self.settings is not None and self.resources is not None and self.sns_endpoint is not None
-        s, r = self.settings, self.resources
+        assert self.delivery_resources is not None and self.api_server is not None
+        s, r, d = self.settings, self.resources, self.delivery_resources
         return {
+            "api_url": self.api_server.url,
             "endpoint_url": s.endpoint_url,
             "region": s.region,
             "input_bucket": s.input_bucket,
@@ -300,8 +333,21 @@ class LocalStack:
             "batch_delay": self.config.batch_delay,
             "webhooks": [{"endpoint": w.endpoint, "subscription_arn": w.arn} for w in self.webhook_subscriptions],
             "signing_cert_url": self.sns_endpoint.cert_url,
+            "webhook_secret": d.secret,  # per-request webhooks are signed with it (docs/webhooks.md)
+            "webhook_queue_url": d.queue_url,
+            "webhook_dlq_url": d.dlq_url,
             "credentials": "any, e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local",
         }
+
+    def _api_server(self, api: LambdaRuntime, settings: Settings) -> LocalApiServer:
+        """The HTTP API and the page on 127.0.0.1; callers sign with the local stack's own secret key."""
+        assert settings.endpoint_url is not None
+        secret = DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+        page = {"api_url": "", "auth": "sigv4", "region": settings.region,  # the page's own origin serves the API
+                "credentials": {"accessKeyId": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], "secretAccessKey": secret}}
+        return LocalApiServer(invoke=api.invoke, region=settings.region, secret_for=lambda _key: secret,
+                              web_root=WEB_ROOT, web_config=page, connect_sources=(settings.endpoint_url,),
+                              port=self.config.api_port).start()
 
     def _file_log(self) -> IO[str] | None:
         stream = self.config.log_stream

@@ -7,7 +7,8 @@ slow or dead endpoint never blocks the publisher or any other subscription.
 
 Deliberate differences from SNS: notifications published before the subscription is confirmed are
 held (in its queue) and delivered after confirmation, where SNS drops them; retries live in memory,
-so they do not survive a restart of the local stack.
+so they do not survive a restart of the local stack; a subscription still pending a few seconds after its
+receiver was sent the SubscriptionConfirmation is announced with a warning that says how to confirm it.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.contract import utc_now_iso
+from functions.webhooks.delivery import RETRYABLE_CLIENT_ERRORS
 from local_stack.resources import create_queue
 from local_stack.scheduler import Scheduler
 from sns_webhook.sign import sign_message
@@ -33,8 +35,6 @@ from sns_webhook.sign import sign_message
 log = logging.getLogger(__name__)
 
 USER_AGENT = "Amazon Simple Notification Service Agent"
-# Client errors that mean "try later" rather than "never".
-_RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,8 @@ class DeliveryPolicy:
     min_delay_seconds: float = 1.0
     max_delay_seconds: float = 20.0
     timeout_seconds: float = 15.0  # SNS waits 15 s for the endpoint's response
+    # After the receiver took the SubscriptionConfirmation: how long it has to confirm before the warning.
+    confirmation_grace_seconds: float = 5.0
 
     def delay_before_retry(self, retry: int) -> float | None:
         """Seconds to wait before retry number `retry` (1-based); None when retries are exhausted."""
@@ -107,6 +109,8 @@ class WebhookDelivery:
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
         self.subscriptions: dict[str, WebhookSubscription] = {}
+        # Called with (endpoint, message) for every notification an endpoint accepted (`local up`'s job log).
+        self.delivered_listeners: list[Callable[[str, str], None]] = []
 
     # --- subscriptions -------------------------------------------------------------------
     def subscribe(self, endpoint: str, filter_policy: Mapping[str, Any] | None = None) -> WebhookSubscription:
@@ -212,6 +216,8 @@ class WebhookDelivery:
                             subscription_header=True)
         if result.ok:
             sub.count("delivered")
+            for listener in self.delivered_listeners:
+                listener(sub.endpoint, str(envelope["Message"]))
             return
         self._retry_later(sub, attempt, result, lambda: self._send_notification(sub, envelope, attempt + 1),
                           what=f"notification {envelope['MessageId']}")
@@ -232,9 +238,22 @@ class WebhookDelivery:
         }
         result = self._post(sub, sign_message(message, self._key, signature_version="2"),
                             subscription_header=False)
-        if not result.ok:
+        if result.ok:
+            sub.scheduler.submit(lambda: self._warn_if_pending(sub, str(message["SubscribeURL"])),
+                                 self.policy.confirmation_grace_seconds)
+        else:
             self._retry_later(sub, attempt, result, lambda: self._send_confirmation(sub, attempt + 1),
                               what="subscription confirmation")
+
+    def _warn_if_pending(self, sub: WebhookSubscription, subscribe_url: str) -> None:
+        """A receiver that does not confirm gets nothing, as with SNS: say so where the operator looks."""
+        if sub.status != "PendingConfirmation" or self._stop.is_set():
+            return
+        rule = "!" * 100
+        log.warning("\n%s\nwebhook %s: subscription PENDING CONFIRMATION. Its receiver took the "
+                    "SubscriptionConfirmation but did not\nconfirm it, so it gets no notifications (as with SNS). "
+                    "Confirm it by fetching its SubscribeURL:\n  curl '%s'\n%s",
+                    rule, sub.endpoint, subscribe_url, rule)
 
     def _retry_later(self, sub: WebhookSubscription, attempt: int, result: DeliveryResult, again: Any,
                      *, what: str) -> None:
@@ -267,7 +286,7 @@ class WebhookDelivery:
                 resp.read()
                 return DeliveryResult(True, False, f"HTTP {resp.status}")
         except urllib.error.HTTPError as exc:
-            retryable = exc.code >= 500 or exc.code in _RETRYABLE_CLIENT_ERRORS
+            retryable = exc.code >= 500 or exc.code in RETRYABLE_CLIENT_ERRORS
             return DeliveryResult(False, retryable, f"HTTP {exc.code}")
         except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS
             return DeliveryResult(False, True, f"{type(exc).__name__}: {exc}")

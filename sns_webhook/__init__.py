@@ -1,1 +1,2 @@
-"""Client-side helpers for webhook receivers of the upscaler's SNS topic (no dependency on the rest)."""
+"""Client-side helpers for webhook receivers (no dependency on the rest): SNS subscriptions (verify
+signatures, confirm) and per-request webhooks (Standard Webhooks, `standard`)."""

@@ -28,11 +28,12 @@ def validate(
     model: Annotated[str | None, typer.Option(help="As x-amz-meta-model.")] = None,
     scale: Annotated[str | None, typer.Option(help="As x-amz-meta-scale.")] = None,
     output_format: Annotated[str | None, typer.Option("--format", help="As x-amz-meta-format.")] = None,
+    strength: Annotated[str | None, typer.Option(help="As x-amz-meta-strength (0-1 or 0%-100%).")] = None,
 ) -> None:
     """Check an image against the upload rules (content, limits, options) without uploading it."""
     verdict = validate_file(file, settings=Settings.from_env(),
-                            metadata={k: v for k, v in (("model", model), ("scale", scale),
-                                                        ("format", output_format)) if v is not None})
+                            metadata={k: v for k, v in (("model", model), ("scale", scale), ("format", output_format),
+                                                        ("strength", strength)) if v is not None})
     if json_output:
         typer.echo(json.dumps({"file": str(file), **verdict.to_dict()}, indent=2))
     else:

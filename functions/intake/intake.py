@@ -5,8 +5,9 @@ Order (cheapest first, so a bad upload costs almost nothing):
   -> job record (conditional create: duplicates stop here) -> full GET + decode
   -> work item on the work queue + make sure a worker runs | reject.
 
-Exactly one job per object version: the job id is derived from the version (common.jobs), the
-record is created with a conditional write, and every state change goes through common.lifecycle.
+Exactly one job per object version: the job id is derived from the version (common.jobs), or is the
+HTTP API's job that awaits this upload (`_api_upload`); the record is created (or moved from
+AWAITING_UPLOAD) with a conditional write, and every state change goes through common.lifecycle.
 Any exception (throttling, DynamoDB, SQS, SNS) propagates so the SQS message is retried; the retry
 finds the record and carries on from where the last attempt stopped.
 """
@@ -24,6 +25,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from common import aws
+from common.api_uploads import JOB_ID_METADATA, job_id_in_key
 from common.contract import (
     ErrorInfo,
     EventType,
@@ -38,14 +40,13 @@ from common.contract import (
     positive_or_none,
     utc_now_iso,
 )
-from common.jobs import JobRecord, JobStore, dedupe_key, upload_job_id
+from common.jobs import JobRecord, dedupe_key, upload_job_id
 from common.keys import output_key_for, rejected_key_for
 from common.lifecycle import WORK_ITEM_SENT, Holder, JobLifecycle, NotificationPending, pending_notification
-from common.notify import Notifier
 from common.scaling import ScaleResult, WorkerScaler
 from common.settings import Settings
 from common.work_queue import WorkQueue
-from functions.intake.options import InvalidOption, default_options, parse_options
+from functions.intake.options import AskedOptions, InvalidOption, asked_options, default_options, parse_options
 from functions.intake.s3_events import UploadEvent
 from functions.intake.validation import (
     ImageHeader,
@@ -120,16 +121,13 @@ class Intake:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Intake:
-        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                         ttl_days=settings.job_record_ttl_days)
+        lifecycle = JobLifecycle.from_settings(settings)
         return cls(
             settings,
             s3=aws.client("s3", settings),
-            lifecycle=JobLifecycle(store=store, notifier=Notifier(
-                sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                upload_prefix=settings.upload_prefix)),
+            lifecycle=lifecycle,
             work_queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
-            scaler=WorkerScaler.from_settings(settings, store),
+            scaler=WorkerScaler.from_settings(settings, lifecycle.store),
         )
 
     # --- the one entry point ---------------------------------------------------------------------
@@ -141,8 +139,9 @@ class Intake:
         job_id = upload_job_id(event.bucket, event.key, event.version_id, event.etag, event.size)
 
         # A redelivered event usually finds its record already past ACCEPTED: skip the S3 reads.
-        existing = self._store.get(job_id)
-        if existing is not None and existing.state is not JobState.ACCEPTED:
+        job_id, existing, refused = self._api_upload(event, job_id)
+        awaiting = existing is not None and existing.state is JobState.AWAITING_UPLOAD
+        if existing is not None and existing.state is not JobState.ACCEPTED and not awaiting:
             return self._already_handled(existing, event)
         if existing is not None and self._clock() < float(existing.attributes.get("lease_until") or 0):
             raise JobInFlightError(f"job {job_id} is being processed by another invocation; retry later")
@@ -152,7 +151,7 @@ class Intake:
             if existing is not None:  # accepted earlier, then the upload vanished before it was submitted
                 return self._fail_missing_input(existing, event)
             return IntakeResult(Outcome.IGNORED, job_id, detail="object no longer exists or was replaced")
-        newer = self._newer_version(event)
+        newer = None if awaiting else self._newer_version(event)  # an API job's first upload wins (_api_upload)
         size = int(head["ContentLength"])
         reads = _Reads()
 
@@ -160,8 +159,12 @@ class Intake:
         options = parsed if isinstance(parsed, JobOptions) else default_options(s)
         header: ImageHeader | None = None
         head_bytes = b""
+        if awaiting and (head.get("Metadata") or {}).get(JOB_ID_METADATA) != job_id:
+            refused = f"The upload to {event.key} did not come through job {job_id}'s upload link."
         if newer is not None:  # superseded: nothing to validate, no GPU time to spend
             verdict: Verdict | None = None
+        elif refused:
+            verdict = reject(RejectionCode.UPLOAD_NOT_EXPECTED, refused)
         elif isinstance(parsed, InvalidOption):
             verdict = reject(RejectionCode.INVALID_OPTION, parsed.message)
         elif size == 0:
@@ -171,7 +174,7 @@ class Intake:
         else:
             verdict, header, head_bytes = self._check_header(event, size, options, reads)
 
-        if not self._claim(job_id, event, size, options, verdict):
+        if not self._claim(job_id, event, size, options, verdict, awaiting=awaiting):
             record = self._store.get(job_id)
             assert record is not None
             return self._already_handled(record, event)
@@ -192,7 +195,7 @@ class Intake:
                 reads.validation_s += time.perf_counter() - started
             if verdict.accepted:
                 return self._enqueue(job_id, event, options, verdict, reads)
-            return self._reject(job_id, event, options, verdict, reads)
+            return self._reject(job_id, event, asked_options(parsed), verdict, reads)
         except BaseException:
             self._release(job_id)
             raise
@@ -280,8 +283,9 @@ class Intake:
     # --- the job record ----------------------------------------------------------------------------
 
     def _claim(self, job_id: str, event: UploadEvent, size: int, options: JobOptions,
-               verdict: Verdict | None) -> bool:
-        """Create the ACCEPTED record, or take over one whose creator crashed. False: a duplicate."""
+               verdict: Verdict | None, *, awaiting: bool = False) -> bool:
+        """Create the ACCEPTED record (or, `awaiting`, move the HTTP API's record to ACCEPTED), or take over one
+        whose creator crashed. False: a duplicate."""
         now = self._clock()
         attributes = {
             "input_version": event.version_id,
@@ -295,10 +299,14 @@ class Intake:
         if verdict is not None and verdict.format:
             attributes.update(input_format=verdict.format, input_width=verdict.width, input_height=verdict.height)
         dedupe = dedupe_key(event.bucket, event.key, event.version_id, event.etag, event.size)
-        if self._lifecycle.accept(job_id=job_id, dedupe=dedupe, input_bucket=event.bucket, input_key=event.key,
-                                  attributes=attributes):
+        if awaiting and self._lifecycle.accept_upload(job_id, dedupe=dedupe, attributes=attributes):
+            return True
+        if not awaiting and self._lifecycle.accept(job_id=job_id, dedupe=dedupe, input_bucket=event.bucket,
+                                                   input_key=event.key, attributes=attributes):
             return True
         record = self._store.get(job_id)
+        if awaiting and record is not None and record.dedupe_key != dedupe:  # another upload won the API's job
+            raise JobInFlightError(f"job {job_id} took another upload first; the retry decides this one again")
         if record is None or record.state is not JobState.ACCEPTED:
             return False
         if now < float(record.attributes.get("lease_until") or 0):
@@ -306,6 +314,22 @@ class Intake:
         log.warning("job %s was left ACCEPTED by an earlier attempt; taking it over", job_id)
         self._store.update_attributes(job_id, {"lease_until": int(now) + self._lease_seconds})
         return True
+
+    def _api_upload(self, event: UploadEvent, job_id: str) -> tuple[str, JobRecord | None, str | None]:
+        """(job id, its record, why it is refused) of an upload. An upload to the key of a job the HTTP API created
+        (common.api_uploads) is that job's while the job awaits it (the first to arrive wins `_claim`'s conditional
+        write) or already holds exactly this version (a redelivery). To a job that has another upload, or ended
+        without one, it is a job of its own, refused: every uploaded version still ends in one terminal state."""
+        api_job = job_id_in_key(event.key, self._settings)
+        record = self._store.get(api_job) if api_job else None
+        if record is None or record.input_key != event.key:
+            return job_id, self._store.get(job_id), None
+        if record.state is JobState.AWAITING_UPLOAD or record.dedupe_key == dedupe_key(
+                event.bucket, event.key, event.version_id, event.etag, event.size):
+            return record.job_id, record, None
+        why = (f"job {record.job_id} ended ({record.state}) before it arrived" if not record.dedupe_key
+               else f"job {record.job_id} already has its upload, and an upload link takes one file")
+        return job_id, self._store.get(job_id), f"This upload is not expected: {why}. Create a new job for it."
 
     def _release(self, job_id: str) -> None:
         """After a failed attempt, let the retry take the record over at once."""
@@ -404,7 +428,7 @@ class Intake:
         self._raise_if_unsent(not finish.sent, job_id)
         return IntakeResult(Outcome.SUPERSEDED, job_id, detail=message)
 
-    def _reject(self, job_id: str, event: UploadEvent, options: JobOptions, verdict: Verdict,
+    def _reject(self, job_id: str, event: UploadEvent, options: AskedOptions, verdict: Verdict,
                 reads: _Reads) -> IntakeResult:
         """Copy to rejected/, record REJECTED with its notification (the winner publishes), delete the upload."""
         s = self._settings
@@ -416,7 +440,7 @@ class Intake:
             job_id=job_id,
             input=ImageInfo(bucket=event.bucket, key=event.key, width=positive_or_none(verdict.width),
                             height=positive_or_none(verdict.height), format=verdict.format),
-            model=str(options.model),
+            model=options.model,  # as asked (an unknown name too), not the default that would have run
             scale=options.scale,
             error=ErrorInfo(code=str(verdict.code), retryable=False,
                             message=f"{verdict.message} The file was moved to s3://{event.bucket}/{rejected_key}."),

@@ -1,6 +1,8 @@
-"""Per-upload options from S3 user metadata (x-amz-meta-model, -scale, -format, -strength), with defaults.
+"""Per-upload options, with defaults: the one parser for S3 user metadata (x-amz-meta-model, -scale, -format,
+-strength) and for the CLI's --model, --scale, --format and --strength.
 
-An option a person got wrong is a rejection with a sentence they can act on, never a crash.
+An option a person got wrong is a rejection with a sentence they can act on, never a crash, and the
+rejection reports the options as they were given, never a default that would have run instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ SCALE_KEY = "scale"
 FORMAT_KEY = "format"
 STRENGTH_KEY = "strength"
 _FORMAT_ALIASES = {"jpg": OutputFormat.JPEG, "jpe": OutputFormat.JPEG, "tif": OutputFormat.TIFF}
+# How a message names an option: where it came from.
+METADATA_OPTION = "x-amz-meta-{}"
+CLI_OPTION = "--{}"
+
+
+@dataclass(frozen=True, slots=True)
+class AskedOptions:
+    """The options as the upload asked for them, for a rejection to report. `model` is the name as given
+    (an unknown one too); `scale` and `strength` are None where what was given is not a number in range
+    (the message says what it was)."""
+
+    model: str
+    scale: float | None
+    strength: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +43,7 @@ class InvalidOption:
     name: str
     value: str
     message: str
+    asked: AskedOptions
 
 
 def default_options(settings: Settings) -> JobOptions:
@@ -34,59 +51,65 @@ def default_options(settings: Settings) -> JobOptions:
     return JobOptions(
         model=ModelName(settings.default_model),
         scale=float(settings.default_scale),
-        output_format=_parse_format(fmt) if fmt else None,
+        output_format=parse_format(fmt) if fmt else None,
     )
 
 
-def parse_options(metadata: Mapping[str, str], settings: Settings) -> JobOptions | InvalidOption:
-    """JobOptions from S3 user metadata (keys as boto3 returns them: lower case, no prefix)."""
-    meta = {k.lower(): v.strip() for k, v in metadata.items()}
+def parse_options(metadata: Mapping[str, str], settings: Settings, *,
+                  label: str = METADATA_OPTION) -> JobOptions | InvalidOption:
+    """JobOptions from S3 user metadata (keys as boto3 returns them: lower case, no prefix), or from the CLI's
+    options under the same keys (`label=CLI_OPTION` names them as the CLI spells them)."""
+    meta = {k.lower(): v.strip() for k, v in metadata.items() if v is not None}
     defaults = default_options(settings)
+    model_text = meta.get(MODEL_KEY) or str(defaults.model)
+    scale = parse_scale(meta[SCALE_KEY]) if meta.get(SCALE_KEY) else defaults.scale
+    strength = parse_strength(meta[STRENGTH_KEY]) if meta.get(STRENGTH_KEY) else 1.0
+    asked = AskedOptions(model=model_text, scale=scale if scale_in_range(scale) else None,
+                         strength=strength if strength_in_range(strength) else None)
 
-    model = defaults.model
-    if meta.get(MODEL_KEY):
-        try:
-            model = ModelName(meta[MODEL_KEY].lower())
-        except ValueError:
-            choices = ", ".join(m.value for m in ModelName)
-            return InvalidOption(MODEL_KEY, meta[MODEL_KEY],
-                                 f"Unknown model {meta[MODEL_KEY]!r} in x-amz-meta-model; choose one of {choices}.")
+    def invalid(key: str, message: str) -> InvalidOption:
+        return InvalidOption(key, meta[key], message, asked)
 
-    scale = defaults.scale
-    if meta.get(SCALE_KEY):
-        raw = meta[SCALE_KEY].lower().removesuffix("x")
-        try:
-            scale = float(raw)
-        except ValueError:
-            scale = math.nan
-        if not scale_in_range(scale):  # also false for NaN
-            return InvalidOption(SCALE_KEY, meta[SCALE_KEY],
-                                 f"Scale {meta[SCALE_KEY]!r} in x-amz-meta-scale is not a number from "
-                                 f"{MIN_SCALE:g} to {MAX_SCALE:g} (for example 2 or 4).")
-
+    try:
+        model = ModelName(model_text.lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in ModelName)
+        return invalid(MODEL_KEY, f"Unknown model {meta[MODEL_KEY]!r} in {label.format(MODEL_KEY)}; "
+                                  f"choose one of {choices}.")
+    if asked.scale is None:
+        return invalid(SCALE_KEY, f"Scale {meta[SCALE_KEY]!r} in {label.format(SCALE_KEY)} is not a number from "
+                                  f"{MIN_SCALE:g} to {MAX_SCALE:g} (for example 2 or 4).")
     output_format = defaults.output_format
     if meta.get(FORMAT_KEY):
-        output_format = _parse_format(meta[FORMAT_KEY])
+        output_format = parse_format(meta[FORMAT_KEY])
         if output_format is None:
             choices = ", ".join(f.value for f in OutputFormat)
-            return InvalidOption(FORMAT_KEY, meta[FORMAT_KEY],
-                                 f"Unknown output format {meta[FORMAT_KEY]!r} in x-amz-meta-format; "
-                                 f"choose one of {choices}.")
-
-    strength = 1.0
-    if meta.get(STRENGTH_KEY):
-        strength = _parse_strength(meta[STRENGTH_KEY])
-        if not strength_in_range(strength):  # also false for NaN
-            return InvalidOption(STRENGTH_KEY, meta[STRENGTH_KEY],
-                                 f"Strength {meta[STRENGTH_KEY]!r} in x-amz-meta-strength is not a number from "
-                                 f"{MIN_STRENGTH:g} to {MAX_STRENGTH:g} (or 0% to 100%); lower keeps more of "
-                                 f"the original.")
-
+            return invalid(FORMAT_KEY, f"Unknown output format {meta[FORMAT_KEY]!r} in {label.format(FORMAT_KEY)}; "
+                                       f"choose one of {choices}.")
+    if asked.strength is None:
+        return invalid(STRENGTH_KEY, f"Strength {meta[STRENGTH_KEY]!r} in {label.format(STRENGTH_KEY)} is not a "
+                                     f"number from {MIN_STRENGTH:g} to {MAX_STRENGTH:g} (or 0% to 100%); lower "
+                                     f"keeps more of the original.")
     return JobOptions(model=model, scale=scale, output_format=output_format, strength=strength)
 
 
-def _parse_strength(raw: str) -> float:
-    """'0.6' or '60%' -> 0.6; NaN when it is not a number."""
+def asked_options(parsed: JobOptions | InvalidOption) -> AskedOptions:
+    """What a rejection reports: the options as given (valid ones as they will be used)."""
+    if isinstance(parsed, InvalidOption):
+        return parsed.asked
+    return AskedOptions(model=str(parsed.model), scale=parsed.scale, strength=parsed.strength)
+
+
+def parse_scale(raw: str) -> float:
+    """'2', '2.5' or '2x' -> 2.0; NaN when it is not a number (range: common.formats.scale_in_range)."""
+    try:
+        return float(raw.strip().lower().removesuffix("x"))
+    except ValueError:
+        return math.nan
+
+
+def parse_strength(raw: str) -> float:
+    """'0.6' or '60%' -> 0.6; NaN when it is not a number (range: common.contract.strength_in_range)."""
     text = raw.strip()
     try:
         return float(text[:-1]) / 100 if text.endswith("%") else float(text)
@@ -94,7 +117,8 @@ def _parse_strength(raw: str) -> float:
         return math.nan
 
 
-def _parse_format(raw: str) -> OutputFormat | None:
+def parse_format(raw: str) -> OutputFormat | None:
+    """'jpg', '.JPEG', 'tif' ... -> the output format; None when it is not one."""
     text = raw.strip().lower().lstrip(".")
     if text in _FORMAT_ALIASES:
         return _FORMAT_ALIASES[text]

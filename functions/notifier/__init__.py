@@ -1,1 +1,3 @@
-"""Notifier Lambda: drains the work DLQ, giving each item that kept killing its worker its one upscale.failed."""
+"""Notifier Lambda: settles the work DLQ (FAILED for items whose attempts kept dying, the rest back to work)."""
+
+TIMEOUT_SECONDS = 30  # the function's timeout; its queue (the work DLQ) hides a message 6x as long

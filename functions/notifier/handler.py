@@ -13,9 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common import aws
-from common.jobs import JobStore
-from common.lifecycle import JobLifecycle, LifecyclePolicy
-from common.notify import Notifier
+from common.lifecycle import JobLifecycle
 from common.settings import Settings
 from common.work_queue import WorkQueue
 
@@ -28,13 +26,8 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @cache
 def get_parts() -> tuple[JobLifecycle, WorkQueue]:
     settings = Settings.from_env()
-    lifecycle = JobLifecycle(
-        store=JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                       ttl_days=settings.job_record_ttl_days),
-        notifier=Notifier(sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                          upload_prefix=settings.upload_prefix),
-        policy=LifecyclePolicy.from_settings(settings))
-    return lifecycle, WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url)
+    queue = WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url)
+    return JobLifecycle.from_settings(settings), queue
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -1,5 +1,6 @@
-"""EventBridge -> WorkerScaler: a schedule (self-healing: items of a dead worker come back and get a worker)
-and "Batch Job State Change" of a worker job that ended (its slot is freed at once)."""
+"""EventBridge -> WorkerScaler: a schedule (self-healing: items of a dead worker come back and get a worker),
+"Batch Job State Change" of a worker job that ended (its slot is freed at once), and "EC2 Spot Instance
+Interruption Warning" (the workers on that instance are stopped, so they give their images back in time)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from common.jobs import JobStore
 from common.scaling import WorkerScaler
 from common.settings import METRICS_NAMESPACE, Settings
 
-from .events import ended_worker_environment
+from .events import ended_worker_environment, spot_interruption_instance
 
 SERVICE = "upscaler-scaler"
 logger = Logger(service=SERVICE)
@@ -36,7 +37,14 @@ def get_scaler() -> WorkerScaler:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     scaler = get_scaler()
     freed = False
-    environment = ended_worker_environment(EventBridgeEvent(event))
+    bridge_event = EventBridgeEvent(event)
+    instance = spot_interruption_instance(bridge_event)
+    if instance is not None:
+        stopped = scaler.stop_workers_on_instance(instance)
+        metrics.add_metric(name="WorkersStoppedForSpot", unit=MetricUnit.Count, value=len(stopped))
+        logger.info("spot interruption warning", extra={"instance_id": instance, "stopped_jobs": stopped})
+        return {"instance_id": instance, "stopped": stopped}
+    environment = ended_worker_environment(bridge_event)
     if environment is not None:
         freed = scaler.worker_ended(environment)
     result = scaler.ensure()
@@ -45,6 +53,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="LiveWorkers", unit=MetricUnit.Count, value=result.live)
     metrics.add_metric(name="WorkersStarted", unit=MetricUnit.Count, value=len(result.started))
     summary = {"depth": result.depth, "live": result.live, "started": len(result.started), "freed_slot": freed,
+               "cancelled": list(result.cancelled),
                "oldest_start_wait": round(result.oldest_start_wait, 1), "errors": list(result.errors)}
     logger.info("scaled", extra=summary)
     return summary

@@ -7,9 +7,7 @@ from collections.abc import Mapping
 
 from common import aws
 from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
-from common.jobs import JobStore
-from common.lifecycle import JobLifecycle, LifecyclePolicy
-from common.notify import Notifier
+from common.lifecycle import JobLifecycle
 from common.scaling import WorkerSlots
 from common.settings import Settings, SettingsError
 from common.work_queue import WorkQueue
@@ -40,15 +38,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
     try:
         from gpu_batch.engine import Engine
 
-        store = JobStore(dynamodb_client=aws.client("dynamodb", settings), table_name=settings.jobs_table,
-                         ttl_days=settings.job_record_ttl_days)
+        lifecycle = JobLifecycle.from_settings(settings)
+        store = lifecycle.store
         worker = Worker(
             settings=settings,
             engine=Engine(device="auto", settings=settings),
             s3=aws.client("s3", settings),
-            lifecycle=JobLifecycle(store=store, policy=LifecyclePolicy.from_settings(settings), notifier=Notifier(
-                sns_client=aws.client("sns", settings), topic_arn=settings.topic_arn,
-                upload_prefix=settings.upload_prefix)),
+            lifecycle=lifecycle,
             queue=WorkQueue(sqs_client=aws.client("sqs", settings), queue_url=settings.work_queue_url),
             clock=SystemClock(),
             runtime_info=runtime_info,

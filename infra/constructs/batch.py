@@ -3,13 +3,21 @@
 Scales to zero (min vCPUs 0). Each Batch job is one worker that drains the work queue until idle
 (common.scaling decides how many run); the job definition runs the image built from
 gpu_batch/Dockerfile, whose ENTRYPOINT is `python -m gpu_batch.worker`, and passes no command.
+
+What new instances boot is decided at deploy time, so that every deploy that changes it reaches them:
+- the launch template is named by its version number: Batch resolves `$Default`/`$Latest` only at an
+  infrastructure update of the compute environment, so user-data edits would otherwise never reach new
+  instances; a new version changes the compute environment's properties and so triggers that update;
+- the AMI is AWS's recommended ECS AL2023 GPU image, read from its public SSM parameter at every deploy
+  (`UpdateToLatestImageVersion` would refresh it only at such an update, and is ignored with an AMI id).
+Names are CloudFormation's (derived from the stack), so two stacks fit in one account and region.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import Duration, Size, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -31,6 +39,10 @@ IMAGE_EXCLUDES = [".venv", "node_modules", "cdk.out", ".git", "out", "tests", "d
                   ".local-stack", ".pytest_cache", ".ruff_cache", "**/__pycache__", "*.egg-info"]
 MISCONFIGURED_WAIT_MINUTES = 10  # e.g. worker memory larger than any allowed instance offers: never placeable
 ROOT_DEVICE = "/dev/xvda"  # ECS-optimized AL2023 AMIs
+# AWS's public parameter holding the recommended ECS-optimized AL2023 NVIDIA AMI of the region
+# (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/retrieve-ecs-optimized_AMI.html).
+GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+
 
 def worker_image() -> ecs.ContainerImage:
     return ecs.ContainerImage.from_asset(
@@ -43,7 +55,7 @@ class GpuBatch(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: InfraConfig, settings: Settings,
                  environment: Mapping[str, str], network: Network, log_retention: logs.RetentionDays) -> None:
         super().__init__(scope, construct_id)
-        launch_template = ec2.LaunchTemplate(
+        self.launch_template = launch_template = ec2.LaunchTemplate(
             self, "LaunchTemplate",
             require_imdsv2=True,
             http_put_response_hop_limit=1,  # bridge-network containers only: Batch jobs use the host network,
@@ -78,7 +90,7 @@ class GpuBatch(Construct):
                 instance_types=instance_types, spot=False, max_vcpus=config.on_demand_max_vcpus))
 
         self.job_queue = batch.JobQueue(
-            self, "Queue", job_queue_name=settings.job_queue, priority=1,
+            self, "Queue", priority=1,
             job_state_time_limit_actions=[
                 batch.JobStateTimeLimitAction(max_time=Duration.minutes(config.capacity_wait_minutes),
                                               reason=batch.JobStateTimeLimitActionsReason.INSUFFICIENT_INSTANCE_CAPACITY),
@@ -90,16 +102,13 @@ class GpuBatch(Construct):
                                   for order, ce in enumerate(self.compute_environments, start=1)],
         )
 
-        self.log_group = logs.LogGroup(self, "WorkerLogs", retention=log_retention,
-                                       removal_policy=RemovalPolicy.DESTROY)
-        self.job_role = iam.Role(self, "JobRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+        self.log_group = logs.LogGroup(self, "WorkerLogs", retention=log_retention)
+        self.job_role = iam.Role(self, "JobRole", assumed_by=ecs_tasks_principal(self),
                                  description="The upscaler worker: read uploads, write outputs, update jobs")
-        self.execution_role = iam.Role(self, "ExecutionRole",
-                                       assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+        self.execution_role = iam.Role(self, "ExecutionRole", assumed_by=ecs_tasks_principal(self),
                                        description="ECS agent: pull the worker image, write its logs")
         self.job_definition = batch.EcsJobDefinition(
             self, "Worker",
-            job_definition_name=settings.job_definition,
             container=batch.EcsEc2ContainerDefinition(
                 self, "Container",
                 image=worker_image(),
@@ -140,9 +149,24 @@ class GpuBatch(Construct):
                                  else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE),
             minv_cpus=0,
             maxv_cpus=max_vcpus,
-            images=[batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2023_NVIDIA)],
+            images=[batch.EcsMachineImage(image=ec2.MachineImage.from_ssm_parameter(GPU_AMI_PARAMETER),
+                                          image_type=batch.EcsMachineImageType.ECS_AL2023_NVIDIA)],
             launch_template=launch_template,
             instance_role=self.instance_role,
-            update_to_latest_image_version=True,
+            update_to_latest_image_version=False,  # ignored next to an AMI id; the deploy refreshes it
         )
+        resource = environment.node.default_child
+        assert isinstance(resource, batch.CfnComputeEnvironment)
+        resource.add_property_override("ComputeResources.LaunchTemplate.Version",
+                                       launch_template.latest_version_number)
         return environment
+
+
+def ecs_tasks_principal(scope: Construct) -> iam.ServicePrincipal:
+    """ECS tasks of this account and region only: AWS's confused-deputy guidance for task roles
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-iam-roles.html)."""
+    stack = Stack.of(scope)
+    return iam.ServicePrincipal("ecs-tasks.amazonaws.com", conditions={
+        "StringEquals": {"aws:SourceAccount": stack.account},
+        "ArnLike": {"aws:SourceArn": stack.format_arn(service="ecs", resource="*")},
+    })

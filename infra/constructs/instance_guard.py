@@ -6,8 +6,12 @@ register and deregister container instances account-wide) would be one HTTP call
 template's user data therefore installs a boot-time service that rejects metadata traffic
 - from processes of the worker's uid (host networking: the OUTPUT chain matches the socket's owner), and
 - forwarded from Docker bridges (bridge networking), in DOCKER-USER, ahead of Docker's own rules.
-It runs before docker.service and ecs.service on every boot, so no job starts without it. The ECS agent
-(root) keeps IMDS; jobs get their credentials from the ECS credentials endpoint (169.254.170.2) instead.
+It runs before docker.service and ecs.service on every boot, and it fails closed: a drop-in makes
+ecs.service require it, so when the rules cannot be installed the ECS agent does not start, the instance
+never registers and no job runs on it (its jobs wait RUNNABLE, which the WorkersStuckRunnable alarm
+reports). Ordering alone (`Before=`) would not do: systemd starts a unit after a failed one it is only
+ordered after. The ECS agent (root) keeps IMDS; jobs get their credentials from the ECS credentials
+endpoint (169.254.170.2) instead.
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ ExecStart={SCRIPT_PATH}
 WantedBy=multi-user.target
 """
 
+# systemd.unit(5): with Requires= and After= together, the dependent unit is not started when the required
+# one fails. ecs.service starts after cloud-final, so this drop-in is in place before it is first started.
+AGENT_DROP_IN_PATH = f"/etc/systemd/system/ecs.service.d/10-{SERVICE_NAME}.conf"
+AGENT_DROP_IN = f"""[Unit]
+Requires={SERVICE_NAME}.service
+After={SERVICE_NAME}.service
+"""
+
 
 # A spot reclaim gives two minutes' notice. With draining on, the ECS agent stops the instance's tasks at
 # the notice (SIGTERM) instead of at shutdown, and waits up to the stop timeout before SIGKILL: the worker
@@ -59,6 +71,8 @@ def instance_user_data() -> ec2.MultipartUserData:
         f"cat > {SCRIPT_PATH} <<'SCRIPT'\n{IMDS_BLOCK_SCRIPT}SCRIPT",
         f"chmod 0755 {SCRIPT_PATH}",
         f"cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'\n{SYSTEMD_UNIT}UNIT",
+        f"mkdir -p {AGENT_DROP_IN_PATH.rsplit('/', 1)[0]}",
+        f"cat > {AGENT_DROP_IN_PATH} <<'UNIT'\n{AGENT_DROP_IN}UNIT",
         "systemctl daemon-reload",
         f"systemctl enable --now {SERVICE_NAME}.service",
     )

@@ -29,6 +29,7 @@ from infra.constructs.lambdas import PythonFunction
 from infra.constructs.nag import acknowledge_object_prefix
 from infra.constructs.notifications import Notifications, dead_letter_queue
 from infra.constructs.scaler import grant_start_workers
+from infra.constructs.storage import grant_list_prefix
 from infra.constructs.work_queue import WorkQueue
 
 INTAKE_HANDLER = "functions.intake.handler.lambda_handler"
@@ -99,6 +100,8 @@ class Intake(Construct):
         role.add_to_policy(iam.PolicyStatement(sid="JobRecords", actions=JOB_TABLE_ACTIONS,
                                                resources=[table.table_arn]))
         notifications.grant_publish(role)
+        # The newest version of an upload's key (a HEAD without a version): 404, not 403, when it was deleted.
+        grant_list_prefix(role, input_bucket, settings.upload_prefix, sid="SeeMissingUploads")
         acknowledge_object_prefix(role, input_bucket, settings.upload_prefix,
                                   "Reads and moves uploads only: every object under the upload prefix.")
         acknowledge_object_prefix(role, input_bucket, settings.rejected_prefix,

@@ -11,6 +11,12 @@ Two egress designs (config `egress`):
   workers then send HTTPS anywhere.
 With `vpc_id` you bring your own VPC: its private subnets must already reach those services.
 
+DNS is the one way out that security groups cannot close: the VPC resolver answers any name, and a
+worker decoding a hostile image could leak data in the names it looks up. A Route 53 Resolver DNS
+Firewall (config `dns_firewall`, on by default) answers only AWS service names and the VPC's own
+instance names and NXDOMAIN for everything else (fail closed: the firewall's default when it cannot
+evaluate a query, https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/resolver-dns-firewall-vpc-configuration.html).
+
 Endpoint policies (`limit_endpoints_to`) make the endpoints useless for exfiltration: through them only
 this stack's buckets, table, queues, topic and log groups (and this account's image repositories, and
 ECR's layer bucket) can be reached, whatever credentials a caller brings. The ECS endpoints carry the
@@ -22,11 +28,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Aws, RemovalPolicy, Stack
+from aws_cdk import Aws, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_route53resolver as resolver
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import custom_resources as cr
@@ -56,6 +63,12 @@ ECR_LAYER_BUCKET = "prod-{region}-starport-layer-bucket"
 WORKER_S3_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:AbortMultipartUpload",
                      "s3:ListMultipartUploadParts"]
 IMAGE_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+# What the GPU instances resolve: AWS service endpoints (incl. ECR, its S3 layer bucket, the dual-stack
+# api.aws names) and EC2's own instance host names. A wildcard matches subdomains only, hence both forms.
+DNS_ALLOWED_DOMAINS = ["amazonaws.com", "*.amazonaws.com", "api.aws", "*.api.aws",
+                       "ec2.internal", "*.ec2.internal", "compute.internal", "*.compute.internal"]
+DNS_ALLOW_PRIORITY, DNS_BLOCK_PRIORITY = 100, 200
+DNS_FIREWALL_ASSOCIATION_PRIORITY = 1000  # among rule groups of this VPC (101..9899)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +89,7 @@ class Network(Construct):
         self.gateway_endpoints: dict[str, ec2.GatewayVpcEndpoint] = {}
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
         self.endpoint_security_group: ec2.SecurityGroup | None = None
+        self.dns_firewall: resolver.CfnFirewallRuleGroup | None = None
         if config.vpc_id:
             # Needs a concrete account/region; the lookup result is cached in cdk.context.json.
             self.vpc: ec2.IVpc = ec2.Vpc.from_lookup(self, "Vpc", vpc_id=config.vpc_id)
@@ -119,10 +133,11 @@ class Network(Construct):
             # The default security group (all traffic within itself, all out) loses every rule.
             restrict_default_security_group=True,
         )
-        flow_log_group = logs.LogGroup(self, "FlowLogs", retention=log_retention,
-                                       removal_policy=RemovalPolicy.DESTROY)
+        flow_log_group = logs.LogGroup(self, "FlowLogs", retention=log_retention)  # removal: the stack decides
         vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
                          traffic_type=ec2.FlowLogTrafficType.ALL)
+        if config.dns_firewall:
+            self.dns_firewall = self._dns_firewall(vpc)
         selection = [ec2.SubnetSelection(subnet_group_name="Workers")]
         self.gateway_endpoints["S3"] = vpc.add_gateway_endpoint(
             "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=selection)
@@ -135,6 +150,19 @@ class Network(Construct):
             for name, service in INTERFACE_ENDPOINTS.items():
                 self._add_interface_endpoint(vpc, self.endpoint_security_group, name, service)
         return vpc
+
+    def _dns_firewall(self, vpc: ec2.IVpc) -> resolver.CfnFirewallRuleGroup:
+        allowed = resolver.CfnFirewallDomainList(self, "DnsAllowedDomains", domains=DNS_ALLOWED_DOMAINS)
+        everything = resolver.CfnFirewallDomainList(self, "DnsAllDomains", domains=["*"])
+        rule = resolver.CfnFirewallRuleGroup.FirewallRuleProperty
+        group = resolver.CfnFirewallRuleGroup(self, "DnsFirewall", firewall_rules=[
+            rule(action="ALLOW", firewall_domain_list_id=allowed.attr_id, priority=DNS_ALLOW_PRIORITY),
+            rule(action="BLOCK", block_response="NXDOMAIN", firewall_domain_list_id=everything.attr_id,
+                 priority=DNS_BLOCK_PRIORITY),
+        ])
+        resolver.CfnFirewallRuleGroupAssociation(self, "DnsFirewallAssociation", firewall_rule_group_id=group.attr_id,
+                                                 vpc_id=vpc.vpc_id, priority=DNS_FIREWALL_ASSOCIATION_PRIORITY)
+        return group
 
     def _add_interface_endpoint(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, name: str,
                                 service: ec2.IInterfaceVpcEndpointService) -> None:

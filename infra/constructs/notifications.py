@@ -37,10 +37,11 @@ WEBHOOK_DELIVERY_POLICY = sns.DeliveryPolicy(
 )
 
 
-def dead_letter_queue(scope: Construct, construct_id: str) -> sqs.Queue:
-    """An encrypted, TLS-only queue that keeps what could not be delivered for two weeks."""
+def dead_letter_queue(scope: Construct, construct_id: str, *, visibility: Duration | None = None) -> sqs.Queue:
+    """An encrypted, TLS-only queue that keeps what could not be delivered for two weeks (`visibility`: for one
+    that a Lambda drains)."""
     return sqs.Queue(scope, construct_id, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-                     retention_period=DLQ_RETENTION)
+                     retention_period=DLQ_RETENTION, visibility_timeout=visibility)
 
 
 class Notifications(Construct):

@@ -2,9 +2,11 @@
 
 Intake starts a worker right after it queues an item; this function is the self-healing half. It runs
 every minute (items of a worker that died come back after their visibility timeout and get a
-worker) and whenever a worker job of this queue ends (its slot is freed at once). It publishes
-WorkerStartWaitSeconds, the time the oldest submitted worker has waited for a GPU: the alarm on it
-says "no GPU quota or spot capacity" within minutes.
+worker) and whenever a worker job of this queue ends (its slot is freed at once). On an EC2 spot interruption
+warning it terminates the worker jobs on that instance: ECS spot draining stops only service tasks, so this is
+what gives a Batch worker its SIGTERM within the two-minute notice. It publishes WorkerStartWaitSeconds, the
+time the oldest submitted worker has waited for a GPU: the alarm on it says "no GPU quota or spot capacity"
+within minutes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def grant_start_workers(role: iam.IRole, *, scope: Construct, table: dynamodb.IT
     role.add_to_principal_policy(iam.PolicyStatement(
         sid="StartWorkers", actions=["batch:SubmitJob"],
         resources=[job_queue.job_queue_arn, job_definition.job_definition_arn]))
+    # A slot reused after its grace first ends its old job (still RUNNABLE for want of capacity).
+    role.add_to_principal_policy(iam.PolicyStatement(
+        sid="EndSupersededWorkers", actions=["batch:TerminateJob"],
+        resources=[Stack.of(scope).format_arn(service="batch", resource="job", resource_name="*")]))
     role.add_to_principal_policy(iam.PolicyStatement(
         sid="TagWorkerJobs", actions=["batch:TagResource"],
         resources=[Stack.of(scope).format_arn(service="batch", resource="job", resource_name="*")],
@@ -48,8 +54,26 @@ def grant_start_workers(role: iam.IRole, *, scope: Construct, table: dynamodb.IT
     acknowledge(
         role,
         "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job/*]",
-        "Tagging a job at SubmitJob: its id is unknown until then; limited by batch:CreateAction.",
+        "Tagging a job at SubmitJob (limited by batch:CreateAction) and terminating the worker jobs it started: "
+        "their ids are unknown until submitted.",
     )
+
+
+def grant_find_workers(role: iam.IRole, *, scope: Construct) -> None:
+    """Which worker jobs run on an EC2 instance: DescribeJobs (no resource-level permissions) and the ECS
+    container instances of the cluster Batch creates for the compute environment."""
+    role.add_to_principal_policy(iam.PolicyStatement(sid="FindWorkers", actions=["batch:DescribeJobs"],
+                                                     resources=["*"]))
+    role.add_to_principal_policy(iam.PolicyStatement(
+        sid="FindWorkerInstances", actions=["ecs:DescribeContainerInstances"],
+        resources=[Stack.of(scope).format_arn(service="ecs", resource="container-instance", resource_name="*")]))
+    acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
+                "batch:DescribeJobs has no resource-level permissions (Service Authorization Reference).")
+    acknowledge(
+        role,
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:"
+        "container-instance/*]",
+        "The container instances of the cluster Batch creates for the compute environment (named by Batch).")
 
 
 class WorkerScaler(Construct):
@@ -69,6 +93,7 @@ class WorkerScaler(Construct):
         role = self.handler.role
         work_queue.grant_depth(role)
         grant_start_workers(role, scope=self, table=table, job_queue=job_queue, job_definition=job_definition)
+        grant_find_workers(role, scope=self)
 
         self.dead_letter_queue = dead_letter_queue(self, "DeadLetterQueue")
         acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",
@@ -77,6 +102,13 @@ class WorkerScaler(Construct):
                                         retry_attempts=3, max_event_age=Duration.minutes(10))
         self.schedule = events.Rule(self, "Schedule", description="Keep GPU workers following the work queue",
                                     schedule=events.Schedule.rate(SCHEDULE), targets=[target])
+        # Spot reclaims: which instances carry our workers is known only to Batch, so every warning in the
+        # region is delivered and the handler ignores instances without one.
+        self.spot_warning = events.Rule(
+            self, "SpotInterruptionWarning", description="An EC2 spot instance will be reclaimed in two minutes",
+            event_pattern=events.EventPattern(source=["aws.ec2"],
+                                              detail_type=["EC2 Spot Instance Interruption Warning"]),
+            targets=[target])
         self.worker_ended = events.Rule(
             self, "WorkerEnded", description="A worker job of the upscaler queue ended",
             event_pattern=events.EventPattern(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -70,8 +71,21 @@ class Storage(Construct):
                 point_in_time_recovery_enabled=True),
             time_to_live_attribute=TTL_ATTRIBUTE,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            # The job records are the service's history: a stray `cdk destroy` or console click must not take
+            # them. retain_data=false (a stack meant to be thrown away) lifts both guards.
+            deletion_protection=config.retain_data,
             removal_policy=removal,
         )
+        types = {a["AttributeName"]: a["AttributeType"] for a in definition["AttributeDefinitions"]}
+        for index in definition["GlobalSecondaryIndexes"]:  # the sweeper's sparse index (common.lifecycle)
+            keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+            self.table.add_global_secondary_index(
+                index_name=index["IndexName"],
+                partition_key=dynamodb.Attribute(name=keys["HASH"],
+                                                 type=dynamodb.AttributeType(_ATTRIBUTE_TYPES[types[keys["HASH"]]])),
+                sort_key=dynamodb.Attribute(name=keys["RANGE"],
+                                            type=dynamodb.AttributeType(_ATTRIBUTE_TYPES[types[keys["RANGE"]]])),
+                projection_type=dynamodb.ProjectionType(index["Projection"]["ProjectionType"]))
 
     def _bucket(self, construct_id: str, *, log_prefix: str, removal: RemovalPolicy,
                 rules: list[s3.LifecycleRule]) -> s3.Bucket:
@@ -98,3 +112,11 @@ class Storage(Construct):
 
 
 _ATTRIBUTE_TYPES = {"S": "STRING", "N": "NUMBER", "B": "BINARY"}
+
+
+def grant_list_prefix(role: iam.IRole, bucket: s3.IBucket, prefix: str, *, sid: str) -> None:
+    """ListBucket under `prefix` only: without it S3 answers a HEAD of a missing key with 403, not 404
+    (Amazon S3 API Reference, HeadObject), and "no output yet" or "the key was deleted" would look like a denial."""
+    role.add_to_principal_policy(iam.PolicyStatement(
+        sid=sid, actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+        conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}}))

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
 import pytest
+from waiting import wait_until
 
 from common.settings import Settings
 from local_stack.emulator import MotoServer
 from local_stack.event_source import MappingConfig
 from local_stack.receiver import WebhookReceiver
 from local_stack.webhooks import DeliveryPolicy
-
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +28,6 @@ def emulator_settings() -> Iterator[Settings]:
     server.stop()
     for name in added:
         os.environ.pop(name, None)
-
-
-def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1,
-               what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")

@@ -120,7 +120,8 @@ def test_an_image_that_kills_every_worker_fails_alone_after_max_attempts(stack: 
     notes = _all_notified(stack, receiver, [killer, *others], wait, timeout=240)
     (failure,) = notes[killer]
     assert (failure["event_type"], failure["error"]["code"]) == ("upscale.failed", "WORKER_CRASHED")
-    assert _store(stack).get(killer).number("attempts") == stack.settings.max_attempts
+    # Counted on the record, not by SQS receives: exactly max_attempts real attempts, whatever the machine's load
+    assert _store(stack).get(killer).number("crashes") == stack.settings.max_attempts
     assert all([n["event_type"] for n in notes[j]] == ["upscale.succeeded"] for j in others)
 
 
@@ -132,7 +133,7 @@ def test_sigterm_to_a_busy_worker_gives_the_item_back_and_exits_within_the_notic
     signalled = time.time()
     assert stack.batch.signal(victim, signal.SIGTERM)  # spot reclaim: two minutes' notice
     wait(lambda: victim.stopped_at is not None, timeout=60, what="the worker to exit")
-    assert victim.stopped_at is not None and victim.stopped_at - signalled < 60  # well within the notice
+    assert victim.stopped_at is not None and victim.stopped_at - signalled < 100  # within the 110 s stop timeout
     summary = victim.summary
     assert victim.exit_code == 0 and summary.get("reason") == "stop signal"
     assert summary["released"] + summary["done"] >= 1  # the image in hand: given back, or finished

@@ -44,9 +44,9 @@ def test_models_build_and_list(tmp_path, monkeypatch) -> None:
     built = runner.invoke(app, ["models", "build", "--model", "animevideov3", "--precision", "fp16"])
     assert built.exit_code == 0, built.output
     assert "realesrgan-animevideov3-fp16.onnx" in read_manifest(tmp_path)
-    listed = runner.invoke(app, ["models", "list"])
+    listed = runner.invoke(app, ["models", "list", "--wide"])
     assert listed.exit_code == 0
-    rows = {tuple(line.split("│")[1:3]): line for line in listed.output.splitlines() if "│" in line}
+    rows = {tuple(line.split("│")[2:4]): line for line in listed.output.splitlines() if "│" in line}
     by_key = {(name.strip(), prec.strip()): line for (name, prec), line in rows.items()}
     assert by_key[("animevideov3", "fp16")].rstrip(" │").endswith("yes")
     assert by_key[("x4plus", "fp32")].rstrip(" │").endswith("no")

@@ -37,10 +37,11 @@ def test_folder_in_folder_out(tmp_path) -> None:
     result = runner.invoke(app, ["upscale", str(source), str(target), "--model", "animevideov3", "--scale", "2"])
 
     assert result.exit_code == 1, result.output  # something was skipped
-    assert sorted(p.name for p in target.iterdir()) == ["phone.jpg", "scan.png.png", "scan.tiff.tif"]
+    assert sorted(p.name for p in target.iterdir()) == ["phone.jpg", "scan.png", "scan.tif"]  # no scan.png.png
     assert Image.open(target / "phone.jpg").size == (40, 24)
     assert "3 of 4 images upscaled" in result.output
-    assert "notes.txt" in result.output and "not a recognised image" in result.output
+    # the sentence `upscaler validate` prints for it
+    assert "notes.txt: This file is a text file, not an image." in result.output
     assert ".DS_Store" not in result.output
 
 

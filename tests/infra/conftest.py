@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk import CfnElement
 from aws_cdk.assertions import Template
 
 from infra.app import build_app
@@ -23,6 +24,7 @@ from infra.stack import UpscalerStack
 
 WEBHOOK_SUCCEEDED = "https://hooks.example.com/upscaled"
 WEBHOOK_ALL = "https://ops.example.com/all-events"
+JWT_ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example1"
 VARIANT_CONTEXT = {
     "upscaler:stack_name": "UpscalerVariant",
     "upscaler:on_demand_max_vcpus": "8",  # strings, as `-c key=value` delivers them
@@ -30,6 +32,9 @@ VARIANT_CONTEXT = {
     "upscaler:alarm_email": "ops@example.com",
     "upscaler:retain_data": "false",
     "upscaler:intake_reserved_concurrency": "8",
+    "upscaler:api_jwt_issuer": JWT_ISSUER,  # the HTTP API takes the issuer's tokens instead of SigV4
+    "upscaler:api_jwt_audience": "client-one,client-two",
+    "upscaler:api_web": "false",
     "upscaler:webhooks": json.dumps([
         {"url": WEBHOOK_SUCCEEDED, "filter_policy": {"event_type": ["upscale.succeeded"]}},
         WEBHOOK_ALL,
@@ -53,7 +58,9 @@ class Synthesized:
         return found["Properties"]
 
     def logical_id(self, construct: Any) -> str:
-        return str(self.stack.resolve(self.stack.get_logical_id(construct.node.default_child)))
+        """Of an L2 construct's resource, or of an L1 resource itself."""
+        element = construct if isinstance(construct, CfnElement) else construct.node.default_child
+        return str(self.stack.resolve(self.stack.get_logical_id(element)))
 
     def role_statements(self, role_construct: Any) -> list[dict[str, Any]]:
         """Every statement of the inline policies attached to one role."""
@@ -93,5 +100,6 @@ def default(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def variant(cdk_context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
-    """Webhooks, an on-demand environment, NAT egress, alarm e-mail, no data retention."""
+    """Webhooks, an on-demand environment, NAT egress, alarm e-mail, no data retention; a JWT-authorized API
+    without the try-it page."""
     yield synthesize({**cdk_context, **VARIANT_CONTEXT}, tmp_path_factory.mktemp("cdk-variant"))

@@ -11,8 +11,15 @@ from typing import Any
 from aws_cdk import Validations
 
 from infra.config import REPO_ROOT
-from infra.constructs.batch import WORKER_DOCKERFILE
-from infra.constructs.instance_guard import IMDS_BLOCK_SCRIPT, SCRIPT_PATH, SERVICE_NAME, WORKER_UID
+from infra.constructs.batch import GPU_AMI_PARAMETER, WORKER_DOCKERFILE
+from infra.constructs.instance_guard import (
+    AGENT_DROP_IN,
+    AGENT_DROP_IN_PATH,
+    IMDS_BLOCK_SCRIPT,
+    SCRIPT_PATH,
+    SERVICE_NAME,
+    WORKER_UID,
+)
 from infra.stack import component_environment
 
 
@@ -29,7 +36,8 @@ def test_spot_gpu_environment_scales_to_zero_on_the_nvidia_ecs_ami(default: Any)
     assert resources["MinvCpus"] == 0
     assert resources["MaxvCpus"] == default.config.max_vcpus
     assert sorted(resources["InstanceTypes"]) == sorted(["g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g4dn.2xlarge"])
-    assert resources["Ec2Configuration"] == [{"ImageType": "ECS_AL2023_NVIDIA"}]
+    (image,) = resources["Ec2Configuration"]
+    assert image["ImageType"] == "ECS_AL2023_NVIDIA"
     assert resources["Subnets"]  # private subnets of the stack's VPC
     assert resources["SecurityGroupIds"] == [{"Fn::GetAtt": [
         default.logical_id(default.stack.network.worker_security_group), "GroupId"]}]
@@ -76,7 +84,7 @@ def test_job_definition_reserves_one_gpu_memory_and_a_timeout(default: Any) -> N
     assert requirements == {"GPU": "1", "MEMORY": str(settings.worker_memory_mib),
                             "VCPU": str(default.config.worker_vcpus)}
     assert definition["Timeout"] == {"AttemptDurationSeconds": settings.worker_timeout_seconds}
-    assert definition["JobDefinitionName"] == settings.job_definition
+    assert "JobDefinitionName" not in definition  # CloudFormation names it: a second stack fits beside it
     assert definition["PlatformCapabilities"] == ["EC2"]
     assert "Command" not in container  # the image's ENTRYPOINT is `python -m gpu_batch.worker`
 
@@ -94,14 +102,17 @@ def test_worker_environment_is_the_settings_with_the_generated_names(default: An
     expected_literals = {k: v for k, v in component_environment(settings).items()
                          if k not in {"UPSCALER_REGION", "UPSCALER_INPUT_BUCKET", "UPSCALER_OUTPUT_BUCKET",
                                       "UPSCALER_JOBS_TABLE", "UPSCALER_TOPIC_ARN", "UPSCALER_WORK_QUEUE_URL",
-                                      "UPSCALER_MAX_WORKERS"}}
+                                      "UPSCALER_MAX_WORKERS", "UPSCALER_JOB_QUEUE", "UPSCALER_JOB_DEFINITION"}}
     assert {k: environment[k] for k in expected_literals} == expected_literals
     storage = default.stack.storage
     assert environment["UPSCALER_OUTPUT_BUCKET"] == {"Ref": default.logical_id(storage.output_bucket)}
     assert environment["UPSCALER_REGION"] == {"Ref": "AWS::Region"}
     assert environment["UPSCALER_WORK_QUEUE_URL"] == {"Ref": default.logical_id(default.stack.work.queue)}
-    assert environment["UPSCALER_MAX_WORKERS"] == str(default.config.max_workers) == "4"  # 16 vCPUs / 4 each
+    # 16 vCPUs of types up to 2xlarge (8 vCPUs, one GPU): two workers are sure to fit, whichever Batch picks
+    assert environment["UPSCALER_MAX_WORKERS"] == str(default.config.max_workers) == "2"
     assert "UPSCALER_MODEL_DIR" not in environment  # the image's own /opt/models stays in force
+    # The workers start no jobs: no queue or definition name that could be mistaken for this stack's.
+    assert "UPSCALER_JOB_QUEUE" not in environment and "UPSCALER_JOB_DEFINITION" not in environment
 
 
 def test_worker_image_is_built_from_the_gpu_dockerfile_as_an_asset(default: Any) -> None:
@@ -143,6 +154,18 @@ def test_user_data_installs_the_imds_block_as_a_boot_service(default: Any) -> No
     assert script.rstrip().endswith(f"systemctl enable --now {SERVICE_NAME}.service")
     result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_ecs_agent_does_not_start_when_the_imds_block_fails(default: Any) -> None:
+    """Fail closed: ecs.service requires the block (Requires= + After=), not merely runs after it."""
+    script = _user_data_script(default)
+    assert f"/etc/systemd/system/ecs.service.d/10-{SERVICE_NAME}.conf" == AGENT_DROP_IN_PATH
+    assert f"cat > {AGENT_DROP_IN_PATH} <<'UNIT'\n{AGENT_DROP_IN}UNIT\n" in script
+    assert AGENT_DROP_IN.splitlines() == ["[Unit]", f"Requires={SERVICE_NAME}.service", f"After={SERVICE_NAME}.service"]
+    # The drop-in exists before systemd reloads and before the block (and so the agent) can start.
+    order = [script.index(text) for text in ("mkdir -p /etc/systemd/system/ecs.service.d", AGENT_DROP_IN_PATH,
+                                             "systemctl daemon-reload", f"systemctl enable --now {SERVICE_NAME}")]
+    assert order == sorted(order)
 
 
 FAKE_IPTABLES = """#!/bin/bash
@@ -196,3 +219,72 @@ def test_the_instance_role_acknowledgment_names_the_real_protection(default: Any
     (text,) = [t for t in texts if "AmazonEC2ContainerServiceforEC2Role" in t]
     assert "user data rejects IMDS traffic" in text
     assert "(IMDS hop limit 1)" not in text  # host networking: the hop limit protects nothing
+
+
+def test_spot_warnings_reach_the_scaler_which_may_stop_worker_jobs(default: Any) -> None:
+    """Finding 4: ECS spot draining stops only service tasks; the scaler terminates the Batch jobs on the
+    instance at the warning, so the worker gets SIGTERM within the two-minute notice."""
+    scaler = default.stack.scaler
+    default.template.has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
+        "Targets": [{"Arn": {"Fn::GetAtt": [default.logical_id(scaler.function), "Arn"]}}]})
+    stop = default.statement(scaler.handler.role, "EndSupersededWorkers")
+    assert stop["Action"] == "batch:TerminateJob"
+    find = default.statement(scaler.handler.role, "FindWorkerInstances")
+    assert find["Action"] == "ecs:DescribeContainerInstances"
+
+
+def test_the_sweeper_runs_on_a_schedule_with_its_index_and_queues(default: Any) -> None:
+    """Finding 8: nobody retried intake's unfinished work; the sweeper finds every open record by its index."""
+    sweeper, storage, intake = default.stack.sweeper, default.stack.storage, default.stack.intake
+    default.template.has_resource_properties("AWS::Events::Rule", {
+        "ScheduleExpression": "rate(5 minutes)",
+        "Targets": [{"Arn": {"Fn::GetAtt": [default.logical_id(sweeper.function), "Arn"]}}]})
+    table = default.raw["Resources"][default.logical_id(storage.table)]["Properties"]
+    (index,) = [i for i in table["GlobalSecondaryIndexes"] if i["IndexName"] == "sweep"]
+    assert (index["IndexName"], [k["AttributeName"] for k in index["KeySchema"]]) == ("sweep", ["sweep_shard",
+                                                                                               "sweep_at"])
+    query = default.statement(sweeper.handler.role, "DueRecords")
+    assert query["Action"] == "dynamodb:Query"
+    redrive = default.statement(sweeper.handler.role, "RedriveUploads")
+    assert redrive["Resource"] == {"Fn::GetAtt": [default.logical_id(intake.queue), "Arn"]}
+    env = default.raw["Resources"][default.logical_id(sweeper.function)]["Properties"]["Environment"]["Variables"]
+    assert env["UPSCALER_INTAKE_QUEUE_URL"] == {"Ref": default.logical_id(intake.queue)}
+
+
+def test_the_batch_job_timeout_leaves_room_for_an_image_taken_late(default: Any) -> None:
+    """Finding 11: the timeout was worker_max + visibility + 300 s, shorter than an image may legitimately run."""
+    settings = default.config.settings
+    definition = default.one("AWS::Batch::JobDefinition")
+    assert definition["Timeout"]["AttemptDurationSeconds"] >= settings.worker_max_seconds + settings.max_item_seconds
+
+
+def test_new_instances_boot_what_the_last_deploy_set(default: Any, variant: Any) -> None:
+    """The launch template is named by version (a user-data change is a new version, which changes the compute
+    environment and so makes Batch update its infrastructure), and the AMI is resolved at every deploy."""
+    for synth in (default, variant):
+        template_id = synth.logical_id(synth.stack.gpu.launch_template)
+        for environment in _compute_environments(synth):
+            resources = environment["ComputeResources"]
+            assert resources["LaunchTemplate"] == {
+                "LaunchTemplateId": {"Ref": template_id},
+                "Version": {"Fn::GetAtt": [template_id, "LatestVersionNumber"]},
+            }
+            (image,) = resources["Ec2Configuration"]
+            parameter = synth.raw["Parameters"][image["ImageIdOverride"]["Ref"]]
+            assert parameter == {"Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+                                 "Default": GPU_AMI_PARAMETER}
+            # ignored next to an AMI id; the deploy's parameter resolution refreshes it instead
+            assert resources["UpdateToLatestImageVersion"] is False
+            assert environment["ReplaceComputeEnvironment"] is False  # updated in place, jobs keep running
+
+
+def test_job_and_execution_roles_trust_only_this_accounts_ecs_tasks(default: Any) -> None:
+    for role in (default.stack.gpu.job_role, default.stack.gpu.execution_role):
+        (statement,) = default.raw["Resources"][default.logical_id(role)]["Properties"]["AssumeRolePolicyDocument"][
+            "Statement"]
+        assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+        assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        source_arn = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Join"][1]
+        assert source_arn == ["arn:", {"Ref": "AWS::Partition"}, ":ecs:", {"Ref": "AWS::Region"}, ":",
+                              {"Ref": "AWS::AccountId"}, ":*"]

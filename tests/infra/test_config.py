@@ -80,7 +80,8 @@ def test_other_context_keys_are_ignored() -> None:
     ({"upscaler:log_retention_days": 10}, "CloudWatch's values"),
     ({"upscaler:vpc_id": "my-vpc"}, "vpc-0123"),
     ({"upscaler:upload_prefix": "/uploads"}, "upload_prefix must end with '/'"),
-    ({"upscaler:max_attempts": 200}, "1..100"),
+    ({"upscaler:max_attempts": 200}, "max_attempts"),
+    ({"upscaler:max_receives": 2000}, "1..1000"),
     ({"upscaler:worker_idle_seconds": 5}, "at least 20"),
     ({"upscaler:worker_max_seconds": 30, "upscaler:worker_idle_seconds": 60}, "at least worker_idle_seconds"),
     ({"upscaler:log_level": "LOUD"}, "use DEBUG, INFO"),
@@ -91,6 +92,11 @@ def test_other_context_keys_are_ignored() -> None:
      "unknown event types ['upscale.done']"),
     ({"upscaler:webhooks": ["https://a.example", "https://a.example"]}, "subscribed twice"),
     ({"upscaler:webhooks": [{"url": "https://a.example", "headers": {}}]}, "each webhook is a URL"),
+    # what `-c key=value` gets wrong most: the key named, and what it expects
+    ({"upscaler:max_vcpus": "lots"}, "upscaler:max_vcpus='lots': expected an integer"),
+    ({"upscaler:max_attempts": "x"}, "upscaler:max_attempts='x': expected an integer"),
+    ({"upscaler:default_scale": "big"}, "upscaler:default_scale='big': expected a number"),
+    ({"upscaler:webhooks": "[not json"}, "upscaler:webhooks='[not json': expected a JSON list"),
 ])
 def test_invalid_config_fails_with_a_message_naming_the_problem(context: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as raised:

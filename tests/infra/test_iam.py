@@ -6,7 +6,8 @@ from typing import Any
 
 # The only actions that may use Resource "*": AWS offers no resource-level permissions for them.
 UNSCOPABLE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ecr:GetAuthorizationToken",
-                      "ec2:DescribeManagedPrefixLists"}  # the deploy-time prefix-list lookup (network.py)
+                      "ec2:DescribeManagedPrefixLists",  # the deploy-time prefix-list lookup (network.py)
+                      "batch:DescribeJobs"}  # the scaler finds the workers on a spot instance about to go
 
 
 def _objects(synth: Any, bucket: Any, prefix: str) -> dict[str, Any]:
@@ -25,7 +26,8 @@ def test_intake_reads_only_uploads_and_writes_only_rejected(default: Any) -> Non
     role, settings = default.stack.intake.handler.role, default.config.settings
     bucket = default.stack.storage.input_bucket
     s3_statements = _s3_statements(default.role_statements(role))
-    assert {s["Sid"] for s in s3_statements} == {"ReadAndMoveUploads", "WriteRejected"}
+    assert {s["Sid"] for s in s3_statements} == {"ReadAndMoveUploads", "WriteRejected", "SeeMissingUploads"}
+    _assert_lists_only(default, role, "SeeMissingUploads", bucket, settings.upload_prefix)
     read = default.statement(role, "ReadAndMoveUploads")
     assert read["Resource"] == _objects(default, bucket, settings.upload_prefix)
     assert not any(a.startswith("s3:Put") for a in read["Action"])
@@ -52,7 +54,7 @@ def test_work_queue_access_is_least_privilege(default: Any) -> None:
     work = {"Fn::GetAtt": [default.logical_id(default.stack.work.queue), "Arn"]}
     drain = default.statement(default.stack.gpu.job_role, "DrainWorkQueue")
     assert (sorted(drain["Action"]), drain["Resource"]) == (
-        ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"], work)
+        ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage", "sqs:SendMessage"], work)
     send = default.statement(default.stack.intake.handler.role, "SendWorkItems")
     assert (sorted(send["Action"]), send["Resource"]) == (["sqs:GetQueueAttributes", "sqs:SendMessage"], work)
     depth = default.statement(default.stack.scaler.handler.role, "ReadWorkQueueDepth")
@@ -61,21 +63,32 @@ def test_work_queue_access_is_least_privilege(default: Any) -> None:
                         for st in default.role_statements(r)
                         for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
                         if a.startswith("sqs:")}
-    assert "sqs:SendMessage" not in {a for st in default.role_statements(default.stack.gpu.job_role)
-                                     for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    worker_sqs = [st for st in default.role_statements(default.stack.gpu.job_role)
+                  if any(a.startswith("sqs:") for a in _listify(st["Action"]))]
+    assert [st["Resource"] for st in worker_sqs] == [work]  # a give-back's fresh copy: to its own queue only
     assert every_sqs_action  # the intake's event source mapping grants its own receive on the intake queue
 
 
 def test_worker_reads_inputs_and_writes_outputs_only(default: Any) -> None:
     role, settings, storage = default.stack.gpu.job_role, default.config.settings, default.stack.storage
     s3_statements = _s3_statements(default.role_statements(role))
-    assert {s["Sid"] for s in s3_statements} == {"ReadUploads", "WriteAndPresignOutputs"}
+    assert {s["Sid"] for s in s3_statements} == {"ReadUploads", "WriteAndPresignOutputs", "SeeMissingOutputs"}
     read = default.statement(role, "ReadUploads")
     assert read["Resource"] == _objects(default, storage.input_bucket, settings.upload_prefix)
     assert set(read["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
     write = default.statement(role, "WriteAndPresignOutputs")
     assert write["Resource"] == _objects(default, storage.output_bucket, settings.output_prefix)
-    assert "s3:DeleteObject" not in write["Action"]
+    # Delete only a current version (a delete marker), never DeleteObjectVersion: nothing written is lost
+    assert "s3:DeleteObject" in write["Action"] and "s3:DeleteObjectVersion" not in write["Action"]
+    _assert_lists_only(default, role, "SeeMissingOutputs", storage.output_bucket, settings.output_prefix)
+
+
+def _assert_lists_only(synth: Any, role: Any, sid: str, bucket: Any, prefix: str) -> None:
+    """ListBucket under one prefix: a HEAD of a missing key answers 404 instead of 403."""
+    listing = synth.statement(role, sid)
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Resource"] == {"Fn::GetAtt": [synth.logical_id(bucket), "Arn"]}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
 
 
 def test_job_records_and_notifications_are_scoped_to_this_stack(default: Any) -> None:

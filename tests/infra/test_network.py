@@ -149,3 +149,33 @@ def test_queues_named_for_the_workers_get_an_sqs_endpoint_limited_to_them(tmp_pa
     (statement,) = endpoint["PolicyDocument"]["Statement"]
     assert statement["Resource"] == [{"Fn::GetAtt": [stack.resolve(stack.get_logical_id(q.node.default_child)),
                                                      "Arn"]} for q in queues]
+
+
+
+def test_dns_firewall_answers_only_aws_names_in_the_workers_vpc(default: Any, variant: Any) -> None:
+    from infra.constructs.network import DNS_ALLOWED_DOMAINS
+
+    for synth in (default, variant):
+        lists = {name: r["Properties"]["Domains"] for name, r in synth.resources(
+            "AWS::Route53Resolver::FirewallDomainList").items()}
+        group = synth.one("AWS::Route53Resolver::FirewallRuleGroup")
+        rules = sorted(group["FirewallRules"], key=lambda r: r["Priority"])
+        allow, block = rules
+        assert allow["Action"] == "ALLOW"
+        assert lists[allow["FirewallDomainListId"]["Fn::GetAtt"][0]] == DNS_ALLOWED_DOMAINS
+        assert block["Action"] == "BLOCK" and block["BlockResponse"] == "NXDOMAIN"
+        assert lists[block["FirewallDomainListId"]["Fn::GetAtt"][0]] == ["*"]  # everything else
+        association = synth.one("AWS::Route53Resolver::FirewallRuleGroupAssociation")
+        assert association["VpcId"] == {"Ref": synth.logical_id(synth.stack.network.vpc)}
+        assert association["FirewallRuleGroupId"] == {"Fn::GetAtt": [synth.logical_id(synth.stack.network.dns_firewall),
+                                                                     "Id"]}
+    for domain in ("*.amazonaws.com", "amazonaws.com", "*.compute.internal", "*.ec2.internal"):
+        assert domain in DNS_ALLOWED_DOMAINS
+
+
+def test_dns_firewall_can_be_turned_off() -> None:
+    stack = Stack(App(), "Probe")
+    network = Network(stack, "Network", config=InfraConfig(dns_firewall=False),
+                      log_retention=logs.RetentionDays.ONE_DAY)
+    assert network.dns_firewall is None
+    assert not [c for c in stack.node.find_all() if "Dns" in c.node.id]

@@ -58,7 +58,8 @@ def test_alarm_topic_policy_lets_this_accounts_alarms_publish(default: Any) -> N
 
 
 def test_webhooks_subscribe_over_https_with_filter_policy_and_dead_letter_queue(default: Any, variant: Any) -> None:
-    assert not default.resources("AWS::SNS::Subscription")
+    # The default stack's one subscription is the per-request delivery queue (test_webhook_delivery.py).
+    assert [s["Properties"]["Protocol"] for s in default.resources("AWS::SNS::Subscription").values()] == ["sqs"]
     subscriptions = {s["Properties"]["Endpoint"]: s["Properties"]
                      for s in variant.resources("AWS::SNS::Subscription").values()
                      if s["Properties"]["Protocol"] == "https"}
@@ -98,8 +99,12 @@ def test_the_work_dlq_drains_into_the_notifier(default: Any) -> None:
         "FunctionName": {"Ref": default.logical_id(notifier.function)},
         "FunctionResponseTypes": ["ReportBatchItemFailures"]})
     queue = default.raw["Resources"][default.logical_id(work.queue)]["Properties"]
-    assert queue["RedrivePolicy"]["maxReceiveCount"] == default.config.settings.max_attempts
+    # a backstop only: real attempts are counted on the job record
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == default.config.settings.max_receives
     assert queue["VisibilityTimeout"] == default.config.settings.work_visibility_seconds
+    dlq = default.raw["Resources"][default.logical_id(work.dead_letter_queue)]["Properties"]
+    notifier_timeout = default.raw["Resources"][default.logical_id(notifier.function)]["Properties"]["Timeout"]
+    assert dlq["VisibilityTimeout"] >= 6 * notifier_timeout  # finding 11: was SQS's default 30 s = the timeout
 
 
 def test_the_scaler_runs_every_minute_and_when_a_worker_job_of_this_queue_ends(default: Any) -> None:

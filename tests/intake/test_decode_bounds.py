@@ -57,7 +57,7 @@ def test_a_progressive_jpeg_with_tens_of_thousands_of_scans_is_refused_quickly()
     elapsed = time.perf_counter() - started
     assert (verdict.accepted, verdict.code) == (False, RejectionCode.DECODE_TOO_COSTLY)
     assert f"more than {MAX_JPEG_SCANS} scans" in verdict.message and "save it again" in verdict.message
-    assert elapsed < 1.0  # counted, never decoded (decoding would take many minutes)
+    assert elapsed < 30  # counted, never decoded (decoding would take many minutes, even on a quiet machine)
 
 
 def test_the_scan_count_refuses_from_the_header_bytes_when_the_scans_are_there() -> None:

@@ -108,3 +108,24 @@ def test_output_key(key: str, fmt: OutputFormat, expected: str) -> None:
 
 def test_rejected_key_keeps_the_relative_path() -> None:
     assert rejected_key_for("uploads/a/b c.jpg", SETTINGS) == "rejected/a/b c.jpg"
+
+
+def test_an_invalid_option_keeps_what_was_asked() -> None:
+    from functions.intake.options import AskedOptions, asked_options
+
+    unknown = parse_options({"model": "x8-ultra", "scale": "2x"}, SETTINGS)
+    assert isinstance(unknown, InvalidOption)
+    assert asked_options(unknown) == AskedOptions(model="x8-ultra", scale=2.0, strength=1.0)
+    too_big = parse_options({"scale": "16", "strength": "50%"}, SETTINGS)
+    assert isinstance(too_big, InvalidOption) and too_big.name == "scale"
+    assert asked_options(too_big) == AskedOptions(model="x4plus", scale=None, strength=0.5)
+    valid = parse_options({"model": "photo-jpeg", "scale": "3"}, SETTINGS)
+    assert asked_options(valid) == AskedOptions(model="photo-jpeg", scale=3.0, strength=1.0)
+
+
+def test_the_cli_spelling_names_its_own_options() -> None:
+    from functions.intake.options import CLI_OPTION
+
+    found = parse_options({"strength": "150%"}, SETTINGS, label=CLI_OPTION)
+    assert isinstance(found, InvalidOption) and "--strength" in found.message and "x-amz-meta" not in found.message
+    assert parse_options({"strength": "50%"}, SETTINGS, label=CLI_OPTION).strength == 0.5  # type: ignore[union-attr]

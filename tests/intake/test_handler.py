@@ -168,6 +168,23 @@ def test_rejected_upload_is_moved_recorded_and_notified(aws_stack: Any, run: Any
     assert by_reason and by_reason[0]["reason"] == "UNSUPPORTED_FORMAT"
 
 
+@pytest.mark.parametrize(("metadata", "model", "scale"), [
+    ({"scale": "16"}, "x4plus", None),  # 16 is outside the schema's 1..4: null, and the message says 16
+    ({"model": "x8-ultra", "scale": "2"}, "x8-ultra", 2.0),  # an unknown model is reported as given
+])
+def test_an_invalid_option_is_reported_as_given_not_as_the_default(
+        aws_stack: Any, run: Any, events: SimpleNamespace, corpus: dict[str, bytes], metadata: dict[str, str],
+        model: str, scale: float | None) -> None:
+    obj = aws_stack.put("uploads/asked.png", corpus["photo.png"], metadata=metadata)
+    assert run(events.upload_message(obj)) == {"batchItemFailures": []}
+    (envelope,) = aws_stack.notifications()
+    message = json.loads(envelope["Message"])
+    validate_notification(message)
+    assert message["error"]["code"] == "INVALID_OPTION"
+    assert (message["model"], message["scale"]) == (model, scale)
+    assert repr(next(iter(metadata.values()))) in message["error"]["message"]
+
+
 @pytest.mark.parametrize("key", [
     "uploads/with space.png",
     "uploads/a+b.png",

@@ -16,11 +16,12 @@ from recording_batch import RecordingBatch, serving
 from common import aws
 from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
 from common.jobs import JobStore
-from common.scaling import WorkerScaler, WorkerSlots, max_workers_for
+from common.scaling import WorkerScaler, WorkerSlots
 from common.settings import Settings
 from common.work_queue import WorkQueue
 from common.worker_backends import BatchWorkerBackend, worker_job_name
 from functions.scaler import handler
+from infra.config import InfraConfig, worker_capacity
 from local_stack.batch_events import batch_job_state_change
 from local_stack.resources import create_jobs_table, create_queue
 
@@ -33,10 +34,18 @@ class Clock:
         return self.t
 
 
+class Context:
+    """The Lambda context the handler's Powertools decorators read."""
+
+    function_name, memory_limit_in_mb, aws_request_id = "scaler", 256, "req-1"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:scaler"
+
+
 @dataclass
 class Backend:
     started: list[tuple[int, str]] = field(default_factory=list)
     terminated: list[tuple[str, str]] = field(default_factory=list)
+    placements: dict[str, str] = field(default_factory=dict)  # job id -> instance id
     fail: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,7 +61,7 @@ class Backend:
             self.terminated.append((job_id, reason))
 
     def jobs_on_instance(self, instance_id: str, job_ids: Sequence[str]) -> list[str]:
-        return []
+        return [j for j in job_ids if self.placements.get(j) == instance_id]
 
 
 @dataclass
@@ -144,8 +153,60 @@ def test_the_longest_wait_for_a_gpu_is_reported(world: World) -> None:
     assert world.scaler().ensure().oldest_start_wait == pytest.approx(500)
 
 
-def test_max_workers_follows_the_compute_environment() -> None:
-    assert (max_workers_for(16, 4), max_workers_for(16, 8), max_workers_for(2, 4)) == (4, 2, 1)
+def test_max_workers_counts_the_vcpus_a_worker_really_spends_on_the_allowed_types() -> None:
+    """Finding 9: Batch may place 8-vCPU, 1-GPU types; a 16-vCPU environment then holds 2 workers, not 4."""
+    assert worker_capacity(16, 4, ("g5.xlarge", "g4dn.xlarge")) == 4
+    assert worker_capacity(16, 4, ("g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g4dn.2xlarge")) == 2
+    assert worker_capacity(96, 4, ("g5.12xlarge",)) == 8  # 4 GPUs per 48 vCPUs
+    assert worker_capacity(16, 4, ("g5",)) == 1  # a family alone may mean g5.16xlarge: one GPU for 64 vCPUs
+    assert InfraConfig().max_workers == worker_capacity(16, 4, InfraConfig().instance_types)
+
+
+def test_a_slot_reused_after_its_grace_first_terminates_the_job_still_waiting_for_a_gpu(world: World) -> None:
+    """Finding 9: with no GPU capacity, each grace period submitted another job for the same slot, and the
+    RUNNABLE ones piled up; now the superseded job is terminated before its slot is reused."""
+    world.enqueue(1)
+    first = world.scaler(max_workers=1).ensure()
+    (_, old_job), = first.started
+    world.clock.t += 601  # no capacity: it waited its whole grace without starting
+    second = world.scaler(max_workers=1).ensure()
+    assert world.starter.terminated == [(old_job, "superseded: its worker slot 0 was given to a new job")]
+    assert second.cancelled == (old_job,) and len(second.started) == 1
+    world.clock.t += 601
+    third = world.scaler(max_workers=1).ensure()
+    assert [j for j, _ in world.starter.terminated] == [old_job, second.started[0][1]]
+    assert len(third.started) == 1  # at any time, one job per slot at most: never a pile
+
+
+def test_a_spot_warning_stops_the_workers_on_that_instance_only(world: World) -> None:
+    world.enqueue(3)
+    started = world.scaler().ensure().started
+    jobs = [job for _, job in started]
+    world.starter.placements = {jobs[0]: "i-doomed", jobs[1]: "i-doomed", jobs[2]: "i-other"}
+    stopped = world.scaler().stop_workers_on_instance("i-doomed")
+    assert sorted(stopped) == sorted(jobs[:2])
+    assert {j for j, reason in world.starter.terminated} == set(jobs[:2])
+    assert all("spot interruption" in reason for _, reason in world.starter.terminated)
+
+
+def test_the_batch_backend_finds_the_jobs_on_an_instance_through_ecs() -> None:
+    from botocore.stub import Stubber
+
+    batch, ecs = aws.client("batch", Settings()), aws.client("ecs", Settings())
+    backend = BatchWorkerBackend(batch_client=batch, ecs_client=ecs, job_queue="q", job_definition="d")
+    arn = "arn:aws:ecs:us-east-1:123456789012:container-instance/batch-cluster/abc123"
+    with Stubber(batch) as batch_stub, Stubber(ecs) as ecs_stub:
+        batch_stub.add_response("describe_jobs", {"jobs": [
+            {"jobId": "j1", "jobName": "w", "jobQueue": "q", "status": "RUNNING", "startedAt": 1,
+             "jobDefinition": "d", "container": {"containerInstanceArn": arn}},
+            {"jobId": "j2", "jobName": "w", "jobQueue": "q", "status": "RUNNABLE", "startedAt": 1,
+             "jobDefinition": "d"}]}, {"jobs": ["j1", "j2"]})
+        ecs_stub.add_response("describe_container_instances", {"containerInstances": [
+            {"containerInstanceArn": arn, "ec2InstanceId": "i-doomed"}]},
+            {"cluster": "batch-cluster", "containerInstances": [arn]})
+        batch_stub.add_response("terminate_job", {}, {"jobId": "j1", "reason": "spot"})
+        assert backend.jobs_on_instance("i-doomed", ["j1", "j2"]) == ["j1"]
+        backend.terminate("j1", "spot")
 
 
 def test_batch_backend_submits_a_worker_job_with_its_slot() -> None:
@@ -180,10 +241,6 @@ def _scale_through_the_lambda(world: World, recorder: RecordingBatch, batch_url:
     handler.get_scaler.cache_clear()
     world.enqueue(3)
 
-    class Context:
-        function_name, memory_limit_in_mb, aws_request_id = "scaler", 256, "req-1"
-        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:scaler"
-
     try:
         scheduled = {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
         assert handler.lambda_handler(scheduled, Context())["started"] == 2
@@ -195,3 +252,29 @@ def _scale_through_the_lambda(world: World, recorder: RecordingBatch, batch_url:
         assert result["freed_slot"] is True and result["started"] == 1  # a new worker for the items left
     finally:
         handler.get_scaler.cache_clear()
+
+
+def test_the_lambda_routes_a_spot_warning_to_stop_the_workers_on_that_instance(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 4: ECS spot draining never stops a Batch job; the EventBridge warning now does, through the scaler."""
+    recorder = RecordingBatch()
+    with serving(recorder) as batch_url:
+        for name, value in world.settings.replace(job_backend="local", local_batch_url=batch_url,
+                                                  max_workers=2).to_env().items():
+            monkeypatch.setenv(name, value)
+        handler.get_scaler.cache_clear()
+        world.enqueue(2)
+
+        try:
+            handler.lambda_handler({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}},
+                                   Context())
+            recorder.placements = {"local-job-1": "i-0abc", "local-job-2": "i-0def"}
+            warning = {"version": "0", "id": "e1", "detail-type": "EC2 Spot Instance Interruption Warning",
+                       "source": "aws.ec2", "account": "123456789012", "time": "2026-12-07T10:00:00Z",
+                       "region": "us-east-1", "resources": ["arn:aws:ec2:us-east-1b:instance/i-0abc"],
+                       "detail": {"instance-id": "i-0abc", "instance-action": "terminate"}}
+            assert handler.lambda_handler(warning, Context()) == {"instance_id": "i-0abc",
+                                                                  "stopped": ["local-job-1"]}
+        finally:
+            handler.get_scaler.cache_clear()
+    assert [job for job, _ in recorder.terminated] == ["local-job-1"]

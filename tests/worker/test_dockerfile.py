@@ -1,6 +1,7 @@
 """gpu_batch/Dockerfile cannot be built here (no Docker engine): check what it names exists and runs.
 
-Its Python packages are the `worker` extra of pyproject.toml, installed from the project's own metadata.
+Its Python packages are the `worker` extra of pyproject.toml as the lock pins it (requirements/worker.txt,
+exported from uv.lock with hashes: infra/lock.py; tests/infra/test_lock.py checks the export).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from infra.dependencies import extra_requirements
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "gpu_batch" / "Dockerfile"
 WORKER_EXTRA = "worker"
+WORKER_REQUIREMENTS = "requirements/worker.txt"  # infra/lock.py's `worker` target
 GPU_RUNTIME = "onnxruntime-gpu"
 # Never in the image: the CPU build would shadow the CUDA one (same module), the rest is local or dev only.
 NOT_IN_IMAGE = {"onnxruntime", "moto", "pytest", "ruff", "mypy", "ncnn", "scikit-image", "aws-cdk-lib"}
@@ -78,16 +80,14 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
         assert ignored(heavy), f".dockerignore should keep {heavy} out of the build context"
 
 
-def test_dependencies_are_installed_from_the_project_metadata_before_the_code():
-    """One `pip install '.[worker]'` with only pyproject.toml copied: cached until pyproject.toml changes."""
+def test_dependencies_are_installed_from_the_lock_before_the_code():
+    """One hashed `pip install -r requirements/worker.txt` with only that file copied: cached until a pin changes."""
     found = instructions()
-    installs = [i for i, (kw, args) in enumerate(found)
-                if kw == "RUN" and "pip install" in args and f".[{WORKER_EXTRA}]" in shlex.split(args)]
-    assert len(installs) == 1, "the image installs its packages with one pip install '.[worker]'"
+    installs = [i for i, (kw, args) in enumerate(found) if kw == "RUN" and "pip install" in args]
+    assert len(installs) == 1, "the image installs its packages with one pip install"
+    assert f"pip install --require-hashes --no-deps -r {WORKER_REQUIREMENTS}" in found[installs[0]][1]
     copied_before = [shlex.split(args)[:-1] for kw, args in found[:installs[0]] if kw == "COPY"]
-    assert copied_before == [["pyproject.toml"]], copied_before
-    runs = " ".join(args for kw, args in found if kw == "RUN")
-    assert "requirements" not in runs and "--no-deps" not in runs  # no second, hand-kept list
+    assert copied_before == [[WORKER_REQUIREMENTS]], copied_before
 
 
 def test_the_worker_extra_takes_the_cuda_runtime_and_nothing_local():
@@ -102,21 +102,12 @@ def test_the_worker_extra_takes_the_cuda_runtime_and_nothing_local():
     assert cuda_build.split(".")[0] == md.version("onnxruntime").split(".")[0]  # same major API as the tests run
 
 
-def test_pip_reads_the_worker_extra_from_pyproject_alone(tmp_path: Path):
-    """The image's dependency step, up to resolution: project metadata built from pyproject.toml alone."""
-    (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
-    (tmp_path / "README.md").touch()  # as the Dockerfile does
-    report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet",
-                           "--report", str(report), f".[{WORKER_EXTRA}]"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (item,) = json.loads(report.read_text())["install"]
-    assert item["requested_extras"] == [WORKER_EXTRA]
-    declared = [Requirement(r) for r in item["metadata"]["requires_dist"]]
-    in_worker = {canonicalize_name(r.name) for r in declared
-                 if r.marker is not None and r.marker.evaluate({"extra": WORKER_EXTRA})}
-    assert GPU_RUNTIME in in_worker and "upscaler" in in_worker  # the CUDA runtime and the shared extras
+def test_the_locked_requirements_pin_the_whole_worker_extra():
+    """Every package the worker extra names (and boto3) is pinned, the CUDA runtime among them, the CPU one not."""
+    pinned = {canonicalize_name(line.split("==")[0]) for line in (REPO / WORKER_REQUIREMENTS).read_text().splitlines()
+              if "==" in line and not line.startswith((" ", "#"))}
+    assert {canonicalize_name(r.name) for r in requirements()} <= pinned
+    assert GPU_RUNTIME in pinned and not pinned & NOT_IN_IMAGE
 
 
 def test_entrypoint_is_the_worker_module_and_it_imports():

@@ -115,3 +115,43 @@ def test_a_worker_whose_slot_was_given_to_another_stops(world: PipelineWorld, ki
     assert slots.acquire(0, grace_seconds=60)  # the scaler gave the slot to a new worker
     summary = run_worker(real_time_worker(world, worker_idle_seconds=30), slot=SlotLease(slots, 0, token))
     assert summary.reason.startswith("slot taken over")
+
+
+def test_an_image_waiting_behind_a_slow_terminal_step_keeps_its_lease(world: PipelineWorld, kit) -> None:
+    """Finding 5: the heartbeat stopped at upload's end while the image waited for the previous image's slow
+    publish, so its claim lapsed and another worker upscaled it again. Leases now live until settled."""
+    events = [world.upload(f"uploads/slow/{i}.png", kit.image(), FAST) for i in range(2)]
+    for event in events:
+        world.run_intake(event)
+    worker = real_time_worker(world, worker_idle_seconds=5, work_visibility_seconds=3, encode_workers=1)
+    sns = worker.lifecycle._notifier._sns
+    renewals: list[float] = []
+
+    class SlowSns:
+        """The first publish is held until the other image's lease has been renewed twice while it waits."""
+
+        def __getattr__(self, name: str):
+            return getattr(sns, name)
+
+        def publish(self, **kwargs):
+            if not renewals:
+                deadline = time.monotonic() + 60
+                while not (running := [e for e in events if world.record(e).state is JobState.RUNNING]):
+                    assert time.monotonic() < deadline, "the second image was never claimed"
+                    time.sleep(0.1)
+                waiting = running[0]
+                start = world.record(waiting).number("claim_until")
+                while time.monotonic() < deadline:
+                    now = world.record(waiting).number("claim_until")
+                    if now >= start + 2:  # two heartbeats (a second each) moved it on
+                        renewals.append(now - start)
+                        break
+                    time.sleep(0.1)
+            return sns.publish(**kwargs)
+
+    worker.lifecycle._notifier._sns = SlowSns()
+    summary = run_worker(worker)
+    assert renewals, "the waiting image's lease was not renewed during the other's slow terminal step"
+    assert summary.done == 2 and len(world.engine.calls) == 2  # nobody upscaled an image twice
+    assert all(world.record(e).state is JobState.SUCCEEDED and world.record(e).number("attempts") == 1
+               for e in events)

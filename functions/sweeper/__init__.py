@@ -1,0 +1,1 @@
+"""Sweeper Lambda: on a schedule, finishes or re-drives every job left non-terminal past its bound."""
