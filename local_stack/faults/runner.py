@@ -29,8 +29,9 @@ from common import aws
 from common.contract import ENV_WORKER_SLOT, TERMINAL_STATES
 from common.jobs import JobStore, upload_job_id
 from common.scaling import SLOT_KEY_PREFIX
+from common.settings import Settings
 from local_stack.event_source import MappingConfig
-from local_stack.faults.catalogue import FAULTS, FaultTiming, arm
+from local_stack.faults.catalogue import FAULTS, TIME_SCALE, FaultTiming, arm
 from local_stack.faults.injector import Armed, FaultInjector, Upload
 from local_stack.faults.invariants import Copy, History, Verdict, VersionOutcome, WorkerJob, check
 from local_stack.faults.schedule import PlannedUpload, plan
@@ -40,6 +41,7 @@ from local_stack.resources import QueueConfig
 from local_stack.stack import SWEEPER_HANDLER, LocalStack, LocalStackConfig
 from local_stack.webhooks import DeliveryPolicy
 
+DEFAULTS = Settings()  # as deployed
 SETTLE_POLL_SECONDS = 0.5
 IDLE_FINAL_SECONDS = 10.0  # idle this long with no sweeper: nothing can change any more
 
@@ -135,7 +137,10 @@ def _stack_config(config: ChaosConfig, injector: FaultInjector, receiver: Webhoo
         settings_overrides={"work_visibility_seconds": config.work_visibility_seconds,
                             "worker_idle_seconds": config.worker_idle_seconds,
                             "worker_start_grace_seconds": config.worker_start_grace_seconds,
-                            "max_attempts": config.max_attempts},
+                            "max_attempts": config.max_attempts,
+                            # the sweeper's bounds, AWS's hours scaled as the faults' minutes are
+                            "stale_accepted_seconds": round(DEFAULTS.stale_accepted_seconds * TIME_SCALE),
+                            "job_deadline_seconds": round(DEFAULTS.job_deadline_seconds * TIME_SCALE)},
         delivery_policy=QUICK_DELIVERY, mapping=MappingConfig(batch_size=10, batching_window_seconds=0.2, pollers=2),
         queue=QueueConfig(visibility_timeout_seconds=config.intake_visibility_seconds, max_receive_count=5),
         intake_timeout_seconds=int(config.timing.intake_timeout_seconds), log_stream=log, faults=injector,
