@@ -73,7 +73,8 @@ def main() -> int:
     parser.add_argument("--faults", default="all", help="all, or fault names and families, comma-separated")
     parser.add_argument("--rate", type=float, default=0.2, help="faults per healthy upload")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--settle-timeout", type=float, default=240.0, help="seconds after the last upload")
+    parser.add_argument("--settle-timeout", type=float, default=ChaosConfig.settle_timeout_seconds,
+                        help="seconds after the last upload")
     parser.add_argument("--log", type=Path, default=None, help="every process's logs (default: a temp file)")
     parser.add_argument("--list", action="store_true", help="list the faults and exit")
     args = parser.parse_args()

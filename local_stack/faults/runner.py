@@ -64,7 +64,9 @@ class ChaosConfig:
     sweeper: bool | None = None  # None: when functions/sweeper/handler.py exists
     intake_visibility_seconds: int = 30  # at least the intake timeout, as AWS requires
     mean_gap_seconds: float = 0.5  # between uploads
-    settle_timeout_seconds: float = 240.0
+    # After the last upload; longer than intake's own lease on a record (functions.intake.intake), which holds
+    # off the retries of a record whose intake was killed mid-way.
+    settle_timeout_seconds: float = 420.0
     timing: FaultTiming = field(default_factory=FaultTiming)
     log_path: Path | None = None  # every process's logs; None: a temporary file
 
