@@ -179,13 +179,9 @@ class FaultProxy:
                 if isinstance(action, Delay) and not action.after_forward and action.wait(proxy.stopping):
                     self._drop()
                     return
-                try:
-                    response = proxy.forward(request)
-                except (OSError, http.client.HTTPException) as exc:
-                    log.warning("fault proxy %s: upstream failed: %s", target.name, exc)
-                    self._drop()
+                response = self._forward(request)
+                if response is None:
                     return
-                proxy._decider.observe(target, request, response)
                 if isinstance(action, LoseResponse):
                     self._drop()
                 elif isinstance(action, Kill):
@@ -199,15 +195,22 @@ class FaultProxy:
             def _rewrite(self, request: AwsRequest, action: Rewrite) -> None:
                 response = None
                 if action.body is not None:
-                    rewritten = AwsRequest(request.method, request.path, request.query, request.headers, action.body)
-                    try:
-                        response = proxy.forward(rewritten)
-                    except (OSError, http.client.HTTPException) as exc:
-                        log.warning("fault proxy %s: upstream failed: %s", target.name, exc)
-                        self._drop()
+                    response = self._forward(AwsRequest(request.method, request.path, request.query,
+                                                        request.headers, action.body))
+                    if response is None:
                         return
-                    proxy._decider.observe(target, rewritten, response)
                 self._reply(action.answer(response), request)
+
+            def _forward(self, request: AwsRequest) -> Response | None:
+                """AWS's answer (seen by the decider), or None: the upstream failed and the caller is dropped."""
+                try:
+                    response = proxy.forward(request)
+                except (OSError, http.client.HTTPException) as exc:
+                    log.warning("fault proxy %s: upstream failed: %s", target.name, exc)
+                    self._drop()
+                    return None
+                proxy._decider.observe(target, request, response)
+                return response
 
             def _body(self) -> bytes:
                 if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
