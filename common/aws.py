@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from common.clock import SERVER_CLOCK
 from common.settings import Settings
 
 _lock = threading.Lock()
@@ -35,8 +36,15 @@ def client(service: str, settings: Settings) -> Any:
             found = boto3.session.Session().client(
                 service, region_name=settings.region, endpoint_url=settings.endpoint_url, config=cfg
             )
+            found.meta.events.register("after-call", _observe_server_time)
             _cache[key] = found
         return found
+
+
+def _observe_server_time(http_response: Any = None, **_kwargs: Any) -> None:
+    """Every answer's Date header corrects the process's lease clock (common.clock)."""
+    if http_response is not None:
+        SERVER_CLOCK.observe_date(http_response.headers.get("Date"))
 
 
 def clear_cache() -> None:

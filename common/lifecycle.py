@@ -23,9 +23,10 @@ The promise, and what keeps it:
 * **Crashes are counted on the record, not by SQS receive counts** (ApproximateReceiveCount counts every receive,
   give-backs included). A claim whose lease lapsed after its attempt reached inference is a crash; the next claim
   takes the job over and counts it. When the crashes reach `max_attempts`, the job ends FAILED (WORKER_CRASHED).
-  Give-backs (SIGTERM, a prefetched item never started) never burn that budget; an attempt that died before
-  inference (its worker died while it waited, decoded, for the GPU) counts half, so an image that kills its
-  worker while decoding still ends, and an innocent image prefetched beside a killer one does not.
+  Give-backs (SIGTERM, a prefetched item never started) never burn that budget; an attempt that died outside
+  inference (its worker died while it waited, decoded, for the GPU, or while it was encoded beside another
+  image's inference) counts half, so an image that kills its worker while decoding or encoding still ends, and
+  an innocent image in the same worker as a killer one does not.
 * **Nothing waits forever.** Every open record (not terminal, or terminal with its notification unsent) carries
   `sweep_shard` + `sweep_at`, a sparse index the sweeper (functions/sweeper) queries for records past their
   bound: it re-drives what was lost and ends what is past its deadline, through the functions here.
@@ -47,6 +48,7 @@ from boto3.dynamodb.conditions import Attr, ConditionBase
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common import aws
+from common.clock import server_time
 from common.contract import (
     ErrorInfo,
     EventType,
@@ -169,7 +171,7 @@ class Finish:
 
 class JobLifecycle:
     def __init__(self, *, store: JobStore, notifier: Notifier, policy: LifecyclePolicy | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = server_time, sleep: Callable[[float], None] = time.sleep) -> None:
         self.store = store
         self.policy = policy or LifecyclePolicy()
         self._notifier = notifier
@@ -266,9 +268,14 @@ class JobLifecycle:
                            claimed)
 
     def start_inference(self, claim: Claim) -> bool:
-        """Mark that this attempt starts the GPU work: from here on, dying with it counts as a crash.
+        """Mark that this attempt starts the GPU work: until `end_inference`, dying with it counts as a crash.
         False: the claim was lost."""
         return self.store.update(claim.job_id, {INFERENCE_TOKEN: claim.token}, condition=self._held_by(claim))
+
+    def end_inference(self, claim: Claim) -> bool:
+        """The network is done with this image. A worker that dies from here on (while it encodes this image
+        beside the next one's inference) most likely died of the next image: this one counts half a crash."""
+        return self.store.update(claim.job_id, {}, condition=self._held_by(claim), remove=(INFERENCE_TOKEN,))
 
     def renew(self, claim: Claim) -> bool:
         """Extend the holder's lease. False: the claim was lost (the job was taken over or finished)."""

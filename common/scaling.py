@@ -14,7 +14,6 @@ workers on that instance, so they get SIGTERM and give their images back before 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from boto3.dynamodb.conditions import Attr
 
 from common import aws
+from common.clock import server_time
 from common.contract import ENV_WORKER_SLOT, ENV_WORKER_TOKEN
 from common.jobs import JobStore
 from common.settings import Settings
@@ -50,7 +50,7 @@ class Slot:
 class WorkerSlots:
     """The slot records: conditional acquire, renew and free."""
 
-    def __init__(self, store: JobStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: JobStore, *, clock: Callable[[], float] = server_time) -> None:
         self._store = store
         self._clock = clock
 
@@ -101,7 +101,7 @@ class WorkerScaler:
     """Workers running or waiting follow the queue depth, up to max_workers."""
 
     def __init__(self, *, slots: WorkerSlots, queue: WorkQueue, backend: WorkerBackend, max_workers: int,
-                 start_grace_seconds: float, clock: Callable[[], float] = time.time) -> None:
+                 start_grace_seconds: float, clock: Callable[[], float] = server_time) -> None:
         self._slots = slots
         self._queue = queue
         self._backend = backend

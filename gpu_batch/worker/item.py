@@ -240,7 +240,7 @@ def process_delivery(worker: Worker, delivery: Delivery) -> Disposition:
 
 
 def upscale(worker: Worker, held: Held) -> None:
-    """The GPU stage: mark the attempt as started (dying from here on is a crash), then run the network.
+    """The GPU stage: mark the attempt as started (dying now is a crash), run the network, unmark it.
     Raises JobInterrupted (SIGTERM) or the engine's error; the caller hands either to `give_back` /
     `conclude_failure`."""
     clock, item = worker.clock, held.item
@@ -261,6 +261,14 @@ def upscale(worker: Worker, held: Held) -> None:
             worker.stop.busy = False
         held.prepared = None
         held.timings.inference = clock.monotonic() - t0
+        # Before the next image's forward: a death from here on is not this image's doing (most likely)
+        try:
+            ended = worker.lifecycle.end_inference(held.claim)
+        except (ClientError, BotoCoreError):  # the mark stays: at worst this image counts a crash it did not cause
+            logger.warning("could not mark the end of inference", exc_info=True)
+            ended = True
+        if not ended:
+            raise ClaimLostError("the claim was lost during inference")
 
 
 def complete(worker: Worker, held: Held) -> Disposition:

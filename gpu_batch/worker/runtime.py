@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Protocol
 
+from common.clock import server_time
+
 from .errors import JobInterrupted
 
 
@@ -25,16 +27,17 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Wall time for timestamps and leases, a monotonic clock for durations. Tests inject their own."""
+    """Wall time as AWS keeps it (common.clock: this host's clock corrected by AWS's answers) for timestamps and
+    leases, a monotonic clock for durations. Tests inject their own."""
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return datetime.fromtimestamp(server_time(), UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
 
     def wall(self) -> float:
-        return time.time()
+        return server_time()
 
 
 class StopSignal:

@@ -329,3 +329,18 @@ def test_transient_errors_release_and_the_last_attempt_fails_cleanly(world: Pipe
     assert dispositions == [Disposition.RELEASED] * (world.settings.max_attempts - 1) + [Disposition.DONE]
     (note,) = world.notifications()
     assert note["payload"]["error"]["code"] == "OUT_OF_MEMORY"
+
+
+def test_an_image_encoded_beside_a_killer_counts_half_a_crash(world: PipelineWorld) -> None:
+    """Found by the chaos run: a healthy image in its worker's encode stage died with a poison image's worker,
+    three times, and ended WORKER_CRASHED. Outside inference a death counts half."""
+    queued_job(world)
+    for _ in range(world.settings.max_attempts):
+        claim = world.lifecycle.claim("job-1").claim
+        assert claim is not None and world.lifecycle.start_inference(claim)
+        assert world.lifecycle.end_inference(claim)  # inferred; the worker dies while this image is encoded
+        world.clock.advance(lease(world) + 1)
+    result = world.lifecycle.claim("job-1")
+    assert result.outcome is ClaimOutcome.CLAIMED  # 3 halves: still under the budget
+    record = world.store.get("job-1")
+    assert (record.number(CRASHES), record.number(LOST)) == (0, 3)
