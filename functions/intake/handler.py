@@ -40,15 +40,17 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 # of the batch goes back to the queue untouched instead of the whole batch timing out. The first record
 # of an invocation always runs, so a short function timeout still makes progress.
 RECORD_RESERVE_MS = 15_000
+LEASE_MARGIN_SECONDS = 10  # beyond the invocation's end, for clocks and the kill itself
 
 
 class OutOfTimeError(RuntimeError):
     """Too little of the invocation is left to start this record: it returns to the queue unprocessed."""
 
 
-def deadline_guard(context: LambdaContext, handle: Callable[[SQSRecord], None],
+def deadline_guard(context: LambdaContext, handle: Callable[[SQSRecord, int], None],
                    reserve_ms: int = RECORD_RESERVE_MS) -> Callable[[SQSRecord], None]:
-    """`handle`, refused (OutOfTimeError: a partial batch failure) once less than `reserve_ms` is left."""
+    """`handle(record, ms left)`, refused (OutOfTimeError: a partial batch failure) once less than `reserve_ms`
+    is left."""
     started = 0
 
     def guarded(record: SQSRecord) -> None:
@@ -59,7 +61,7 @@ def deadline_guard(context: LambdaContext, handle: Callable[[SQSRecord], None],
             logger.warning("handing message %s back: %d ms left", record.message_id, left)
             raise OutOfTimeError(f"{left} ms left in the invocation; retried from the queue")
         started += 1
-        handle(record)
+        handle(record, left)
 
     return guarded
 
@@ -71,7 +73,10 @@ def get_intake() -> Intake:
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, left_ms: int | None = None) -> None:
+    """One SQS record; `left_ms` of the invocation bound how long a record this attempt creates stays its own
+    (Lambda kills an invocation at its timeout: a retry may take the record over as soon as that has passed)."""
+    lease = left_ms / 1000 + LEASE_MARGIN_SECONDS if left_ms is not None else None
     try:
         uploads = parse_body(record.body)
     except Exception:
@@ -88,7 +93,7 @@ def record_handler(record: SQSRecord) -> None:
                            sqs_message_id=record.message_id)
         tracer.put_annotation("job_id", job_id)
         try:
-            result = get_intake().process(upload)
+            result = get_intake().process(upload, lease_seconds=lease)
         except JobInFlightError as exc:
             metrics.add_metric(name="Deferred", unit=MetricUnit.Count, value=1)
             logger.warning("retrying later: %s", exc)

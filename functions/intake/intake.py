@@ -132,7 +132,11 @@ class Intake:
 
     # --- the one entry point ---------------------------------------------------------------------
 
-    def process(self, event: UploadEvent) -> IntakeResult:
+    def process(self, event: UploadEvent, *, lease_seconds: float | None = None) -> IntakeResult:
+        """One upload event. `lease_seconds`: how long the record stays this attempt's (default: the
+        constructor's); the handler passes the invocation's time left, so a retry after a timeout waits no
+        longer than the dead invocation could have run."""
+        lease = lease_seconds if lease_seconds is not None else self._lease_seconds
         s = self._settings
         if not event.key.startswith(s.upload_prefix) or event.key.endswith("/"):
             return IntakeResult(Outcome.IGNORED, None, detail=f"key outside {s.upload_prefix!r} or a folder marker")
@@ -174,7 +178,7 @@ class Intake:
         else:
             verdict, header, head_bytes = self._check_header(event, size, options, reads)
 
-        if not self._claim(job_id, event, size, options, verdict, awaiting=awaiting):
+        if not self._claim(job_id, event, size, options, verdict, awaiting=awaiting, lease=lease):
             record = self._store.get(job_id)
             assert record is not None
             return self._already_handled(record, event)
@@ -283,10 +287,11 @@ class Intake:
     # --- the job record ----------------------------------------------------------------------------
 
     def _claim(self, job_id: str, event: UploadEvent, size: int, options: JobOptions,
-               verdict: Verdict | None, *, awaiting: bool = False) -> bool:
+               verdict: Verdict | None, *, awaiting: bool = False, lease: float | None = None) -> bool:
         """Create the ACCEPTED record (or, `awaiting`, move the HTTP API's record to ACCEPTED), or take over one
         whose creator crashed. False: a duplicate."""
         now = self._clock()
+        lease = self._lease_seconds if lease is None else lease
         attributes = {
             "input_version": event.version_id,
             "input_etag": (event.etag or "").strip('"') or None,
@@ -294,7 +299,7 @@ class Intake:
             "upload_event_time": event.event_time or None,
             "input_sequencer": event.sequencer or None,
             "options": options.to_dict(),
-            "lease_until": int(now) + self._lease_seconds,
+            "lease_until": int(now + lease),
         }
         if verdict is not None and verdict.format:
             attributes.update(input_format=verdict.format, input_width=verdict.width, input_height=verdict.height)
@@ -312,7 +317,7 @@ class Intake:
         if now < float(record.attributes.get("lease_until") or 0):
             raise JobInFlightError(f"job {job_id} is being processed by another invocation; retry later")
         log.warning("job %s was left ACCEPTED by an earlier attempt; taking it over", job_id)
-        self._store.update_attributes(job_id, {"lease_until": int(now) + self._lease_seconds})
+        self._store.update_attributes(job_id, {"lease_until": int(now + lease)})
         return True
 
     def _api_upload(self, event: UploadEvent, job_id: str) -> tuple[str, JobRecord | None, str | None]:

@@ -231,6 +231,9 @@ class _SlotKeeper:
         self._thread = threading.Thread(target=self._run, name="slot-heartbeat", daemon=True)
 
     def start(self) -> None:
+        # The first answer from AWS corrects this host's lease clock (common.clock); renewing once more at once
+        # writes a lease that a host 30 s off would otherwise have made look lapsed to the scaler.
+        self._renew()
         self._renew()
         self._thread.start()
 

@@ -13,7 +13,7 @@ def test_a_host_30_seconds_behind_reads_aws_time_from_its_answers() -> None:
     local = {"t": TRUE_NOW - 30}
     clock = ServerClock(local=lambda: local["t"])
     assert clock.now() == TRUE_NOW - 30  # no answer yet: the local clock as it is
-    for step in range(5):
+    for _ in range(5):
         local["t"] += 0.37
         clock.observe_date(formatdate(TRUE_NOW + 30 + local["t"] - TRUE_NOW, usegmt=True))  # AWS's clock
     assert abs(clock.now() - (local["t"] + 30)) <= 1.0  # within the Date header's one-second resolution

@@ -197,7 +197,8 @@ def test_records_left_when_time_runs_out_are_handed_back_untouched(
 
 def test_the_first_record_always_runs_even_with_little_time_left() -> None:
     ran: list[str] = []
-    guarded = handler.deadline_guard(RunningOutContext(1_000, 0), lambda record: ran.append(record.message_id))
+    guarded = handler.deadline_guard(RunningOutContext(1_000, 0),
+                                     lambda record, _left: ran.append(record.message_id))
     guarded(SimpleNamespace(message_id="first"))  # type: ignore[arg-type]
     with pytest.raises(handler.OutOfTimeError):
         guarded(SimpleNamespace(message_id="second"))  # type: ignore[arg-type]

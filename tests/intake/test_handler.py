@@ -428,7 +428,12 @@ def test_intake_from_settings_queues_and_starts_a_local_worker(
     ((job_name, environment),) = recorder.submitted
     assert job_name == f"{WORKER_JOB_PREFIX}0"
     assert environment["UPSCALER_WORKER_SLOT"] == "0"
-    assert aws_stack.store.get(job_id(obj)).state is JobState.QUEUED
+    record = aws_stack.store.get(job_id(obj))
+    assert record.state is JobState.QUEUED
+    # The record stayed this invocation's for its time left (60 s here) and a margin, not a fixed 300 s: a retry
+    # after a timeout takes it over as soon as the dead invocation could no longer be running.
+    held_for = record.number("lease_until") - time.time()
+    assert 60 - 30 < held_for <= 60 + handler.LEASE_MARGIN_SECONDS + 1
     aws.clear_cache()
 
 
