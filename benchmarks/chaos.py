@@ -33,8 +33,9 @@ def pct(values: list[float], q: float) -> str:
 
 def report(result: ChaosResult) -> str:
     c, h = result.config, result.history
+    settled = "settled" if result.settled else f"NOT settled ({result.unsettled})"
     lines = [f"Chaos run: {c.uploads} uploads ({len(h.versions)} object versions, {c.poison_images} poison), "
-             f"seed {c.seed}, {c.workers} workers, {'settled' if result.settled else 'NOT settled'} after "
+             f"seed {c.seed}, {c.workers} workers, {settled} after "
              f"{result.seconds:.0f} s (logs: {result.log_path})",
              f"Time: AWS's minutes x{TIME_SCALE:.4g} (spot warning {c.timing.spot_warning_seconds:g} s); work "
              f"visibility {c.work_visibility_seconds} s, worker idle {c.worker_idle_seconds} s, start grace "

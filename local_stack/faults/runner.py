@@ -84,6 +84,7 @@ class ChaosResult:
     latency_faulted: list[float]  # upload to first notification, seconds, of uploads a fault aimed at
     latency_clean: list[float]
     settled: bool  # False: the settle deadline passed first
+    unsettled: str  # when not settled: what was still busy at the deadline
     seconds: float
     log_path: Path
 
@@ -116,6 +117,7 @@ def run(config: ChaosConfig) -> ChaosResult:
             injector.uploader = drive.put
             uploads = drive.upload(planned)
             settled = drive.settle(uploads, receiver)
+            unsettled = "" if settled else drive.busy()
             injector.disarm()
             injector.finalize()
             history = drive.history(uploads, receiver)
@@ -128,7 +130,7 @@ def run(config: ChaosConfig) -> ChaosResult:
         if v.copies:
             latency[v.job_id in faulted].append(min(c.received_at for c in v.copies) - uploaded_at[v.job_id])
     return ChaosResult(config, history, check(history), list(injector.armed), latency[True], latency[False],
-                       settled, time.monotonic() - began, log_path)
+                       settled, unsettled, time.monotonic() - began, log_path)
 
 
 def _stack_config(config: ChaosConfig, injector: FaultInjector, receiver: WebhookReceiver,
@@ -226,14 +228,21 @@ class _Drive:
         return all(_terminal(records.get(j)) and receiver.for_job(j) for j in jobs)
 
     def _idle(self) -> bool:
+        return not self.busy()
+
+    def busy(self) -> str:
+        """What is still at work ("" when nothing is): worker jobs, invocations, held requests, webhook
+        retries, messages in a queue."""
         batch, webhooks = self.stack.batch, self.stack.webhooks
         assert batch is not None and webhooks is not None
-        if any(j.status not in ("SUCCEEDED", "FAILED") for j in list(batch.jobs.values())):
-            return False
+        jobs = [j.status for j in list(batch.jobs.values()) if j.status not in ("SUCCEEDED", "FAILED")]
+        if jobs:
+            return f"worker jobs {', '.join(sorted(jobs))}"
         if self.stack.invocations_in_flight() or self.injector.in_flight or webhooks.pending_retries():
-            return False
+            return "an invocation, a held request or a webhook retry"
         queues = [*self.queues, *(s.queue_url for s in webhooks.subscriptions.values())]
-        return all(self._depth(url) == 0 for url in queues)
+        return ", ".join(f"{url.rsplit('/', 1)[-1]} holds {depth}" for url in queues
+                         if (depth := self._depth(url)))
 
     def _depth(self, url: str) -> int:
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",

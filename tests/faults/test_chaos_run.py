@@ -32,9 +32,6 @@ def test_the_faults_happened_and_every_upload_was_accounted_for(result: ChaosRes
     assert sum(v.inferences for v in result.history.versions) >= 14  # the healthy ones were upscaled
 
 
-@pytest.mark.xfail(strict=False, reason="the promise can still break under clock skew (a worker 30 s behind is "
-                                        "stopped during its first image: docs/faults.md); remove this mark when "
-                                        "that is fixed")
 def test_a_short_seeded_chaos_run_keeps_every_invariant(result: ChaosResult) -> None:
     broken = [f"{v.number}. {text}" for v in result.verdicts for text in v.violations]
     assert not broken, f"{len(broken)} violations (logs: {result.log_path}):\n" + "\n".join(broken)
