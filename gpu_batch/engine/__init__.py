@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from .engine import Engine, UpscaleResult
+from .engine import Engine, InferredImage, PreparedImage, UpscaleResult
 from .errors import EngineError, EngineOutOfMemoryError, OutputNotEncodableError, UndecodableImageError
 
 __all__ = [
     "Engine",
     "EngineError",
     "EngineOutOfMemoryError",
+    "InferredImage",
     "OutputNotEncodableError",
+    "PreparedImage",
     "UndecodableImageError",
     "UpscaleResult",
 ]

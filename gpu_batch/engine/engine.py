@@ -1,10 +1,14 @@
-"""The engine: image bytes in, upscaled image bytes out. Knows nothing of AWS."""
+"""The engine: image bytes in, upscaled image bytes out, in three stages a pipelined worker runs apart.
+
+`prepare` (decode and every check that can fail on bad input; CPU, any thread), `infer` (the network with its
+post-processing on the device: windows in, final pixels out; one thread per GPU), `encode` (everything after
+the network, and the encoder; CPU, any thread). `upscale_bytes` runs the three in a row. Knows nothing of AWS.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,22 +25,13 @@ from . import codec
 from .alpha import bleed_colour
 from .errors import EngineError
 from .models import model_spec, network_for
-from .runtime import CUDA, RunnerCache, available_gpu_memory, available_host_memory, resolve_device
-from .tiling import MIN_TILE, TILE_SIZES, upscale_with_retry
+from .planning import TilePlan, plan_tiles, tile_pad
+from .runtime import Pooled, Runner, RunnerCache, RunnerFactory, available_host_memory, load_runner, resolve_device
+from .tiling import upscale_with_retry
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-
-# Peak runtime memory per pixel of a tile's padded input, fp32 on CPU (measured, rounded up; see docs/engine.md).
-# fp16 on CUDA needs about half.
-# Keyed by network; Real-CUGAN's variants share one number per scale (benchmarks/engine_memory.py, 128 and 256
-# px tiles: 2x 6.0-6.3 kB, 3x 12.9-13.1 kB, 4x 7.5-8.3 kB; RealSR is x4plus's architecture).
-WORK_BYTES_PER_PIXEL = {"x4plus": 14_000, "x4plus-anime": 14_000, "animevideov3": 2_000, "photo-jpeg": 14_000,
-                        "cugan-x2": 6_500, "cugan-x3": 13_500, "cugan-x4": 8_500}
-CPU_MAX_TILE = 512
-GPU_MAX_BATCH = 8
-
 
 @dataclass(frozen=True, slots=True)
 class UpscaleResult:
@@ -54,18 +49,6 @@ class UpscaleResult:
     inference_seconds: float
     encode_seconds: float
     warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TilePlan:
-    tile: int
-    batch: int
-
-
-def _work_bytes_per_pixel(network: str) -> int:
-    spec = model_spec(network)
-    key = f"cugan-x{spec.scale}" if spec.shrink else spec.name
-    return WORK_BYTES_PER_PIXEL.get(key, 14_000)
 
 
 def check_strength(strength: float) -> float:
@@ -124,127 +107,209 @@ def _to_gray(array: np.ndarray, rows: int = 512) -> np.ndarray:
     return gray
 
 
+@dataclass(slots=True, eq=False)
+class PreparedImage:
+    """A decoded, checked image waiting for the GPU (Engine.prepare)."""
+
+    picture: codec.Picture
+    network_input: np.ndarray  # HxWxC float32 0..1 the network sees (colour under transparent pixels filled)
+    model: str
+    network: str
+    scale: float
+    strength: float
+    format: str
+    output_width: int
+    output_height: int
+    decode_seconds: float
+
+    @property
+    def input_width(self) -> int:
+        return self.picture.width
+
+    @property
+    def input_height(self) -> int:
+        return self.picture.height
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory it holds (pixels and metadata)."""
+        picture = self.picture
+        arrays = {id(a): a.nbytes for a in (picture.pixels, picture.alpha, self.network_input) if a is not None}
+        return sum(arrays.values()) + sum(len(b or b"") for b in (picture.icc_profile, picture.exif, picture.xmp))
+
+
+@dataclass(slots=True, eq=False)
+class InferredImage:
+    """The network's pixels at its native scale, with what `encode` needs (Engine.infer). Encoded once:
+    `encode` takes the pixels, so the encoder's own buffers never sit beside them."""
+
+    upscaled: np.ndarray | None  # (fH)x(fW)x3 uint8, uint16 for 16-bit inputs
+    alpha: np.ndarray | None  # HxW float32 0..1
+    faithful_source: np.ndarray | None  # the network's input, kept only when strength < 1 blends it in
+    is_gray: bool
+    bit_depth: int
+    icc_profile: bytes | None
+    exif: bytes | None
+    xmp: bytes | None
+    warnings: list[str]
+    model: str
+    scale: float
+    strength: float
+    format: str
+    provider: str
+    input_width: int
+    input_height: int
+    output_width: int
+    output_height: int
+    decode_seconds: float
+    inference_seconds: float
+    work_ratio: float = 1.0  # forward work over the image's pixels (planning.TilePlan)
+    windows: int = 1
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory it holds (pixels and metadata)."""
+        arrays = (self.upscaled, self.alpha, self.faithful_source)
+        return sum(a.nbytes for a in arrays if a is not None) + sum(
+            len(b or b"") for b in (self.icc_profile, self.exif, self.xmp))
+
+
 class Engine:
-    """Real-ESRGAN upscaler. Cheap to construct; sessions load lazily, once per model, shared by threads."""
+    """Real-ESRGAN upscaler. Cheap to construct; sessions load lazily, once per model, shared by threads.
+
+    `runner_factory` replaces how networks are loaded (benchmarks/gpu_standin.py injects a GPU stand-in);
+    `postprocess="host"` runs today's numpy post-processing instead of the fused graph (benchmarks only)."""
 
     def __init__(self, device: str = "auto", *, settings: Settings | None = None,
-                 model_dir: Path | None = None, colour_fix: bool = True) -> None:
+                 model_dir: Path | None = None, colour_fix: bool = True, postprocess: str = "graph",
+                 runner_factory: RunnerFactory | None = None) -> None:
+        if postprocess not in ("graph", "host"):
+            raise ValueError(f"postprocess must be 'graph' or 'host', got {postprocess!r}")
         self.settings = settings or Settings.from_env()
         self.colour_fix = colour_fix  # keep the input's low-frequency colour (see colour.py)
-        self.device = resolve_device(device)
-        self._runners = RunnerCache(self.device, model_dir)
+        self.device = resolve_device(device) if runner_factory is None else device
+        self._runners = RunnerCache(runner_factory or functools.partial(
+            _load, device=self.device, model_dir=model_dir, colour_fix=colour_fix, fused=postprocess == "graph"))
 
     # --- sessions -------------------------------------------------------------------------------
     def preload(self, model: str = "x4plus", scale: float = 4.0) -> None:
         self._runners.get(network_for(model, scale).name)
 
     def provider(self, model: str = "x4plus") -> str:
-        return self._runners.get(model).provider
+        return self._runners.get(model_spec(model).name).provider
 
     def tile_pad(self, model: str) -> int:
         """Overlap around each tile: settings.tile_pad, raised to what the model needs for invisible seams."""
-        return max(self.settings.tile_pad, model_spec(model).min_tile_pad)
+        return tile_pad(model, self.settings.tile_pad)
 
     # --- tiles ----------------------------------------------------------------------------------
-    def plan_tiles(self, model: str, width: int, height: int, tile_size: int = 0,
-                   output_bytes: int = 0) -> TilePlan:
-        """Tile from the caller, else settings, else the largest that fits in the memory available."""
-        pad = self.tile_pad(model)
-        on_gpu = self.provider(model) == CUDA
-        per_pixel = _work_bytes_per_pixel(model) // (2 if on_gpu else 1)
-        if on_gpu:
-            free = available_gpu_memory()
-            budget = int((free if free is not None else 8 << 30) * 0.7)
+    def plan_tiles(self, model: str, width: int, height: int, tile_size: int = 0, output_bytes: int = 0,
+                   out_dtype: type[np.integer] = np.uint8) -> TilePlan:
+        """Tile from the caller, else settings, else the grid with the least work that fits the memory: the GPU's
+        (what the runtime may use once the model is loaded) or half the host's free memory after the output."""
+        runner = self._runners.get(model, out_dtype)
+        if runner.device == "cuda":
+            budget = runner.memory_budget()
         else:
             budget = int((available_host_memory() - output_bytes) * 0.5)
-        requested = tile_size or self.settings.tile_size
-        if requested:
-            tile = max(MIN_TILE, requested)
-        else:
-            cap = 10_000 if on_gpu else CPU_MAX_TILE
-            fitting = [t for t in TILE_SIZES if t <= cap and (t + 2 * pad) ** 2 * per_pixel <= budget]
-            tile = fitting[0] if fitting else MIN_TILE
-        tiles = math.ceil(height / min(tile, height)) * math.ceil(width / min(tile, width))
-        tile_pixels = (min(tile, height) + 2 * pad) * (min(tile, width) + 2 * pad)
-        batch = max(1, min(GPU_MAX_BATCH, tiles, budget // max(1, tile_pixels * per_pixel))) if on_gpu else 1
-        return TilePlan(tile, batch)
+        return plan_tiles(width, height, network=model, memory_budget=budget, device=runner.device,
+                          tile_size=tile_size or self.settings.tile_size, pad=self.settings.tile_pad)
 
-    def _upscale_array(self, pixels: np.ndarray, model: str, *, tile_size: int, out_dtype: type[np.integer],
-                       progress: Progress | None, notes: list[str]) -> np.ndarray:
-        """HxWx3 float32 0..1 -> (network's scale)x HxWx3 out_dtype via the network."""
-        runner = self._runners.get(model)
-        factor = model_spec(model).scale
-        h, w = pixels.shape[:2]
-        plan = self.plan_tiles(model, w, h, tile_size,
-                               output_bytes=h * w * factor * factor * 3 * np.dtype(out_dtype).itemsize)
-        log.debug("upscaling %dx%d with %s: tile %d, batch %d", w, h, model, plan.tile, plan.batch)
-        # Real-CUGAN: one set of global means for every tile; a single tile computes the same ones itself
-        pooled = runner.pooled_means(pixels) if plan.tile < max(h, w) else None
-        run = runner.run if pooled is None else functools.partial(runner.run, pooled=pooled)
-        return upscale_with_retry(pixels, run, factor=factor, tile=plan.tile, pad=self.tile_pad(model),
-                                  batch=plan.batch, out_dtype=out_dtype, progress=progress, on_retry=notes.append,
-                                  colour_fix=self.colour_fix, border=model_spec(model).border_pad,
-                                  align=model_spec(model).tile_align)
-
-    def _upscale_picture(self, picture: codec.Picture, model: str, scale: float, size: tuple[int, int],
-                         tile_size: int, progress: Progress | None,
-                         strength: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
-        network = network_for(model, scale).name  # e.g. Real-CUGAN's 2x network for a 2x job
-        out_dtype = np.uint16 if picture.bit_depth == 16 else np.uint8
-        color = picture.pixels
-        if picture.alpha is not None:
-            color = bleed_colour(color, picture.alpha)
-        rgb = np.repeat(color, 3, axis=2) if picture.is_gray else color
-        upscaled = self._upscale_array(np.ascontiguousarray(rgb, dtype=np.float32), network, tile_size=tile_size,
-                                       out_dtype=out_dtype, progress=progress, notes=picture.warnings)
-        upscaled = _resize_channels(upscaled, size)
-        if picture.is_gray:
-            upscaled = _to_gray(upscaled)
-        if strength < 1.0:
-            upscaled = _blend_faithful(upscaled, color, strength)
-        alpha = None
-        if picture.alpha is not None:
-            peak = float(np.iinfo(out_dtype).max)
-            # alpha is a coverage mask, not texture: an antialiased Lanczos resize keeps edges clean and costs
-            # nothing next to the network
-            alpha = np.clip(np.rint(_resize_plane(picture.alpha, size) * peak), 0, peak).astype(out_dtype)
-        return upscaled, alpha
-
-    # --- public API -----------------------------------------------------------------------------
-    def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
-                      output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
-                      progress: Progress | None = None, strength: float = 1.0) -> UpscaleResult:
-        """`strength` < 1 blends the network's result with a faithful Lanczos resize (0: no network)."""
-        network = network_for(model, _check_scale(scale)).name
-        scale, strength = _check_scale(scale), check_strength(strength)
+    # --- the three stages -----------------------------------------------------------------------
+    def prepare(self, data: bytes, *, model: str, scale: float, output_format: str | None,
+                strength: float = 1.0) -> PreparedImage:
+        """Decode and check everything that can fail on bad input (UndecodableImageError, EngineError)."""
         started = time.perf_counter()
+        scale, strength = _check_scale(scale), check_strength(strength)
+        network = network_for(model, scale).name
         picture = codec.decode(data)
         fmt = codec.choose_format(picture, output_format)
-        size = output_size(picture.width, picture.height, scale)
-        codec.check_encodable(fmt, *size)
-        decoded = time.perf_counter()
+        width, height = output_size(picture.width, picture.height, scale)
+        codec.check_encodable(fmt, width, height)
+        pixels = picture.pixels if picture.alpha is None else bleed_colour(picture.pixels, picture.alpha)
+        return PreparedImage(picture, np.ascontiguousarray(pixels, dtype=np.float32), model, network, scale,
+                             strength, fmt, width, height, time.perf_counter() - started)
 
-        color, alpha = self._upscale_picture(picture, model, scale, size, tile_size, progress, strength)
-        inferred = time.perf_counter()
+    def infer(self, prepared: PreparedImage, *, tile_size: int = 0,
+              progress: Progress | None = None) -> InferredImage:
+        """The network over the image (tiled; out of memory retried with smaller tiles). One image at a time
+        per GPU: the worker calls it from one thread."""
+        started = time.perf_counter()
+        picture, network = prepared.picture, prepared.network
+        out_dtype: type[np.integer] = np.uint16 if picture.bit_depth == 16 else np.uint8
+        runner = self._runners.get(network, out_dtype)
+        spec = model_spec(network)
+        h, w = picture.height, picture.width
+        pixels = prepared.network_input
+        plan = self.plan_tiles(network, w, h, tile_size, out_dtype=out_dtype,
+                               output_bytes=h * w * spec.scale**2 * 3 * np.dtype(out_dtype).itemsize)
+        log.debug("upscaling %dx%d with %s: %s", w, h, network, plan)
+        # Real-CUGAN: one set of global means for every tile; a single tile computes the same ones itself
+        pooled = runner.pooled_means(pixels) if plan.windows > 1 else None
+        upscaled = upscale_with_retry(
+            pixels, functools.partial(_forward, runner, pooled), factor=spec.scale, plan=plan,
+            pad=self.tile_pad(network), border=spec.border_pad, align=spec.tile_align, out_dtype=out_dtype,
+            progress=progress, on_retry=picture.warnings.append)
+        return InferredImage(
+            upscaled=upscaled, alpha=picture.alpha, faithful_source=pixels if prepared.strength < 1.0 else None,
+            is_gray=picture.is_gray, bit_depth=picture.bit_depth, icc_profile=picture.icc_profile,
+            exif=picture.exif, xmp=picture.xmp, warnings=picture.warnings, model=prepared.model,
+            scale=prepared.scale, strength=prepared.strength, format=prepared.format, provider=runner.provider,
+            input_width=w, input_height=h, output_width=prepared.output_width,
+            output_height=prepared.output_height, decode_seconds=prepared.decode_seconds,
+            inference_seconds=time.perf_counter() - started, work_ratio=plan.work_ratio(w, h), windows=plan.windows)
 
+    def encode(self, inferred: InferredImage, *, quality: int | None = None) -> UpscaleResult:
+        """Everything after the network (exact output size, gray, strength, alpha, metadata) and the encoder.
+        Thread-safe: encodes of different images run in parallel."""
+        started = time.perf_counter()
+        color, alpha = self.finish_pixels(inferred)
+        fmt = inferred.format
         if quality is None:
             quality = {"webp": self.settings.webp_quality, "avif": codec.formats_io.AVIF_QUALITY}.get(
                 fmt, self.settings.jpeg_quality)
-        encoded_data = codec.encode(color, alpha, fmt=fmt, bit_depth=picture.bit_depth, quality=quality,
-                                    icc=picture.icc_profile, exif=picture.exif, notes=picture.warnings,
-                                    xmp=picture.xmp)
-        finished = time.perf_counter()
+        data = codec.encode(color, alpha, fmt=fmt, bit_depth=inferred.bit_depth, quality=quality,
+                            icc=inferred.icc_profile, exif=inferred.exif, notes=inferred.warnings, xmp=inferred.xmp)
         return UpscaleResult(
-            data=encoded_data, format=fmt, content_type=codec.CONTENT_TYPES[fmt],
-            input_width=picture.width, input_height=picture.height, output_width=size[0], output_height=size[1],
-            model=model, scale=scale, provider=self.provider(network),
-            decode_seconds=decoded - started, inference_seconds=inferred - decoded,
-            encode_seconds=finished - inferred, warnings=tuple(picture.warnings))
+            data=data, format=fmt, content_type=codec.CONTENT_TYPES[fmt], input_width=inferred.input_width,
+            input_height=inferred.input_height, output_width=inferred.output_width,
+            output_height=inferred.output_height, model=inferred.model, scale=inferred.scale,
+            provider=inferred.provider, decode_seconds=inferred.decode_seconds,
+            inference_seconds=inferred.inference_seconds, encode_seconds=time.perf_counter() - started,
+            warnings=tuple(inferred.warnings))
+
+    def finish_pixels(self, inferred: InferredImage) -> tuple[np.ndarray, np.ndarray | None]:
+        """The output's colour and alpha arrays (out dtype) from the network's pixels; takes them from `inferred`."""
+        upscaled, inferred.upscaled = inferred.upscaled, None
+        if upscaled is None:
+            raise EngineError("this image was encoded already (InferredImage is encoded once)")
+        size = (inferred.output_width, inferred.output_height)
+        upscaled = _resize_channels(upscaled, size)
+        if inferred.is_gray:
+            upscaled = _to_gray(upscaled)
+        if inferred.strength < 1.0:
+            assert inferred.faithful_source is not None
+            upscaled = _blend_faithful(upscaled, inferred.faithful_source, inferred.strength)
+        alpha = None
+        if inferred.alpha is not None:
+            peak = float(np.iinfo(upscaled.dtype).max)
+            # alpha is a coverage mask, not texture: an antialiased Lanczos resize keeps edges clean and costs
+            # nothing next to the network
+            alpha = np.clip(np.rint(_resize_plane(inferred.alpha, size) * peak), 0, peak).astype(upscaled.dtype)
+        return upscaled, alpha
+
+    # --- whole calls ----------------------------------------------------------------------------
+    def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
+                      output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
+                      progress: Progress | None = None, strength: float = 1.0) -> UpscaleResult:
+        """`encode(infer(prepare(...)))`. `strength` < 1 blends the network's result with a faithful Lanczos
+        resize (0: no network)."""
+        prepared = self.prepare(data, model=model, scale=scale, output_format=output_format, strength=strength)
+        return self.encode(self.infer(prepared, tile_size=tile_size, progress=progress), quality=quality)
 
     def upscale_image(self, img: Image.Image, *, model: str = "x4plus", scale: float = 4.0, tile_size: int = 0,
                       progress: Progress | None = None, strength: float = 1.0) -> Image.Image:
         """PIL in, PIL out (8-bit modes; the byte API is the faithful path for 16-bit and metadata)."""
-        network_for(model, _check_scale(scale))
         scale, strength = _check_scale(scale), check_strength(strength)
         mode = img.mode
         base = img.convert("RGBA" if ("A" in mode or "transparency" in img.info) else "RGB") \
@@ -256,9 +321,21 @@ class Engine:
         if base.mode in ("RGBA", "LA"):
             alpha, array = array[..., -1], array[..., :-1]
         picture = codec.Picture(np.ascontiguousarray(array), alpha, 8, None)
-        size = output_size(picture.width, picture.height, scale)
-        color, alpha_out = self._upscale_picture(picture, model, scale, size, tile_size, progress, strength)
+        width, height = output_size(picture.width, picture.height, scale)
+        pixels = picture.pixels if alpha is None else bleed_colour(picture.pixels, alpha)
+        prepared = PreparedImage(picture, np.ascontiguousarray(pixels), model, network_for(model, scale).name, scale,
+                                 strength, "png", width, height, 0.0)
+        color, alpha_out = self.finish_pixels(self.infer(prepared, tile_size=tile_size, progress=progress))
         out = Image.fromarray(color[..., 0] if picture.is_gray else color, "L" if picture.is_gray else "RGB")
         if alpha_out is not None:
             out.putalpha(Image.fromarray(alpha_out, "L"))
         return out
+
+
+def _forward(runner: Runner, pooled: Pooled | None, windows: np.ndarray, last: bool) -> np.ndarray:
+    return runner.forward(windows, pooled, last=last)
+
+
+def _load(model: str, out_dtype: type[np.integer], *, device: str, model_dir: Path | None, colour_fix: bool,
+          fused: bool) -> Runner:
+    return load_runner(model, device, model_dir, out_dtype=out_dtype, colour_fix=colour_fix, fused=fused)
