@@ -37,6 +37,11 @@ CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
 XMP_ITXT_KEYWORD = b"XML:com.adobe.xmp"  # PNG's place for XMP (an uncompressed iTXt chunk)
 JPEG_MAX_XMP_BYTES = 65_000  # one APP1 segment, less its namespace header (extended XMP is not written)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Encoder effort for a GPU host, where the encode of one image runs beside the next image's forward and must
+# not fall behind it (bytes against CPU seconds: benchmarks/encoder_effort.py, docs/engine.md).
+PNG_COMPRESS_LEVEL = 6
+WEBP_METHOD = 4
+JPEG_OPTIMIZE = True
 
 
 @dataclass(slots=True)
@@ -243,7 +248,7 @@ def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc: bytes | None
     planes = [color] if alpha is None else [color, alpha[..., None]]
     array = np.concatenate(planes, axis=2) if len(planes) > 1 else color
     writer = png.Writer(width, height, greyscale=channels == 1, alpha=alpha is not None, bitdepth=16,
-                        compression=6)
+                        compression=PNG_COMPRESS_LEVEL)
     stream = io.BytesIO()
     big_endian = np.ascontiguousarray(array, dtype=">u2").reshape(height, -1)
     writer.write_packed(stream, (row.tobytes() for row in big_endian))
@@ -300,10 +305,10 @@ def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: 
         return formats_io.encode_avif(image, quality=quality, options=options)
     stream = io.BytesIO()
     if fmt == "jpeg":
-        image.save(stream, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True,
+        image.save(stream, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=JPEG_OPTIMIZE,
                    **options)
     elif fmt == "webp":
-        image.save(stream, "WEBP", quality=quality, method=4, **options)
+        image.save(stream, "WEBP", quality=quality, method=WEBP_METHOD, **options)
     else:
-        image.save(stream, "PNG", compress_level=6, **options)
+        image.save(stream, "PNG", compress_level=PNG_COMPRESS_LEVEL, **options)
     return stream.getvalue()

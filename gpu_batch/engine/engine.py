@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +60,14 @@ def check_strength(strength: float) -> float:
     return strength
 
 
-def _blend_faithful(upscaled: np.ndarray, color: np.ndarray, strength: float) -> np.ndarray:
-    """`strength` x the network's result + the rest x a Lanczos resize of the input, channel by channel
+def _blend_faithful(upscaled: np.ndarray, planes: np.ndarray, strength: float) -> np.ndarray:
+    """`strength` x the network's result + the rest x a Lanczos resize of the input (CxHxW), channel by channel
     (one float plane of the output size at a time)."""
     peak = float(np.iinfo(upscaled.dtype).max)
     size = (upscaled.shape[1], upscaled.shape[0])
     out = np.empty_like(upscaled)
     for c in range(upscaled.shape[2]):
-        faithful = _resize_plane(color[..., min(c, color.shape[2] - 1)], size) * (peak * (1.0 - strength))
+        faithful = _resize_plane(planes[min(c, planes.shape[0] - 1)], size) * (peak * (1.0 - strength))
         faithful += upscaled[..., c] * np.float32(strength)
         out[..., c] = np.clip(np.rint(faithful), 0, peak)
     return out
@@ -108,11 +109,36 @@ def _to_gray(array: np.ndarray, rows: int = 512) -> np.ndarray:
 
 
 @dataclass(slots=True, eq=False)
+class ImageFacts:
+    """What the output keeps of the input besides its colour pixels."""
+
+    width: int
+    height: int
+    alpha: np.ndarray | None  # HxW float32 0..1
+    is_gray: bool
+    bit_depth: int
+    icc_profile: bytes | None
+    exif: bytes | None
+    xmp: bytes | None
+    warnings: list[str]
+
+    @classmethod
+    def of(cls, picture: codec.Picture) -> ImageFacts:
+        return cls(picture.width, picture.height, picture.alpha, picture.is_gray, picture.bit_depth,
+                   picture.icc_profile, picture.exif, picture.xmp, picture.warnings)
+
+    @property
+    def nbytes(self) -> int:
+        metadata = sum(len(b or b"") for b in (self.icc_profile, self.exif, self.xmp))
+        return metadata + (self.alpha.nbytes if self.alpha is not None else 0)
+
+
+@dataclass(slots=True, eq=False)
 class PreparedImage:
     """A decoded, checked image waiting for the GPU (Engine.prepare)."""
 
-    picture: codec.Picture
-    network_input: np.ndarray  # HxWxC float32 0..1 the network sees (colour under transparent pixels filled)
+    facts: ImageFacts
+    network_input: np.ndarray  # CxHxW float32 0..1 (C = 1 or 3; colour under transparent pixels filled)
     model: str
     network: str
     scale: float
@@ -124,18 +150,16 @@ class PreparedImage:
 
     @property
     def input_width(self) -> int:
-        return self.picture.width
+        return self.facts.width
 
     @property
     def input_height(self) -> int:
-        return self.picture.height
+        return self.facts.height
 
     @property
     def nbytes(self) -> int:
         """Host memory it holds (pixels and metadata)."""
-        picture = self.picture
-        arrays = {id(a): a.nbytes for a in (picture.pixels, picture.alpha, self.network_input) if a is not None}
-        return sum(arrays.values()) + sum(len(b or b"") for b in (picture.icc_profile, picture.exif, picture.xmp))
+        return self.network_input.nbytes + self.facts.nbytes
 
 
 @dataclass(slots=True, eq=False)
@@ -143,35 +167,35 @@ class InferredImage:
     """The network's pixels at its native scale, with what `encode` needs (Engine.infer). Encoded once:
     `encode` takes the pixels, so the encoder's own buffers never sit beside them."""
 
-    upscaled: np.ndarray | None  # (fH)x(fW)x3 uint8, uint16 for 16-bit inputs
-    alpha: np.ndarray | None  # HxW float32 0..1
+    facts: ImageFacts
+    pixels: Future[np.ndarray] | None  # (fH)x(fW)x3 uint8 (uint16 for 16-bit inputs), complete when placed
     faithful_source: np.ndarray | None  # the network's input, kept only when strength < 1 blends it in
-    is_gray: bool
-    bit_depth: int
-    icc_profile: bytes | None
-    exif: bytes | None
-    xmp: bytes | None
-    warnings: list[str]
     model: str
     scale: float
     strength: float
     format: str
     provider: str
-    input_width: int
-    input_height: int
     output_width: int
     output_height: int
     decode_seconds: float
     inference_seconds: float
-    work_ratio: float = 1.0  # forward work over the image's pixels (planning.TilePlan)
-    windows: int = 1
+    work_ratio: float  # forward work over the image's own pixels (planning.TilePlan)
+    windows: int
+    pixels_nbytes: int
+
+    @property
+    def input_width(self) -> int:
+        return self.facts.width
+
+    @property
+    def input_height(self) -> int:
+        return self.facts.height
 
     @property
     def nbytes(self) -> int:
         """Host memory it holds (pixels and metadata)."""
-        arrays = (self.upscaled, self.alpha, self.faithful_source)
-        return sum(a.nbytes for a in arrays if a is not None) + sum(
-            len(b or b"") for b in (self.icc_profile, self.exif, self.xmp))
+        source = self.faithful_source.nbytes if self.faithful_source is not None else 0
+        return (self.pixels_nbytes if self.pixels is not None else 0) + source + self.facts.nbytes
 
 
 class Engine:
@@ -226,76 +250,81 @@ class Engine:
         fmt = codec.choose_format(picture, output_format)
         width, height = output_size(picture.width, picture.height, scale)
         codec.check_encodable(fmt, width, height)
+        return self._prepared(picture, model, network, scale, strength, fmt, (width, height), started)
+
+    def _prepared(self, picture: codec.Picture, model: str, network: str, scale: float, strength: float, fmt: str,
+                  size: tuple[int, int], started: float) -> PreparedImage:
         pixels = picture.pixels if picture.alpha is None else bleed_colour(picture.pixels, picture.alpha)
-        return PreparedImage(picture, np.ascontiguousarray(pixels, dtype=np.float32), model, network, scale,
-                             strength, fmt, width, height, time.perf_counter() - started)
+        planes = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)  # the windows' layout
+        return PreparedImage(ImageFacts.of(picture), planes, model, network, scale, strength, fmt, *size,
+                             time.perf_counter() - started)
 
     def infer(self, prepared: PreparedImage, *, tile_size: int = 0,
               progress: Progress | None = None) -> InferredImage:
         """The network over the image (tiled; out of memory retried with smaller tiles). One image at a time
-        per GPU: the worker calls it from one thread."""
+        per GPU: the worker calls it from one thread. It returns after the last forward; the last tile's pixels
+        are placed by then or soon after (`encode` waits for them)."""
         started = time.perf_counter()
-        picture, network = prepared.picture, prepared.network
-        out_dtype: type[np.integer] = np.uint16 if picture.bit_depth == 16 else np.uint8
+        facts, network = prepared.facts, prepared.network
+        out_dtype: type[np.integer] = np.uint16 if facts.bit_depth == 16 else np.uint8
         runner = self._runners.get(network, out_dtype)
         spec = model_spec(network)
-        h, w = picture.height, picture.width
-        pixels = prepared.network_input
-        plan = self.plan_tiles(network, w, h, tile_size, out_dtype=out_dtype,
-                               output_bytes=h * w * spec.scale**2 * 3 * np.dtype(out_dtype).itemsize)
+        h, w = facts.height, facts.width
+        pixels_nbytes = h * w * spec.scale**2 * 3 * np.dtype(out_dtype).itemsize
+        plan = self.plan_tiles(network, w, h, tile_size, out_dtype=out_dtype, output_bytes=pixels_nbytes)
         log.debug("upscaling %dx%d with %s: %s", w, h, network, plan)
         # Real-CUGAN: one set of global means for every tile; a single tile computes the same ones itself
-        pooled = runner.pooled_means(pixels) if plan.windows > 1 else None
-        upscaled = upscale_with_retry(
-            pixels, functools.partial(_forward, runner, pooled), factor=spec.scale, plan=plan,
+        pooled = runner.pooled_means(prepared.network_input) if plan.windows > 1 else None
+        pixels = upscale_with_retry(
+            prepared.network_input, functools.partial(_forward, runner, pooled), factor=spec.scale, plan=plan,
             pad=self.tile_pad(network), border=spec.border_pad, align=spec.tile_align, out_dtype=out_dtype,
-            progress=progress, on_retry=picture.warnings.append)
+            progress=progress, on_retry=facts.warnings.append)
         return InferredImage(
-            upscaled=upscaled, alpha=picture.alpha, faithful_source=pixels if prepared.strength < 1.0 else None,
-            is_gray=picture.is_gray, bit_depth=picture.bit_depth, icc_profile=picture.icc_profile,
-            exif=picture.exif, xmp=picture.xmp, warnings=picture.warnings, model=prepared.model,
+            facts=facts, pixels=pixels,
+            faithful_source=prepared.network_input if prepared.strength < 1.0 else None, model=prepared.model,
             scale=prepared.scale, strength=prepared.strength, format=prepared.format, provider=runner.provider,
-            input_width=w, input_height=h, output_width=prepared.output_width,
-            output_height=prepared.output_height, decode_seconds=prepared.decode_seconds,
-            inference_seconds=time.perf_counter() - started, work_ratio=plan.work_ratio(w, h), windows=plan.windows)
+            output_width=prepared.output_width, output_height=prepared.output_height,
+            decode_seconds=prepared.decode_seconds, inference_seconds=time.perf_counter() - started,
+            work_ratio=plan.work_ratio(w, h), windows=plan.windows, pixels_nbytes=pixels_nbytes)
 
     def encode(self, inferred: InferredImage, *, quality: int | None = None) -> UpscaleResult:
         """Everything after the network (exact output size, gray, strength, alpha, metadata) and the encoder.
         Thread-safe: encodes of different images run in parallel."""
         started = time.perf_counter()
         color, alpha = self.finish_pixels(inferred)
-        fmt = inferred.format
+        fmt, facts = inferred.format, inferred.facts
         if quality is None:
             quality = {"webp": self.settings.webp_quality, "avif": codec.formats_io.AVIF_QUALITY}.get(
                 fmt, self.settings.jpeg_quality)
-        data = codec.encode(color, alpha, fmt=fmt, bit_depth=inferred.bit_depth, quality=quality,
-                            icc=inferred.icc_profile, exif=inferred.exif, notes=inferred.warnings, xmp=inferred.xmp)
+        data = codec.encode(color, alpha, fmt=fmt, bit_depth=facts.bit_depth, quality=quality,
+                            icc=facts.icc_profile, exif=facts.exif, notes=facts.warnings, xmp=facts.xmp)
         return UpscaleResult(
-            data=data, format=fmt, content_type=codec.CONTENT_TYPES[fmt], input_width=inferred.input_width,
-            input_height=inferred.input_height, output_width=inferred.output_width,
+            data=data, format=fmt, content_type=codec.CONTENT_TYPES[fmt], input_width=facts.width,
+            input_height=facts.height, output_width=inferred.output_width,
             output_height=inferred.output_height, model=inferred.model, scale=inferred.scale,
             provider=inferred.provider, decode_seconds=inferred.decode_seconds,
             inference_seconds=inferred.inference_seconds, encode_seconds=time.perf_counter() - started,
-            warnings=tuple(inferred.warnings))
+            warnings=tuple(facts.warnings))
 
     def finish_pixels(self, inferred: InferredImage) -> tuple[np.ndarray, np.ndarray | None]:
         """The output's colour and alpha arrays (out dtype) from the network's pixels; takes them from `inferred`."""
-        upscaled, inferred.upscaled = inferred.upscaled, None
-        if upscaled is None:
+        pixels, inferred.pixels = inferred.pixels, None
+        if pixels is None:
             raise EngineError("this image was encoded already (InferredImage is encoded once)")
+        upscaled = pixels.result()
         size = (inferred.output_width, inferred.output_height)
         upscaled = _resize_channels(upscaled, size)
-        if inferred.is_gray:
+        if inferred.facts.is_gray:
             upscaled = _to_gray(upscaled)
         if inferred.strength < 1.0:
             assert inferred.faithful_source is not None
             upscaled = _blend_faithful(upscaled, inferred.faithful_source, inferred.strength)
         alpha = None
-        if inferred.alpha is not None:
+        if inferred.facts.alpha is not None:
             peak = float(np.iinfo(upscaled.dtype).max)
             # alpha is a coverage mask, not texture: an antialiased Lanczos resize keeps edges clean and costs
             # nothing next to the network
-            alpha = np.clip(np.rint(_resize_plane(inferred.alpha, size) * peak), 0, peak).astype(upscaled.dtype)
+            alpha = np.clip(np.rint(_resize_plane(inferred.facts.alpha, size) * peak), 0, peak).astype(upscaled.dtype)
         return upscaled, alpha
 
     # --- whole calls ----------------------------------------------------------------------------
@@ -321,12 +350,11 @@ class Engine:
         if base.mode in ("RGBA", "LA"):
             alpha, array = array[..., -1], array[..., :-1]
         picture = codec.Picture(np.ascontiguousarray(array), alpha, 8, None)
-        width, height = output_size(picture.width, picture.height, scale)
-        pixels = picture.pixels if alpha is None else bleed_colour(picture.pixels, alpha)
-        prepared = PreparedImage(picture, np.ascontiguousarray(pixels), model, network_for(model, scale).name, scale,
-                                 strength, "png", width, height, 0.0)
+        gray = picture.is_gray
+        prepared = self._prepared(picture, model, network_for(model, scale).name, scale, strength, "png",
+                                  output_size(picture.width, picture.height, scale), time.perf_counter())
         color, alpha_out = self.finish_pixels(self.infer(prepared, tile_size=tile_size, progress=progress))
-        out = Image.fromarray(color[..., 0] if picture.is_gray else color, "L" if picture.is_gray else "RGB")
+        out = Image.fromarray(np.ascontiguousarray(color[..., 0] if gray else color), "L" if gray else "RGB")
         if alpha_out is not None:
             out.putalpha(Image.fromarray(alpha_out, "L"))
         return out

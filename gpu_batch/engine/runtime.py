@@ -188,19 +188,18 @@ class ModelRunner:
         return postprocess.on_host(windows, raw, factor, colour_fix=self.colour_fix, out_dtype=self.out_dtype)
 
     def pooled_means(self, image: np.ndarray, max_side: int = POOLED_MAX_SIDE) -> Pooled | None:
-        """The network's global means over a whole HxWxC image (Lanczos-reduced to `max_side` first, as
+        """The network's global means over a whole CxHxW image (Lanczos-reduced to `max_side` first, as
         realcugan-ncnn-vulkan's default `syncgap` does); None for networks without global pooling."""
         inputs = self.pooled_inputs
         if not inputs:
             return None
-        height, width = image.shape[:2]
+        height, width = image.shape[1:]
         ratio = min(1.0, max_side / max(height, width))
         if ratio < 1.0:
             size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-            image = np.stack([np.asarray(Image.fromarray(image[..., c], "F").resize(size, Image.Resampling.LANCZOS))
-                              for c in range(image.shape[2])], axis=2)
-        batch = np.ascontiguousarray(np.broadcast_to(image.transpose(2, 0, 1)[None], (1, 3, *image.shape[:2])),
-                                     dtype=np.float32)
+            image = np.stack([np.asarray(Image.fromarray(plane, "F").resize(size, Image.Resampling.LANCZOS))
+                              for plane in image])
+        batch = np.ascontiguousarray(np.broadcast_to(image[None], (1, 3, *image.shape[1:])), dtype=np.float32)
         feeds = self._feeds(batch, None)
         names = [f"{POOLED_PREFIX}{index}" for index in range(len(inputs))]
         return tuple(np.ascontiguousarray(mean[:1], dtype=np.float32) for mean in self._run(feeds, names))

@@ -5,13 +5,15 @@ models.py), read window by window rather than copied whole. Each window reaches 
 towards interior seams; windows at the image edge are shifted inward so they start at that border (the
 whole-image run sees exactly the same border), and the last row/column of tiles is shifted back to end at the
 image edge instead of feeding padding. The forward returns finished pixels (postprocess.py), so the host only
-copies each tile's centre into the uint8/uint16 output: peak memory is the output plus one batch of windows.
+copies each tile's centre into the uint8/uint16 output, in a helper thread beside the next forward: peak memory
+is the output plus two batches of windows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,67 +58,137 @@ def _window_start(centre: int, pad: int, border: int, size: int, window: int, al
 
 
 class _Reader:
-    """Windows of the image as if it were reflect-padded by `border`, without padding the whole image."""
+    """Windows of a CxHxW image as if it were reflect-padded by `border`, without padding the whole image."""
 
     def __init__(self, image: np.ndarray, border: int) -> None:
         self.image, self.border = image, border
         # np.pad's reflect needs more pixels than the pad; tiny images are padded whole, 'symmetric'
         self.whole: np.ndarray | None = None
-        if min(image.shape[:2]) <= border:
+        if min(image.shape[1:]) <= border:
             mode: Literal["symmetric"] = "symmetric"
-            self.whole = np.pad(image, [(border, border), (border, border), (0, 0)], mode=mode)
+            self.whole = np.pad(image, [(0, 0), (border, border), (border, border)], mode=mode)
 
     def window(self, top: int, left: int, height: int, width: int) -> np.ndarray:
         if self.whole is not None:
             b = self.border
-            return self.whole[top + b : top + b + height, left + b : left + b + width]
-        rows, cols = self.image.shape[:2]
-        inside = self.image[max(top, 0) : min(top + height, rows), max(left, 0) : min(left + width, cols)]
-        pads = [(max(-top, 0), max(top + height - rows, 0)), (max(-left, 0), max(left + width - cols, 0)), (0, 0)]
+            return self.whole[:, top + b : top + b + height, left + b : left + b + width]
+        rows, cols = self.image.shape[1:]
+        inside = self.image[:, max(top, 0) : min(top + height, rows), max(left, 0) : min(left + width, cols)]
+        pads = [(0, 0), (max(-top, 0), max(top + height - rows, 0)), (max(-left, 0), max(left + width - cols, 0))]
         # a window that crosses an edge holds that edge and more than `border` pixels beyond it, so reflecting
         # the window equals reflecting the whole image there
-        return np.pad(inside, pads, mode="reflect") if any(p != (0, 0) for p in pads[:2]) else inside
+        return np.pad(inside, pads, mode="reflect") if any(p != (0, 0) for p in pads) else inside
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where each window of a plan comes from and where its centre goes."""
+
+    image: np.ndarray
+    plan: TilePlan
+    factor: int
+    pad: int
+    border: int
+    align: int
+
+    def windows(self, group: list[TileSpot], reader: _Reader) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """The stacked windows (N x 3 x h x w, gray broadcast to 3 channels) and each centre's offset in them."""
+        height, width = self.image.shape[1:]
+        plan, factor = self.plan, self.factor
+        stack = np.empty((len(group), 3, plan.window_h, plan.window_w), dtype=np.float32)
+        origins = []
+        for i, spot in enumerate(group):
+            top = _window_start(spot.y, self.pad, self.border, height, plan.window_h, self.align)
+            left = _window_start(spot.x, self.pad, self.border, width, plan.window_w, self.align)
+            origins.append(((spot.y - top) * factor, (spot.x - left) * factor))
+            stack[i] = reader.window(top, left, plan.window_h, plan.window_w)
+        return stack, origins
+
+    def place(self, output: np.ndarray, group: list[TileSpot], origins: list[tuple[int, int]],
+              pixels: np.ndarray) -> None:
+        out_h, out_w = self.plan.tile_h * self.factor, self.plan.tile_w * self.factor
+        for i, (spot, (y0, x0)) in enumerate(zip(group, origins, strict=True)):
+            y, x = spot.y * self.factor, spot.x * self.factor
+            output[y : y + out_h, x : x + out_w] = pixels[i, y0 : y0 + out_h, x0 : x0 + out_w]
+
+
+def start_tiled(image: np.ndarray, forward: Forward, *, factor: int, plan: TilePlan, pad: int, border: int,
+                out_dtype: type[np.integer], align: int = 1, progress: Progress | None = None) -> Future[np.ndarray]:
+    """Run the forwards of image (CxHxW float32 0..1, C = 1 or 3) in this thread and return the output
+    ((H*factor)x(W*factor)x3 `out_dtype`) as a future: a helper thread cuts the next windows and places each
+    result while the next forward runs, and places the last one after this returns, so the thread that drives
+    the GPU does no pixel work between forwards. A single window is the output itself (a view of it)."""
+    height, width = image.shape[1:]
+    spots = tile_spots(height, width, plan.tile_h, plan.tile_w)
+    layout = _Layout(image, plan, factor, pad, border, align)
+    reader = _Reader(image, border)
+    groups = list(_batches(spots, max(1, plan.batch)))
+    if progress:
+        progress(0, len(spots))
+    if len(spots) == 1:
+        stack, [(y0, x0)] = layout.windows(spots, reader)
+        pixels = forward(stack, True)
+        if progress:
+            progress(1, 1)
+        done: Future[np.ndarray] = Future()
+        done.set_result(pixels[0, y0 : y0 + height * factor, x0 : x0 + width * factor])
+        return done
+    helper = ThreadPoolExecutor(1, thread_name_prefix="tiles")
+    try:
+        output = helper.submit(np.empty, (height * factor, width * factor, 3), dtype=out_dtype)
+        cut = helper.submit(layout.windows, groups[0], reader)
+        placed: list[Future[None]] = []
+        for index, group in enumerate(groups):
+            stack, origins = cut.result()
+            if index + 1 < len(groups):
+                cut = helper.submit(layout.windows, groups[index + 1], reader)
+            pixels = forward(stack, index + 1 == len(groups))
+            placed.append(helper.submit(layout.place, output.result(), group, origins, pixels))
+            if progress:
+                progress(sum(len(g) for g in groups[: index + 1]), len(spots))
+    except BaseException:
+        helper.shutdown(wait=True, cancel_futures=True)
+        raise
+    helper.shutdown(wait=False)  # the thread ends once the last placement is done
+    return _after(placed, output.result())
+
+
+def _after(placed: list[Future[None]], output: np.ndarray) -> Future[np.ndarray]:
+    """A future of `output` that completes when every placement has (and fails as the first failing one)."""
+    result: Future[np.ndarray] = Future()
+    remaining = [len(placed)]
+
+    def one_done(future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            if not result.done():
+                result.set_exception(error)
+        else:
+            remaining[0] -= 1
+            if remaining[0] == 0 and not result.done():
+                result.set_result(output)
+
+    for future in placed:
+        future.add_done_callback(one_done)
+    return result
 
 
 def upscale_tiled(image: np.ndarray, forward: Forward, *, factor: int, plan: TilePlan, pad: int, border: int,
                   out_dtype: type[np.integer], align: int = 1, progress: Progress | None = None) -> np.ndarray:
-    """image: HxWxC float32 0..1 (C = 1 or 3) -> (H*factor)x(W*factor)x3 `out_dtype`."""
-    height, width = image.shape[:2]
-    spots = tile_spots(height, width, plan.tile_h, plan.tile_w)
-    reader = _Reader(image, border)
-    in_h, in_w = plan.window_h, plan.window_w
-    output = np.empty((height * factor, width * factor, 3), dtype=out_dtype)
-    done = 0
-    if progress:
-        progress(0, len(spots))
-    for group in _batches(spots, max(1, plan.batch)):
-        stack = np.empty((len(group), 3, in_h, in_w), dtype=np.float32)
-        origins = []
-        for i, spot in enumerate(group):
-            top = _window_start(spot.y, pad, border, height, in_h, align)
-            left = _window_start(spot.x, pad, border, width, in_w, align)
-            origins.append(((spot.y - top) * factor, (spot.x - left) * factor))
-            stack[i] = reader.window(top, left, in_h, in_w).transpose(2, 0, 1)  # gray broadcasts to 3 channels
-        pixels = forward(stack, done + len(group) == len(spots))
-        out_h, out_w = plan.tile_h * factor, plan.tile_w * factor
-        for i, (spot, (y0, x0)) in enumerate(zip(group, origins, strict=True)):
-            y, x = spot.y * factor, spot.x * factor
-            output[y : y + out_h, x : x + out_w] = pixels[i, y0 : y0 + out_h, x0 : x0 + out_w]
-        done += len(group)
-        if progress:
-            progress(done, len(spots))
-    return output
+    """start_tiled, waited for."""
+    return start_tiled(image, forward, factor=factor, plan=plan, pad=pad, border=border, out_dtype=out_dtype,
+                       align=align, progress=progress).result()
 
 
 def upscale_with_retry(image: np.ndarray, forward: Forward, *, factor: int, plan: TilePlan, pad: int, border: int,
                        out_dtype: type[np.integer], align: int = 1, progress: Progress | None = None,
-                       on_retry: Callable[[str], None] | None = None) -> np.ndarray:
-    """upscale_tiled, restarted with half the batch, then half the tile, on out-of-memory (never a partial image)."""
-    height, width = image.shape[:2]
+                       on_retry: Callable[[str], None] | None = None) -> Future[np.ndarray]:
+    """start_tiled, restarted with half the batch, then half the tile, on out-of-memory (never a partial image)."""
+    height, width = image.shape[1:]
     while True:
         try:
-            return upscale_tiled(image, forward, factor=factor, plan=plan, pad=pad, border=border,
-                                 out_dtype=out_dtype, align=align, progress=progress)
+            return start_tiled(image, forward, factor=factor, plan=plan, pad=pad, border=border,
+                               out_dtype=out_dtype, align=align, progress=progress)
         except (EngineOutOfMemoryError, MemoryError) as exc:
             if plan.batch > 1:
                 plan = dataclasses.replace(plan, batch=plan.batch // 2)
@@ -127,4 +199,3 @@ def upscale_with_retry(image: np.ndarray, forward: Forward, *, factor: int, plan
                     f"out of memory even with {plan.tile_h}x{plan.tile_w} px tiles, one per batch: {exc}") from exc
             if on_retry:
                 on_retry(f"out of memory; retried with {plan.tile_h}x{plan.tile_w} px tiles, batch {plan.batch}")
-

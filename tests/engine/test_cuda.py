@@ -63,7 +63,7 @@ def test_cuda_tiled_output_equals_whole_image_output(cuda_engine, astronaut, too
 def test_cuda_batches_several_tiles_per_run_without_changing_the_picture(cuda_engine, astronaut) -> None:
     plan = cuda_engine.plan_tiles("animevideov3", 256, 256, tile_size=64)
     assert plan.batch > 1  # the GPU is fed several tiles per run
-    image = np.ascontiguousarray(astronaut[:128, :128], dtype=np.float32) / 255.0
+    image = np.ascontiguousarray(astronaut[:128, :128].transpose(2, 0, 1), dtype=np.float32) / 255.0
     runner = load_runner("animevideov3", "cuda")
     spec = model_spec("animevideov3")
     pad = cuda_engine.tile_pad("animevideov3")

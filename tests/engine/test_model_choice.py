@@ -98,11 +98,11 @@ def test_real_cugan_tiles_share_the_whole_image_global_means(engine, astronaut) 
     """Without the shared means each tile's squeeze-excitation sees only the tile (measured: 37.5 dB)."""
     runner = engine._runners.get("illustration-x2")
     assert [name for name, _ in runner.pooled_inputs] == [f"{POOLED_PREFIX}{i}.given" for i in range(4)]
-    image = astronaut[:64, :64].astype(np.float32) / 255
+    image = np.ascontiguousarray(astronaut[:64, :64].transpose(2, 0, 1), dtype=np.float32) / 255
     pooled = runner.pooled_means(image)
     assert pooled is not None and [p.shape for p in pooled] == [(1, 64, 1, 1), (1, 128, 1, 1), (1, 128, 1, 1),
                                                                  (1, 64, 1, 1)]
-    batch = image.transpose(2, 0, 1)[None].copy()
+    batch = image[None].copy()
     given, own = runner.forward(batch, pooled).astype(int), runner.forward(batch).astype(int)
     assert np.abs(given - own).max() <= 1  # a whole-image window computes the same means itself
     assert engine._runners.get("animevideov3").pooled_means(image) is None

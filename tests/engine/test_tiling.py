@@ -35,7 +35,7 @@ def _plan(width: int, height: int, tile: int, pad: int, batch: int = 1, border: 
 
 @pytest.mark.parametrize(("tile", "channels"), [(16, 3), (24, 1), (64, 3)])
 def test_tiles_land_where_they_belong(tile, channels) -> None:
-    image = np.random.default_rng(1).random((37, 53, channels), dtype=np.float32)
+    image = np.random.default_rng(1).random((channels, 37, 53), dtype=np.float32)
     lasts: list[bool] = []
 
     def forward(batch: np.ndarray, last: bool) -> np.ndarray:
@@ -44,7 +44,7 @@ def test_tiles_land_where_they_belong(tile, channels) -> None:
 
     out = upscale_tiled(image, forward, factor=4, plan=_plan(53, 37, tile, 5, batch=3), pad=5, border=10,
                         out_dtype=np.uint8)
-    expected = np.rint(image * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
+    expected = np.rint(image.transpose(1, 2, 0) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
     np.testing.assert_array_equal(out, np.broadcast_to(expected, out.shape))  # gray feeds all three channels
     assert lasts[-1] and not any(lasts[:-1])  # the forward knows the image's last batch (arena release)
 
@@ -63,7 +63,7 @@ def test_tiled_output_equals_whole_image_output(engine, astronaut, tools, model,
 
 
 def test_out_of_memory_retries_with_smaller_tiles_and_gives_a_whole_image() -> None:
-    image = np.random.default_rng(2).random((64, 64, 3), dtype=np.float32)
+    image = np.random.default_rng(2).random((3, 64, 64), dtype=np.float32)
     seen: list[tuple[int, ...]] = []
 
     def picky(batch: np.ndarray, last: bool) -> np.ndarray:
@@ -74,14 +74,14 @@ def test_out_of_memory_retries_with_smaller_tiles_and_gives_a_whole_image() -> N
 
     notes: list[str] = []
     out = upscale_with_retry(image, picky, factor=4, plan=_plan(64, 64, 64, 4, batch=4), pad=4, border=10,
-                             out_dtype=np.uint8, on_retry=notes.append)
-    expected = np.rint(image * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
+                             out_dtype=np.uint8, on_retry=notes.append).result()
+    expected = np.rint(image.transpose(1, 2, 0) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
     np.testing.assert_array_equal(out, expected)
     assert notes and max(shape[2] for shape in seen[-4:]) <= 40
 
 
 def test_out_of_memory_at_the_smallest_tile_raises_instead_of_a_partial_image() -> None:
-    image = np.zeros((64, 64, 3), dtype=np.float32)
+    image = np.zeros((3, 64, 64), dtype=np.float32)
 
     def always_oom(batch: np.ndarray, last: bool) -> np.ndarray:
         raise EngineOutOfMemoryError("simulated out of memory")
@@ -101,7 +101,7 @@ def test_a_failing_tile_fails_the_whole_call() -> None:
         return _nearest4(batch)
 
     with pytest.raises(EngineError, match="inference failed"):
-        upscale_with_retry(np.zeros((64, 64, 3), np.float32), fails_third, factor=4, plan=_plan(64, 64, 16, 2),
+        upscale_with_retry(np.zeros((3, 64, 64), np.float32), fails_third, factor=4, plan=_plan(64, 64, 16, 2),
                            pad=2, border=10, out_dtype=np.uint8)
 
 

@@ -1,0 +1,273 @@
+"""How busy the GPU stays, predicted without a GPU: the real worker loop with the GPU stand-in engine.
+
+Each cell (GPU profile x photo size x output format) uploads photos to the local stack's emulator (moto
+server, its own process), runs intake on them (the real validation, records and work items), then drains the
+work queue with the real worker loop in this process (`drain_with_worker`, the one function that knows the
+loop) whose engine is `benchmarks/gpu_standin.py`'s: production code everywhere except the network forward,
+which sleeps (no GIL) as long as that GPU would take. Printed per cell:
+
+    gpu_busy PROFILE SIZE FORMAT PERCENT S_PER_IMAGE [today PERCENT S_PER_IMAGE]
+
+PERCENT = modelled forward seconds / wall seconds while images flow: from the first forward of the first image
+to the first forward of the last one (whole image periods, steady state), so neither the first image's
+download and decode nor the last one's encode and upload count. S_PER_IMAGE is that period per image.
+`--today` runs each cell again as before this change (numpy post-processing on the host after a float32 copy
+back, fixed 1024 px tiles, the old encoder settings) and prints both side by side. `--loop engine` drives
+the engine's three stages in a small pipeline of its own instead of the worker loop (prepare N+1 | infer N |
+encode N-1, no AWS): the bound a pipelined worker loop can reach with this engine.
+
+    .venv/bin/python benchmarks/gpu_busy.py [--profiles a10g l4 h100] [--sizes 1 4 12] \
+        [--formats jpeg png webp avif] [--today] [--loop worker|engine] [--target-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.gpu_standin import PROFILES, ForwardLog, standin_engine
+from common import aws
+from common.jobs import JobStore
+from common.lifecycle import JobLifecycle
+from common.notify import Notifier
+from common.settings import Settings
+from common.work_queue import WorkQueue
+from gpu_batch.engine import Engine, InferredImage, UpscaleResult, codec, formats_io
+from gpu_batch.engine.planning import plan_tiles
+
+# Input sizes (4:3) by megapixels.
+SIZES = {"0.25": (577, 433), "1": (1155, 866), "4": (2309, 1732), "12": (4000, 3000)}
+# The encoder settings before this change, for --today.
+TODAY_ENCODERS = ((codec, "PNG_COMPRESS_LEVEL", 6), (codec, "WEBP_METHOD", 4), (codec, "JPEG_OPTIMIZE", True),
+                  (formats_io, "AVIF_SPEED", 6))
+TODAY_TILE = 1024
+MODEL = "x4plus"
+
+
+def photo(width: int, height: int, seed: int) -> bytes:
+    """A photo-like JPEG (smooth shapes, mid-frequency texture, sensor noise), made in C code and quickly."""
+    rng = np.random.default_rng(seed)
+    shapes = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height),
+                                                                                    Image.Resampling.BICUBIC)
+    texture = Image.fromarray(rng.integers(0, 256, (max(1, height // 12), max(1, width // 12), 3), dtype=np.uint8))
+    image = Image.blend(shapes, texture.resize((width, height), Image.Resampling.BICUBIC), 0.35)
+    image = Image.blend(image, Image.effect_noise((width, height), 40).convert("RGB"), 0.06)
+    stream = io.BytesIO()
+    image.save(stream, "JPEG", quality=90)
+    return stream.getvalue()
+
+
+@dataclass
+class Cell:
+    profile: str
+    size: str
+    fmt: str
+    today: bool
+    images: int
+
+
+def timed_encodes(engine: Engine) -> list[float]:
+    """Each encode's wall seconds, appended as the engine encodes (upscale_bytes too)."""
+    seconds: list[float] = []
+    encode = engine.encode
+
+    def timed(inferred: InferredImage, *, quality: int | None = None) -> UpscaleResult:
+        result = encode(inferred, quality=quality)
+        seconds.append(result.encode_seconds)
+        return result
+
+    engine.encode = timed  # type: ignore[method-assign]
+    return seconds
+
+
+@contextlib.contextmanager
+def todays_encoders(today: bool) -> Iterator[None]:
+    saved = [(module, name, getattr(module, name)) for module, name, _ in TODAY_ENCODERS]
+    if today:
+        for module, name, value in TODAY_ENCODERS:
+            setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+# --- the worker loop on the local stack ----------------------------------------------------------------
+class LocalStackRun:
+    """The emulator with the deployed resources, intake, and the worker's collaborators."""
+
+    def __init__(self) -> None:
+        from local_stack.emulator import MotoServer
+
+        for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}.items():
+            os.environ.setdefault(name, value)
+        self.emulator = MotoServer()
+        self.settings = Settings()
+
+    def __enter__(self) -> LocalStackRun:
+        from local_stack.resources import create_resources
+
+        endpoint = self.emulator.start()
+        settings = Settings(endpoint_url=endpoint, worker_idle_seconds=2, work_visibility_seconds=300,
+                            max_item_seconds=1800)
+        resources = create_resources(settings)
+        self.settings = settings.replace(topic_arn=resources.topic_arn, work_queue_url=resources.work_queue_url)
+        self.s3 = aws.client("s3", self.settings)
+        store = JobStore(dynamodb_client=aws.client("dynamodb", self.settings), table_name=self.settings.jobs_table)
+        self.lifecycle = JobLifecycle(store=store, notifier=Notifier(
+            sns_client=aws.client("sns", self.settings), topic_arn=self.settings.topic_arn,
+            upload_prefix=self.settings.upload_prefix))
+        self.queue = WorkQueue(sqs_client=aws.client("sqs", self.settings), queue_url=self.settings.work_queue_url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.stop()
+
+    def submit(self, photos: Sequence[bytes], *, fmt: str, tag: str) -> None:
+        from functions.intake.intake import Intake, Outcome
+        from functions.intake.s3_events import UploadEvent
+
+        intake = Intake(self.settings, s3=self.s3, lifecycle=self.lifecycle, work_queue=self.queue, scaler=None)
+        for i, data in enumerate(photos):
+            key = f"{self.settings.upload_prefix}{tag}/{i:03d}.jpg"
+            put = self.s3.put_object(Bucket=self.settings.input_bucket, Key=key, Body=data,
+                                     Metadata={"model": MODEL, "format": fmt})
+            result = intake.process(UploadEvent(self.settings.input_bucket, key, len(data), put["ETag"].strip('"'),
+                                                put.get("VersionId"), "ObjectCreated:Put"))
+            if result.outcome is not Outcome.QUEUED:
+                raise RuntimeError(f"intake did not queue {key}: {result}")
+
+    def clear_outputs(self) -> int:
+        """Delete every output version (the emulator keeps them in memory); returns how many were done."""
+        bucket = self.settings.output_bucket
+        versions = self.s3.list_object_versions(Bucket=bucket).get("Versions", [])
+        for version in versions:
+            self.s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+        return len(versions)
+
+
+def drain_with_worker(run: LocalStackRun, engine: Engine) -> None:
+    """The one place that knows the worker loop: gpu_batch.worker.loop.run_worker as on main (one thread:
+    download, upscale_bytes, upload; the terminal step beside the next image). When the loop becomes a
+    pipeline, only this function changes."""
+    from gpu_batch.worker.item import Worker
+    from gpu_batch.worker.loop import run_worker
+    from gpu_batch.worker.runtime import SystemClock
+
+    worker = Worker(settings=run.settings, engine=engine, s3=run.s3, lifecycle=run.lifecycle, queue=run.queue,
+                    clock=SystemClock())
+    run_worker(worker)
+
+
+# --- the engine's stages in a pipeline of their own --------------------------------------------------
+def drain_with_engine_pipeline(engine: Engine, photos: Sequence[bytes], *, fmt: str, model: str = MODEL,
+                               encoders: int = 2, on_result: Callable[[UpscaleResult], None] | None = None) -> None:
+    """prepare N+1 | infer N | encode N-1: one thread decodes ahead, this one runs the GPU stage, `encoders`
+    threads encode (at most that many images wait for or in the encoders, which bounds memory)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as preparer, \
+            ThreadPoolExecutor(encoders, thread_name_prefix="encode") as encoder:
+        def prepare(data: bytes) -> Future[Any]:
+            return preparer.submit(engine.prepare, data, model=model, scale=4.0, output_format=fmt)
+
+        ahead = prepare(photos[0]) if photos else None
+        encoding: list[Future[UpscaleResult]] = []
+        for i in range(len(photos)):
+            assert ahead is not None
+            prepared = ahead.result()
+            ahead = prepare(photos[i + 1]) if i + 1 < len(photos) else None
+            inferred = engine.infer(prepared)
+            while len(encoding) >= encoders:  # the encoders are full: wait for the oldest
+                result = encoding.pop(0).result()
+                if on_result:
+                    on_result(result)
+            encoding.append(encoder.submit(engine.encode, inferred))
+        for future in encoding:
+            result = future.result()
+            if on_result:
+                on_result(result)
+
+
+# --- cells ---------------------------------------------------------------------------------------------
+def images_for(profile: str, size: str, target_seconds: float, settings: Settings) -> int:
+    """Enough images for about `target_seconds` of modelled forward time (2 to 20)."""
+    width, height = SIZES[size]
+    plan = plan_tiles(width, height, network=MODEL, memory_budget=PROFILES[profile].memory_budget())
+    seconds = plan.work / (PROFILES[profile].network_mps(MODEL) * 1e6)
+    return int(min(20, max(2, round(target_seconds / seconds))))
+
+
+def run_cell(cell: Cell, photos: Sequence[bytes], run: LocalStackRun | None, base: Settings) -> tuple[float, float,
+                                                                                                     list[float]]:
+    log = ForwardLog()
+    settings = run.settings if run else base
+    engine = standin_engine(cell.profile, log=log, postprocess="host" if cell.today else "graph",
+                            settings=settings.replace(tile_size=TODAY_TILE) if cell.today else settings)
+    encodes = timed_encodes(engine)
+    with todays_encoders(cell.today):
+        if run is None:
+            drain_with_engine_pipeline(engine, photos, fmt=cell.fmt)
+        else:
+            run.submit(photos, fmt=cell.fmt, tag=f"{cell.profile}-{cell.size}-{cell.fmt}-{int(cell.today)}")
+            drain_with_worker(run, engine)
+            run.clear_outputs()
+    busy, period, images = log.image_periods()
+    if images != len(photos) or len(encodes) != len(photos):
+        raise RuntimeError(f"{images} of {len(photos)} images reached the GPU stand-in, {len(encodes)} were encoded")
+    return busy, period, encodes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profiles", nargs="*", default=["a10g", "l4", "h100"], choices=list(PROFILES))
+    parser.add_argument("--sizes", nargs="*", default=["1", "4", "12"], choices=list(SIZES))
+    parser.add_argument("--formats", nargs="*", default=["jpeg", "png", "webp", "avif"])
+    parser.add_argument("--today", action="store_true", help="also run today's design, side by side")
+    parser.add_argument("--loop", choices=["worker", "engine"], default="worker")
+    parser.add_argument("--target-seconds", type=float, default=20.0, help="modelled GPU seconds per cell")
+    parser.add_argument("--images", type=int, default=0, help="images per cell (default: from --target-seconds)")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the worker's per-image INFO lines
+    began = time.perf_counter()
+    base = Settings()
+    photos: dict[str, list[bytes]] = {}
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(LocalStackRun()) if args.loop == "worker" else None
+        print(f"# loop: {args.loop}; model {MODEL}; host: {os.cpu_count()} CPUs here; "
+              + "; ".join(f"{p.name}: {p.gpu}, {p.instance}, {p.host_vcpus} vCPUs, {p.x4plus_mps:.2f} MP/s"
+                          for p in (PROFILES[name] for name in args.profiles)), flush=True)
+        for profile in args.profiles:
+            for size in args.sizes:
+                n = args.images or images_for(profile, size, args.target_seconds, base)
+                if len(photos.get(size, [])) < n:
+                    photos[size] = [photo(*SIZES[size], seed) for seed in range(n)]
+                for fmt in args.formats:
+                    line = f"gpu_busy {profile} {size}MP {fmt}"
+                    notes = []
+                    for today in ([False, True] if args.today else [False]):
+                        busy, period, encodes = run_cell(Cell(profile, size, fmt, today, n), photos[size][:n], run,
+                                                         base)
+                        line += f"{' today' if today else ''} {busy * 100:.1f} {period:.2f}"
+                        notes.append(f"{'today' if today else 'new'}: encode {np.mean(encodes):.2f} s/image")
+                    print(line, f"  # {n} images; " + "; ".join(notes), flush=True)
+    print(f"# {time.perf_counter() - began:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
