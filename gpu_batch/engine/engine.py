@@ -22,7 +22,7 @@ from common.contract import MAX_STRENGTH, MIN_STRENGTH, strength_in_range
 from common.formats import MAX_SCALE, MIN_SCALE, output_size, scale_in_range
 from common.settings import Settings
 
-from . import codec
+from . import codec, memory
 from .alpha import bleed_colour
 from .errors import EngineError
 from .models import model_spec, network_for
@@ -227,17 +227,35 @@ class Engine:
         return tile_pad(model, self.settings.tile_pad)
 
     # --- tiles ----------------------------------------------------------------------------------
-    def plan_tiles(self, model: str, width: int, height: int, tile_size: int = 0, output_bytes: int = 0,
+    def plan_tiles(self, model: str, width: int, height: int, tile_size: int = 0, reserve_bytes: int = 0,
                    out_dtype: type[np.integer] = np.uint8) -> TilePlan:
         """Tile from the caller, else settings, else the grid with the least work that fits the memory: the GPU's
-        (what the runtime may use once the model is loaded) or half the host's free memory after the output."""
+        (what the runtime may use once the model is loaded), or on the CPU half of the host's free memory once
+        `reserve_bytes` (the image's own peak, memory.peak_bytes) is set aside."""
         runner = self._runners.get(model, out_dtype)
         if runner.device == "cuda":
             budget = runner.memory_budget()
         else:
-            budget = int((available_host_memory() - output_bytes) * 0.5)
+            budget = int((available_host_memory() - reserve_bytes) * 0.5)
         return plan_tiles(width, height, network=model, memory_budget=budget, device=runner.device,
                           tile_size=tile_size or self.settings.tile_size, pad=self.settings.tile_pad)
+
+    def peak_host_bytes(self, prepared: PreparedImage, tile_size: int = 0) -> int:
+        """The most host memory this image needs at any stage (memory.peak_bytes with its tile plan): what a
+        pipelined worker adds up for the images it holds at once."""
+        facts = prepared.facts
+        out_dtype: type[np.integer] = np.uint16 if facts.bit_depth == 16 else np.uint8
+        plan = self.plan_tiles(prepared.network, facts.width, facts.height, tile_size, out_dtype=out_dtype)
+        return self._peak_bytes(prepared, window_pixels=0 if plan.windows == 1 else
+                                plan.batch * plan.window_h * plan.window_w)
+
+    @staticmethod
+    def _peak_bytes(prepared: PreparedImage, *, window_pixels: int) -> int:
+        facts = prepared.facts
+        return memory.peak_bytes(facts.width, facts.height, prepared.scale, fmt=prepared.format,
+                                 channels=prepared.network_input.shape[0], bit_depth=facts.bit_depth,
+                                 alpha=facts.alpha is not None, factor=model_spec(prepared.network).scale,
+                                 window_pixels=window_pixels)
 
     # --- the three stages -----------------------------------------------------------------------
     def prepare(self, data: bytes, *, model: str, scale: float, output_format: str | None,
@@ -270,8 +288,9 @@ class Engine:
         runner = self._runners.get(network, out_dtype)
         spec = model_spec(network)
         h, w = facts.height, facts.width
-        pixels_nbytes = h * w * spec.scale**2 * 3 * np.dtype(out_dtype).itemsize
-        plan = self.plan_tiles(network, w, h, tile_size, out_dtype=out_dtype, output_bytes=pixels_nbytes)
+        pixels_nbytes = memory.output_bytes(w, h, spec.scale, facts.bit_depth)
+        plan = self.plan_tiles(network, w, h, tile_size, out_dtype=out_dtype,
+                               reserve_bytes=self._peak_bytes(prepared, window_pixels=0))
         log.debug("upscaling %dx%d with %s: %s", w, h, network, plan)
         # Real-CUGAN: one set of global means for every tile; a single tile computes the same ones itself
         pooled = runner.pooled_means(prepared.network_input) if plan.windows > 1 else None
@@ -291,13 +310,13 @@ class Engine:
         """Everything after the network (exact output size, gray, strength, alpha, metadata) and the encoder.
         Thread-safe: encodes of different images run in parallel."""
         started = time.perf_counter()
-        color, alpha = self.finish_pixels(inferred)
         fmt, facts = inferred.format, inferred.facts
         if quality is None:
             quality = {"webp": self.settings.webp_quality, "avif": codec.formats_io.AVIF_QUALITY}.get(
                 fmt, self.settings.jpeg_quality)
-        data = codec.encode(color, alpha, fmt=fmt, bit_depth=facts.bit_depth, quality=quality,
-                            icc=facts.icc_profile, exif=facts.exif, notes=facts.warnings, xmp=facts.xmp)
+        data = codec.encode_handed(list(self.finish_pixels(inferred)), fmt=fmt, bit_depth=facts.bit_depth,
+                                   quality=quality, icc=facts.icc_profile, exif=facts.exif, notes=facts.warnings,
+                                   xmp=facts.xmp)
         return UpscaleResult(
             data=data, format=fmt, content_type=codec.CONTENT_TYPES[fmt], input_width=facts.width,
             input_height=facts.height, output_width=inferred.output_width,
