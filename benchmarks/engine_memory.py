@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,7 +58,7 @@ def probe(case: dict[str, object]) -> dict[str, object]:
     profile = standin.PROFILES["a10g"]
     standin.PROFILES["fast"] = dataclasses.replace(profile, name="fast", x4plus_mps=1e4)  # same memory, no wait
     engine = standin.standin_engine("fast", log=standin.ForwardLog(), postprocess=str(case["postprocess"]),
-                                    settings=Settings(tile_size=int(case.get("tile", 0))))  # type: ignore[call-overload]
+                                    settings=Settings(tile_size=int(case.get("tile", 0))))
     data = Path(str(case["path"])).read_bytes()
     fmt = str(case["format"])
     result: dict[str, object] = {"loaded": rss_mib()[0]}
@@ -84,7 +85,7 @@ def probe(case: dict[str, object]) -> dict[str, object]:
     return result
 
 
-def run_probe(case: dict[str, object]) -> dict[str, object]:
+def run_probe(case: dict[str, object]) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--probe", json.dumps(case)], capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"probe {case} failed: {out.stderr[-2000:]}")
@@ -147,23 +148,23 @@ def main() -> None:
         for post in ("graph", "host"):
             found = run_probe({"path": str(tile_photo), "format": "jpeg", "postprocess": post, "tile": 1024,
                                "encode": False})
-            print(f"{post:16} {int(found['infer_peak']) - int(found['prepared']):26d} "  # type: ignore[call-overload]
-                  f"{int(found['inferred_nbytes']) // 2**20:16d}", flush=True)  # type: ignore[call-overload]
+            print(f"{post:16} {int(found['infer_peak']) - int(found['prepared']):26d} "
+                  f"{int(found['inferred_nbytes']) // 2**20:16d}", flush=True)
         if not args.no_largest:
             print(f"\n2. peak RSS at the largest input, x4plus 4x (job memory {job_mib} MiB, goal <= "
                   f"{job_mib * 3 // 4} MiB)")
             print(f"{'format':6} {'input':>10} {'loaded':>7} {'prepare':>8} {'infer':>7} {'encode':>7} {'peak':>6} "
-                  f"{'of job':>7} {'image':>6} {'estimate':>9} {'encode s':>9} {'MB out':>7}   (MiB; image = peak - loaded)")
+                  f"{'of job':>7} {'image':>6} {'estimate':>9} {'encode s':>9} {'MB out':>7}  MiB")
             for fmt in args.formats:
                 width, height = LARGEST.get(fmt, LARGEST_DEFAULT)
                 found = run_probe({"path": str(photo_file(Path(folder), width, height)), "format": fmt,
                                    "postprocess": "graph"})
-                peaks = [int(found[k]) for k in ("prepare_peak", "infer_peak", "encode_peak")]  # type: ignore[call-overload]
+                peaks = [int(found[k]) for k in ("prepare_peak", "infer_peak", "encode_peak")]
                 peak = max(peaks)
-                image = peak - int(found["loaded"])  # type: ignore[call-overload]
+                image = peak - int(found["loaded"])
                 print(f"{fmt:6} {f'{width}x{height}':>10} {found['loaded']:>7} {peaks[0]:8d} {peaks[1]:7d} "
                       f"{peaks[2]:7d} {peak:6d} {peak / job_mib:7.0%} {image:6d} {found['estimate']:>9} "
-                      f"{found['encode_seconds']:>9} {int(found['bytes']) / 1e6:7.0f}", flush=True)  # type: ignore[call-overload]
+                      f"{found['encode_seconds']:>9} {int(found['bytes']) / 1e6:7.0f}", flush=True)
     if args.cpu_work:
         cpu_work(["x4plus", "animevideov3"], [64, 128])
 

@@ -226,7 +226,7 @@ class ModelRunner:
             raise EngineError(f"{self.model}: inference failed: {exc}") from exc
 
 
-def _session_options(device: str) -> ort.SessionOptions:
+def session_options(device: str) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -259,7 +259,7 @@ def load_runner(model: str, device: str, model_dir: Path | None = None, *, out_d
                                      out_dtype=out_dtype)
             source = graph.SerializeToString()
             del graph
-        session = ort.InferenceSession(source, _session_options(device), providers=providers)
+        session = ort.InferenceSession(source, session_options(device), providers=providers)
     except Exception as exc:
         raise EngineError(f"could not load model {model} ({path}): {exc}") from exc
     provider = session.get_providers()[0]
