@@ -93,7 +93,7 @@ def run_probe(case: dict[str, object]) -> dict[str, Any]:
 
 
 def photo_file(folder: Path, width: int, height: int) -> Path:
-    from benchmarks.gpu_busy import photo
+    from benchmarks.engine_pipeline import photo
 
     path = folder / f"photo-{width}x{height}.jpg"
     if not path.exists():

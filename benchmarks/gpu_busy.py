@@ -24,22 +24,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.engine_pipeline import MODEL, SIZES, drain_with_engine_pipeline, photo
 from benchmarks.gpu_standin import PROFILES, ForwardLog, standin_engine
 from common import aws
 from common.jobs import JobStore
@@ -50,26 +47,10 @@ from common.work_queue import WorkQueue
 from gpu_batch.engine import Engine, InferredImage, UpscaleResult, codec, formats_io
 from gpu_batch.engine.planning import plan_tiles
 
-# Input sizes (4:3) by megapixels.
-SIZES = {"0.25": (577, 433), "1": (1155, 866), "4": (2309, 1732), "12": (4000, 3000)}
 # The encoder settings before this change, for --today.
 TODAY_ENCODERS = ((codec, "PNG_COMPRESS_LEVEL", 6), (codec, "WEBP_METHOD", 4), (codec, "JPEG_OPTIMIZE", True),
                   (formats_io, "AVIF_SPEED", 6))
 TODAY_TILE = 1024
-MODEL = "x4plus"
-
-
-def photo(width: int, height: int, seed: int) -> bytes:
-    """A photo-like JPEG (smooth shapes, mid-frequency texture, sensor noise), made in C code and quickly."""
-    rng = np.random.default_rng(seed)
-    shapes = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height),
-                                                                                    Image.Resampling.BICUBIC)
-    texture = Image.fromarray(rng.integers(0, 256, (max(1, height // 12), max(1, width // 12), 3), dtype=np.uint8))
-    image = Image.blend(shapes, texture.resize((width, height), Image.Resampling.BICUBIC), 0.35)
-    image = Image.blend(image, Image.effect_noise((width, height), 40).convert("RGB"), 0.06)
-    stream = io.BytesIO()
-    image.save(stream, "JPEG", quality=90)
-    return stream.getvalue()
 
 
 @dataclass
@@ -173,34 +154,6 @@ def drain_with_worker(run: LocalStackRun, engine: Engine) -> None:
     worker = Worker(settings=run.settings, engine=engine, s3=run.s3, lifecycle=run.lifecycle, queue=run.queue,
                     clock=SystemClock())
     run_worker(worker)
-
-
-# --- the engine's stages in a pipeline of their own --------------------------------------------------
-def drain_with_engine_pipeline(engine: Engine, photos: Sequence[bytes], *, fmt: str, model: str = MODEL,
-                               encoders: int = 2, on_result: Callable[[UpscaleResult], None] | None = None) -> None:
-    """prepare N+1 | infer N | encode N-1: one thread decodes ahead, this one runs the GPU stage, `encoders`
-    threads encode (at most that many images wait for or in the encoders, which bounds memory)."""
-    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as preparer, \
-            ThreadPoolExecutor(encoders, thread_name_prefix="encode") as encoder:
-        def prepare(data: bytes) -> Future[Any]:
-            return preparer.submit(engine.prepare, data, model=model, scale=4.0, output_format=fmt)
-
-        ahead = prepare(photos[0]) if photos else None
-        encoding: list[Future[UpscaleResult]] = []
-        for i in range(len(photos)):
-            assert ahead is not None
-            prepared = ahead.result()
-            ahead = prepare(photos[i + 1]) if i + 1 < len(photos) else None
-            inferred = engine.infer(prepared)
-            while len(encoding) >= encoders:  # the encoders are full: wait for the oldest
-                result = encoding.pop(0).result()
-                if on_result:
-                    on_result(result)
-            encoding.append(encoder.submit(engine.encode, inferred))
-        for future in encoding:
-            result = future.result()
-            if on_result:
-                on_result(result)
 
 
 # --- cells ---------------------------------------------------------------------------------------------
