@@ -7,8 +7,9 @@ window pixel. The real-network side of benchmarks/gpu_busy.py (which predicts th
 2. `busy`: x4plus (--busy-network) over several photos per size and output format through the engine's three
    stages pipelined (prepare N+1 | infer N | encode N-1): forward seconds over wall seconds per image period,
    as gpu_busy.py prints them, and nvidia-smi's utilization.gpu sampled every 100 ms over the same period.
-3. `memory`: GPU memory one x4plus window takes (peak of cudaMemGetInfo sampled during the forward, after the
-   arena gave back what it held), per window pixel: what planning.GPU_WORK_DIVISOR estimates (CPU bytes / 2).
+3. `memory`: host RSS once the CUDA runtime and x4plus are loaded; GPU memory one x4plus window takes (peak
+   of cudaMemGetInfo sampled during the forward, after the arena gave back what it held), per window pixel:
+   what planning.GPU_WORK_DIVISOR estimates (CPU bytes / 2).
 
     python3 benchmarks/gpu/busy.py [--networks x4plus animevideov3] [--sizes 1 4 12] \
         [--formats jpeg png webp avif] [--encoders N] [--json FILE] [--device cuda|cpu]
@@ -187,6 +188,10 @@ def window_memory(device: str, sides: tuple[int, ...] = (512, 1024)) -> list[dic
         print("GPU memory per window pixel: skipped (no CUDA runtime to ask)")
         return rows
     runner = load_runner("x4plus", "cuda")
+    with open("/proc/self/status") as status:  # what the job's host memory holds before any image
+        rss = next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+    print(f"host RSS with the CUDA runtime and the x4plus session loaded: {rss} MiB")
+    rows.append({"host_rss_mib_loaded": rss})
     print(f"{'window':>7} {'GPU MiB':>8} {'bytes/window px':>16} {'planned':>8}")
     for side in sides:
         windows = np.random.default_rng(0).random((1, 3, side, side), dtype=np.float32)

@@ -47,7 +47,7 @@ echo "staged $parts parts. On one warm device machine (each call within 30 s of 
 for part in "$stage"/part-*; do
     last=$([ "$part" = "$(ls "$stage"/part-* | tail -1)" ] && echo yes || echo no)
     if [ "$last" = yes ]; then
-        echo "  run(carry=[\"$part\", \"$stage/SHA256SUMS\"], command=\"bash benchmarks/gpu/check.sh\", timeout_s=540)"
+        echo "  run(carry=[\"$part\", \"$stage/SHA256SUMS\"], command=\"bash benchmarks/gpu/check.sh\", timeout_s=600)"
     else
         echo "  run(carry=[\"$part\"], command=\"ls -l $stage\")"
     fi

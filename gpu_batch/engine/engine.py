@@ -25,7 +25,7 @@ from common.settings import Settings
 from . import codec, memory
 from .alpha import bleed_colour
 from .errors import EngineError
-from .models import model_spec, network_for
+from .models import MODEL_NETWORKS, model_spec, network_for
 from .planning import TilePlan, plan_tiles, tile_pad
 from .runtime import Pooled, Runner, RunnerCache, RunnerFactory, available_host_memory, load_runner, resolve_device
 from .tiling import upscale_with_retry
@@ -220,6 +220,11 @@ class Engine:
         self._runners.get(network_for(model, scale).name)
 
     def provider(self, model: str = "x4plus") -> str:
+        """The execution provider that runs `model` (a network of it already loaded answers without loading)."""
+        for network in MODEL_NETWORKS.get(model, (model_spec(model).name,)):
+            loaded = self._runners.loaded_runner(network)
+            if loaded is not None:
+                return loaded.provider
         return self._runners.get(model_spec(model).name).provider
 
     def tile_pad(self, model: str) -> int:

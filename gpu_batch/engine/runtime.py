@@ -297,3 +297,6 @@ class RunnerCache:
 
     def loaded(self) -> list[str]:
         return sorted({model for model, _ in self._runners})
+
+    def loaded_runner(self, model: str) -> Runner | None:
+        return next((runner for (name, _), runner in list(self._runners.items()) if name == model), None)

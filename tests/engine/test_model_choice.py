@@ -155,6 +155,7 @@ def test_a_2x_illustration_job_runs_the_2x_network(engine, astronaut, tools) -> 
     data = tools.encode(Image.fromarray(tools.crop(astronaut, 30, 42)), "PNG")
     result = engine.upscale_bytes(data, model="illustration", scale=2.0)
     assert (result.output_width, result.output_height, result.model) == (84, 60, "illustration")
+    assert engine.provider("illustration") == result.provider  # answered by the loaded 2x network
     assert "illustration-x2" in engine._runners.loaded() and "illustration-x4" not in engine._runners.loaded()
 
 
