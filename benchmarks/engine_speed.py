@@ -112,13 +112,13 @@ def raw_sides(model: str, size: int, threads: int, sides: list[str]) -> dict[str
     import onnxruntime as ort
 
     from gpu_batch.engine.models import ensure_model, network_for
-    from gpu_batch.engine.runtime import _session_options
+    from gpu_batch.engine.runtime import session_options
 
     rgb = np.asarray(Image.open(io.BytesIO(photo_jpeg(size))).convert("RGB"), dtype=np.float32) / 255.0
     chw, _ = reference_input(model, rgb)
     runs: dict[str, Callable[[], object]] = {}
     if "ort" in sides:
-        options = _session_options("cpu")
+        options = session_options("cpu")
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(ensure_model(network_for(model, 4.0).name)), options,
                                        providers=["CPUExecutionProvider"])

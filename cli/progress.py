@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from gpu_batch.engine.engine import Engine
-from gpu_batch.engine.models import default_model_dir, model_spec, network_for, onnx_filename
+from gpu_batch.engine.models import default_model_dir, network_for, onnx_filename
 from gpu_batch.engine.runtime import CUDA, cpu_count
 
 SLOW_SECONDS = 10.0  # estimates above this are announced before the run starts
@@ -109,9 +109,7 @@ def estimate(engine: Engine, *, model: str, scale: float, width: int, height: in
     network = network_for(model, scale).name
     provider = engine.provider(network)  # loads the model (the run needs it anyway)
     plan = engine.plan_tiles(network, width, height, tile_size)
-    tiles = math.ceil(height / min(plan.tile, height)) * math.ceil(width / min(plan.tile, width))
-    pad = max(engine.tile_pad(network), model_spec(network).border_pad)
-    pixels = (min(plan.tile, width) + 2 * pad) * (min(plan.tile, height) + 2 * pad)
+    tiles, pixels = plan.windows, plan.window_h * plan.window_w
     measured = _read_speeds().get(_speed_key(network, provider))
     if measured is not None:
         return Estimate(network, provider, tiles, pixels, measured, measured=True)

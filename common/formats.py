@@ -22,6 +22,11 @@ OUTPUT_MAX_SIDE: Mapping[OutputFormat, int] = {
     OutputFormat.TIFF: 2**31 - 1,  # 32-bit fields; 256 MP x 8 B stays under classic TIFF's 4 GB
 }
 
+# Most output pixels a format's encoder writes reliably. libwebp keeps every macroblock's modes in a first
+# partition of at most 512 KB: photo-like outputs overflow it from ~150 MP even at its slowest methods
+# (docs/engine.md, "Encoders on a GPU host"), so intake refuses larger WebP outputs before any GPU time.
+OUTPUT_MAX_PIXELS: Mapping[OutputFormat, int] = {OutputFormat.WEBP: 2**27}
+
 # File extension of each output format (the output key's extension is replaced with it).
 EXTENSIONS: Mapping[OutputFormat, str] = {
     OutputFormat.JPEG: ".jpg",

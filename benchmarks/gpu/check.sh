@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The engine's GPU checks in one run, on the device machine, from the repository root:
 # unpack the parts staged by benchmarks/gpu/prepare.sh, install them beside the image's own packages,
-# then report the GPU, build the models, run the CUDA tests, the provider-setting matrix and the
-# end-to-end speed benchmark. Every step runs even when one before it failed; the exit status is the
-# number of failed steps. The log and the speed table land in $OUT (the device tool brings them back).
+# then report the GPU, build the models, run the CUDA tests, the forward speed / busy / memory check
+# (busy.py), the provider-setting matrix and the end-to-end speed benchmark. Every step runs even when
+# one before it failed; the exit status is the number of failed steps. The log and the speed table land in $OUT (the device tool brings them back).
 #
 # Dry run on a machine without a GPU (checks the staging and install steps; the CUDA steps fail):
 #   ORT_PACKAGE=onnxruntime ORT_VERSION=1.32.0 PY_VERSION=3.11 benchmarks/gpu/prepare.sh
@@ -76,6 +76,7 @@ export LD_LIBRARY_PATH="$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH
 step "GPU and onnxruntime" report
 step "build models" build_models
 step "CUDA tests" "$PYTHON" -m pytest -p no:cacheprovider -q -rs tests/engine/test_cuda.py
+step "forward speed, GPU busy, GPU memory per window pixel" "$PYTHON" benchmarks/gpu/busy.py --json "$OUT/busy.json"
 step "CUDA provider settings (network only)" "$PYTHON" benchmarks/gpu/cuda_matrix.py --model x4plus
 step "end to end speed, CUDA" "$PYTHON" benchmarks/engine_speed.py --sides cuda --no-rss --repeats 3 \
     --sizes x4plus=256,512,1024 animevideov3=512,1024,2048 --json "$OUT/engine_speed.json"

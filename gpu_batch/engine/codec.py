@@ -21,7 +21,7 @@ import png  # pypng
 from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 from common.contract import OutputFormat
-from common.formats import OUTPUT_MAX_SIDE, default_output_format
+from common.formats import OUTPUT_MAX_PIXELS, OUTPUT_MAX_SIDE, default_output_format
 from common.heif import register_heif_opener
 from common.image_bounds import decode_cost_problem
 from common.image_metadata import UPRIGHT, exif_for_format, read_exif, upright_exif_bytes
@@ -37,6 +37,20 @@ CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
 XMP_ITXT_KEYWORD = b"XML:com.adobe.xmp"  # PNG's place for XMP (an uncompressed iTXt chunk)
 JPEG_MAX_XMP_BYTES = 65_000  # one APP1 segment, less its namespace header (extended XMP is not written)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Encoder effort for a GPU host, where the encode of one image runs beside the next image's forward and must
+# not fall behind it: each setting costs a third to a sixth of the CPU of the one before for a few percent more
+# bytes (benchmarks/encoder_effort.py; the table is in docs/engine.md). JPEG's Huffman optimisation also holds
+# every DCT coefficient of the image (and Pillow a 2-bytes-per-pixel output buffer) until it ends.
+PNG_COMPRESS_LEVEL = 1
+WEBP_METHOD = 1
+JPEG_OPTIMIZE = False
+# WebP keeps every macroblock's modes in its first partition, at most 512 KB (libwebp's "encoding error 6",
+# partition 0 overflow); the faster methods spend more of it. Measured on photo-like content at quality 95:
+# method 1 fails at 67 MP, method 2 at 151 MP; methods 3 and 4 pass 151 MP and fail at 206 MP. Larger
+# outputs therefore use slower methods, and an overflow is retried once with WEBP_SAFE_METHOD.
+WEBP_METHOD_ABOVE = ((64_000_000, 3), (32_000_000, 2))  # (output pixels, method) for outputs larger than that
+WEBP_SAFE_METHOD = 3
+_WEBP_OVERFLOW = "encoding error 6"
 
 
 @dataclass(slots=True)
@@ -231,6 +245,11 @@ def check_encodable(fmt: str, width: int, height: int) -> None:
         raise OutputNotEncodableError(
             f"a {width}x{height} output exceeds the {fmt.upper()} limit of {limit} px per side; "
             "choose a smaller scale or another format (png)")
+    max_pixels = OUTPUT_MAX_PIXELS.get(OutputFormat(fmt))
+    if max_pixels is not None and width * height > max_pixels:
+        raise OutputNotEncodableError(
+            f"a {width}x{height} output ({width * height / 1e6:.0f} MP) is more than {fmt.upper()} can encode "
+            f"({max_pixels / 1e6:.0f} MP); choose a smaller scale or another format (jpeg, png)")
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -243,7 +262,7 @@ def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc: bytes | None
     planes = [color] if alpha is None else [color, alpha[..., None]]
     array = np.concatenate(planes, axis=2) if len(planes) > 1 else color
     writer = png.Writer(width, height, greyscale=channels == 1, alpha=alpha is not None, bitdepth=16,
-                        compression=6)
+                        compression=PNG_COMPRESS_LEVEL)
     stream = io.BytesIO()
     big_endian = np.ascontiguousarray(array, dtype=">u2").reshape(height, -1)
     writer.write_packed(stream, (row.tobytes() for row in big_endian))
@@ -262,6 +281,17 @@ def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc: bytes | None
 def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: int, quality: int,
            icc: bytes | None, exif: bytes | None, notes: list[str], xmp: bytes | None = None) -> bytes:
     """color: HxWxC uint8 (or uint16 when bit_depth 16); alpha: HxW of the same dtype or None."""
+    return encode_handed([color, alpha], fmt=fmt, bit_depth=bit_depth, quality=quality, icc=icc, exif=exif,
+                         notes=notes, xmp=xmp)
+
+
+def encode_handed(arrays: list[np.ndarray | None], *, fmt: str, bit_depth: int, quality: int, icc: bytes | None,
+                  exif: bytes | None, notes: list[str], xmp: bytes | None = None) -> bytes:
+    """`encode` of [color, alpha] handed over: the list is emptied, and the arrays are dropped as soon as the
+    encoder holds its own copy, so they are not held beside the encoder's buffers (the engine's largest peak)."""
+    color, alpha = arrays
+    arrays.clear()
+    assert color is not None
     exif, dropped = exif_for_format(exif, fmt)  # never a failure after inference for metadata
     notes.extend(dropped)
     if xmp and fmt == "jpeg" and len(xmp) > JPEG_MAX_XMP_BYTES:
@@ -277,6 +307,7 @@ def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: 
         alpha = None if alpha is None else (alpha.astype(np.float32) / 257.0).round().astype(np.uint8)
     gray = color.shape[2] == 1
     image = Image.fromarray(color[..., 0] if gray else color, "L" if gray else "RGB")
+    del color
     if alpha is not None:
         if fmt == "jpeg":
             notes.append("JPEG has no transparency: transparent areas flattened onto white")
@@ -285,6 +316,7 @@ def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: 
             image = background
         else:
             image.putalpha(Image.fromarray(alpha, "L"))
+        del alpha
     options: dict[str, object] = {}
     if icc:
         options["icc_profile"] = icc
@@ -300,10 +332,32 @@ def encode(color: np.ndarray, alpha: np.ndarray | None, *, fmt: str, bit_depth: 
         return formats_io.encode_avif(image, quality=quality, options=options)
     stream = io.BytesIO()
     if fmt == "jpeg":
-        image.save(stream, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True,
+        image.save(stream, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=JPEG_OPTIMIZE,
                    **options)
     elif fmt == "webp":
-        image.save(stream, "WEBP", quality=quality, method=4, **options)
+        return _encode_webp(image, quality, options)
     else:
-        image.save(stream, "PNG", compress_level=6, **options)
+        image.save(stream, "PNG", compress_level=PNG_COMPRESS_LEVEL, **options)
     return stream.getvalue()
+
+
+def webp_method(pixels: int) -> int:
+    return next((method for above, method in WEBP_METHOD_ABOVE if pixels > above), WEBP_METHOD)
+
+
+def _encode_webp(image: Image.Image, quality: int, options: dict[str, object]) -> bytes:
+    method = webp_method(image.width * image.height)
+    while True:
+        stream = io.BytesIO()
+        try:
+            image.save(stream, "WEBP", quality=quality, method=method, **options)
+            return stream.getvalue()
+        except ValueError as exc:
+            if _WEBP_OVERFLOW not in str(exc):
+                raise
+            if method < WEBP_SAFE_METHOD:
+                method = WEBP_SAFE_METHOD
+                continue
+            raise OutputNotEncodableError(
+                f"a {image.width}x{image.height} image holds more detail than WebP can store at quality {quality} "
+                "(its first partition is limited to 512 KB); choose png, avif or jpeg, or a smaller scale") from exc

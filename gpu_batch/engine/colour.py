@@ -6,11 +6,17 @@ tile, how far the output's block means (each factor x factor block averaged) are
 smooths that difference over ~2*radius input pixels so only broad colour error is corrected (never
 texture, noise or JPEG blocks), and adds it back, upsampled. It only looks `2*radius + 1` input
 pixels around each pixel, well inside the tile overlap, so tiled output still equals whole-image output.
+The same correction exists twice: in numpy (`match_low_frequency`, the reference) and as ONNX nodes
+(`colour_fix_nodes`) that postprocess.py appends to the network so it runs on the device.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 LOW_FREQUENCY_RADIUS = 4
 
@@ -49,3 +55,31 @@ def match_low_frequency(inputs: np.ndarray, outputs: np.ndarray, factor: int,
     correction = _upsample_linear(_upsample_linear(error, factor, 2), factor, 3)
     outputs += correction
     return outputs
+
+
+def colour_fix_nodes(window: str, output: str, factor: int, scales: str, *, prefix: str,
+                     radius: int = LOW_FREQUENCY_RADIUS) -> tuple[str, list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """`match_low_frequency` as ONNX nodes: (the correction's value name, nodes, constants); the caller adds
+    the correction to `output`. Block means are an AveragePool, each box blur an edge Pad and an AveragePool,
+    the upsample a linear half-pixel Resize (which clamps at the edges, as `_upsample_linear` does)."""
+    nodes: list[onnx.NodeProto] = []
+    constants: list[onnx.TensorProto] = []
+
+    def node(op: str, inputs: list[str], name: str, **attrs: Any) -> str:
+        # Any: ONNX attributes of every kind, as make_node takes them
+        nodes.append(helper.make_node(op, inputs, [f"{prefix}.{name}"], name=f"{prefix}.{name}", **attrs))
+        return f"{prefix}.{name}"
+
+    means = node("AveragePool", [output], "block_means", kernel_shape=[factor, factor], strides=[factor, factor])
+    error = node("Sub", [window, means], "error")
+    size = 2 * radius + 1
+    for axis, kernel in ((2, [size, 1]), (3, [1, size])):
+        pads = np.zeros(8, np.int64)
+        pads[axis], pads[4 + axis] = radius, radius
+        constants.append(numpy_helper.from_array(pads, f"{prefix}.pads{axis}"))
+        for round_ in (1, 2):
+            edged = node("Pad", [error, f"{prefix}.pads{axis}"], f"edge{axis}_{round_}", mode="edge")
+            error = node("AveragePool", [edged], f"blur{axis}_{round_}", kernel_shape=kernel)
+    correction = node("Resize", [error, "", scales], "correction", mode="linear",
+                      coordinate_transformation_mode="half_pixel")
+    return correction, nodes, constants

@@ -1,12 +1,17 @@
-"""The engine: image bytes in, upscaled image bytes out. Knows nothing of AWS."""
+"""The engine: image bytes in, upscaled image bytes out, in three stages a pipelined worker runs apart.
+
+`prepare` (decode and every check that can fail on bad input; CPU, any thread), `infer` (the network with its
+post-processing on the device: windows in, final pixels out; one thread per GPU), `encode` (everything after
+the network, and the encoder; CPU, any thread). `upscale_bytes` runs the three in a row. Knows nothing of AWS.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,26 +22,17 @@ from common.contract import MAX_STRENGTH, MIN_STRENGTH, strength_in_range
 from common.formats import MAX_SCALE, MIN_SCALE, output_size, scale_in_range
 from common.settings import Settings
 
-from . import codec
+from . import codec, memory
 from .alpha import bleed_colour
 from .errors import EngineError
-from .models import model_spec, network_for
-from .runtime import CUDA, RunnerCache, available_gpu_memory, available_host_memory, resolve_device
-from .tiling import MIN_TILE, TILE_SIZES, upscale_with_retry
+from .models import MODEL_NETWORKS, model_spec, network_for
+from .planning import TilePlan, plan_tiles, tile_pad
+from .runtime import Pooled, Runner, RunnerCache, RunnerFactory, available_host_memory, load_runner, resolve_device
+from .tiling import upscale_with_retry
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-
-# Peak runtime memory per pixel of a tile's padded input, fp32 on CPU (measured, rounded up; see docs/engine.md).
-# fp16 on CUDA needs about half.
-# Keyed by network; Real-CUGAN's variants share one number per scale (benchmarks/engine_memory.py, 128 and 256
-# px tiles: 2x 6.0-6.3 kB, 3x 12.9-13.1 kB, 4x 7.5-8.3 kB; RealSR is x4plus's architecture).
-WORK_BYTES_PER_PIXEL = {"x4plus": 14_000, "x4plus-anime": 14_000, "animevideov3": 2_000, "photo-jpeg": 14_000,
-                        "cugan-x2": 6_500, "cugan-x3": 13_500, "cugan-x4": 8_500}
-CPU_MAX_TILE = 512
-GPU_MAX_BATCH = 8
-
 
 @dataclass(frozen=True, slots=True)
 class UpscaleResult:
@@ -56,58 +52,6 @@ class UpscaleResult:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedImage:
-    """A decoded input and its output plan, between `prepare` and `infer`."""
-
-    picture: codec.Picture
-    model: str
-    scale: float
-    strength: float
-    format: str
-    output_size: tuple[int, int]
-    decode_seconds: float
-
-    @property
-    def input_width(self) -> int:
-        return self.picture.width
-
-    @property
-    def input_height(self) -> int:
-        return self.picture.height
-
-    @property
-    def nbytes(self) -> int:
-        alpha = self.picture.alpha.nbytes if self.picture.alpha is not None else 0
-        return int(self.picture.pixels.nbytes + alpha)
-
-
-@dataclass(frozen=True, slots=True)
-class InferredImage:
-    """The network's result, between `infer` and `encode`."""
-
-    prepared: PreparedImage
-    color: np.ndarray
-    alpha: np.ndarray | None
-    inference_seconds: float
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.color.nbytes + (self.alpha.nbytes if self.alpha is not None else 0))
-
-
-@dataclass(frozen=True, slots=True)
-class TilePlan:
-    tile: int
-    batch: int
-
-
-def _work_bytes_per_pixel(network: str) -> int:
-    spec = model_spec(network)
-    key = f"cugan-x{spec.scale}" if spec.shrink else spec.name
-    return WORK_BYTES_PER_PIXEL.get(key, 14_000)
-
-
 def check_strength(strength: float) -> float:
     """The network's share of the result (see JobOptions.strength)."""
     strength = float(strength)
@@ -116,14 +60,14 @@ def check_strength(strength: float) -> float:
     return strength
 
 
-def _blend_faithful(upscaled: np.ndarray, color: np.ndarray, strength: float) -> np.ndarray:
-    """`strength` x the network's result + the rest x a Lanczos resize of the input, channel by channel
+def _blend_faithful(upscaled: np.ndarray, planes: np.ndarray, strength: float) -> np.ndarray:
+    """`strength` x the network's result + the rest x a Lanczos resize of the input (CxHxW), channel by channel
     (one float plane of the output size at a time)."""
     peak = float(np.iinfo(upscaled.dtype).max)
     size = (upscaled.shape[1], upscaled.shape[0])
     out = np.empty_like(upscaled)
     for c in range(upscaled.shape[2]):
-        faithful = _resize_plane(color[..., min(c, color.shape[2] - 1)], size) * (peak * (1.0 - strength))
+        faithful = _resize_plane(planes[min(c, planes.shape[0] - 1)], size) * (peak * (1.0 - strength))
         faithful += upscaled[..., c] * np.float32(strength)
         out[..., c] = np.clip(np.rint(faithful), 0, peak)
     return out
@@ -164,145 +108,261 @@ def _to_gray(array: np.ndarray, rows: int = 512) -> np.ndarray:
     return gray
 
 
+@dataclass(slots=True, eq=False)
+class ImageFacts:
+    """What the output keeps of the input besides its colour pixels."""
+
+    width: int
+    height: int
+    alpha: np.ndarray | None  # HxW float32 0..1
+    is_gray: bool
+    bit_depth: int
+    icc_profile: bytes | None
+    exif: bytes | None
+    xmp: bytes | None
+    warnings: list[str]
+
+    @classmethod
+    def of(cls, picture: codec.Picture) -> ImageFacts:
+        return cls(picture.width, picture.height, picture.alpha, picture.is_gray, picture.bit_depth,
+                   picture.icc_profile, picture.exif, picture.xmp, picture.warnings)
+
+    @property
+    def nbytes(self) -> int:
+        metadata = sum(len(b or b"") for b in (self.icc_profile, self.exif, self.xmp))
+        return metadata + (self.alpha.nbytes if self.alpha is not None else 0)
+
+
+@dataclass(slots=True, eq=False)
+class PreparedImage:
+    """A decoded, checked image waiting for the GPU (Engine.prepare)."""
+
+    facts: ImageFacts
+    network_input: np.ndarray  # CxHxW float32 0..1 (C = 1 or 3; colour under transparent pixels filled)
+    model: str
+    network: str
+    scale: float
+    strength: float
+    format: str
+    output_width: int
+    output_height: int
+    decode_seconds: float
+
+    @property
+    def input_width(self) -> int:
+        return self.facts.width
+
+    @property
+    def input_height(self) -> int:
+        return self.facts.height
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory it holds (pixels and metadata)."""
+        return self.network_input.nbytes + self.facts.nbytes
+
+
+@dataclass(slots=True, eq=False)
+class InferredImage:
+    """The network's pixels at its native scale, with what `encode` needs (Engine.infer). Encoded once:
+    `encode` takes the pixels, so the encoder's own buffers never sit beside them."""
+
+    facts: ImageFacts
+    pixels: Future[np.ndarray] | None  # (fH)x(fW)x3 uint8 (uint16 for 16-bit inputs), complete when placed
+    faithful_source: np.ndarray | None  # the network's input, kept only when strength < 1 blends it in
+    model: str
+    scale: float
+    strength: float
+    format: str
+    provider: str
+    output_width: int
+    output_height: int
+    decode_seconds: float
+    inference_seconds: float
+    work_ratio: float  # forward work over the image's own pixels (planning.TilePlan)
+    windows: int
+    pixels_nbytes: int
+
+    @property
+    def input_width(self) -> int:
+        return self.facts.width
+
+    @property
+    def input_height(self) -> int:
+        return self.facts.height
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory it holds (pixels and metadata)."""
+        source = self.faithful_source.nbytes if self.faithful_source is not None else 0
+        return (self.pixels_nbytes if self.pixels is not None else 0) + source + self.facts.nbytes
+
+
 class Engine:
-    """Real-ESRGAN upscaler. Cheap to construct; sessions load lazily, once per model, shared by threads."""
+    """Real-ESRGAN upscaler. Cheap to construct; sessions load lazily, once per model, shared by threads.
+
+    `runner_factory` replaces how networks are loaded (benchmarks/gpu_standin.py injects a GPU stand-in);
+    `postprocess="host"` runs today's numpy post-processing instead of the fused graph (benchmarks only)."""
 
     def __init__(self, device: str = "auto", *, settings: Settings | None = None,
-                 model_dir: Path | None = None, colour_fix: bool = True) -> None:
+                 model_dir: Path | None = None, colour_fix: bool = True, postprocess: str = "graph",
+                 runner_factory: RunnerFactory | None = None) -> None:
+        if postprocess not in ("graph", "host"):
+            raise ValueError(f"postprocess must be 'graph' or 'host', got {postprocess!r}")
         self.settings = settings or Settings.from_env()
         self.colour_fix = colour_fix  # keep the input's low-frequency colour (see colour.py)
-        self.device = resolve_device(device)
-        self._runners = RunnerCache(self.device, model_dir)
+        self.device = resolve_device(device) if runner_factory is None else device
+        self._runners = RunnerCache(runner_factory or functools.partial(
+            _load, device=self.device, model_dir=model_dir, colour_fix=colour_fix, fused=postprocess == "graph"))
 
     # --- sessions -------------------------------------------------------------------------------
     def preload(self, model: str = "x4plus", scale: float = 4.0) -> None:
         self._runners.get(network_for(model, scale).name)
 
     def provider(self, model: str = "x4plus") -> str:
-        return self._runners.get(model).provider
+        """The execution provider that runs `model` (a network of it already loaded answers without loading)."""
+        for network in MODEL_NETWORKS.get(model, (model_spec(model).name,)):
+            loaded = self._runners.loaded_runner(network)
+            if loaded is not None:
+                return loaded.provider
+        return self._runners.get(model_spec(model).name).provider
 
     def tile_pad(self, model: str) -> int:
         """Overlap around each tile: settings.tile_pad, raised to what the model needs for invisible seams."""
-        return max(self.settings.tile_pad, model_spec(model).min_tile_pad)
+        return tile_pad(model, self.settings.tile_pad)
 
     # --- tiles ----------------------------------------------------------------------------------
-    def plan_tiles(self, model: str, width: int, height: int, tile_size: int = 0,
-                   output_bytes: int = 0) -> TilePlan:
-        """Tile from the caller, else settings, else the largest that fits in the memory available."""
-        pad = self.tile_pad(model)
-        on_gpu = self.provider(model) == CUDA
-        per_pixel = _work_bytes_per_pixel(model) // (2 if on_gpu else 1)
-        if on_gpu:
-            free = available_gpu_memory()
-            budget = int((free if free is not None else 8 << 30) * 0.7)
+    def plan_tiles(self, model: str, width: int, height: int, tile_size: int = 0, reserve_bytes: int = 0,
+                   out_dtype: type[np.integer] = np.uint8) -> TilePlan:
+        """Tile from the caller, else settings, else the grid with the least work that fits the memory: the GPU's
+        (what the runtime may use once the model is loaded), or on the CPU half of the host's free memory once
+        `reserve_bytes` (the image's own peak, memory.peak_bytes) is set aside."""
+        runner = self._runners.get(model, out_dtype)
+        if runner.device == "cuda":
+            budget = runner.memory_budget()
         else:
-            budget = int((available_host_memory() - output_bytes) * 0.5)
-        requested = tile_size or self.settings.tile_size
-        if requested:
-            tile = max(MIN_TILE, requested)
-        else:
-            cap = 10_000 if on_gpu else CPU_MAX_TILE
-            fitting = [t for t in TILE_SIZES if t <= cap and (t + 2 * pad) ** 2 * per_pixel <= budget]
-            tile = fitting[0] if fitting else MIN_TILE
-        tiles = math.ceil(height / min(tile, height)) * math.ceil(width / min(tile, width))
-        tile_pixels = (min(tile, height) + 2 * pad) * (min(tile, width) + 2 * pad)
-        batch = max(1, min(GPU_MAX_BATCH, tiles, budget // max(1, tile_pixels * per_pixel))) if on_gpu else 1
-        return TilePlan(tile, batch)
+            budget = int((available_host_memory() - reserve_bytes) * 0.5)
+        return plan_tiles(width, height, network=model, memory_budget=budget, device=runner.device,
+                          tile_size=tile_size or self.settings.tile_size, pad=self.settings.tile_pad)
 
-    def _upscale_array(self, pixels: np.ndarray, model: str, *, tile_size: int, out_dtype: type[np.integer],
-                       progress: Progress | None, notes: list[str]) -> np.ndarray:
-        """HxWx3 float32 0..1 -> (network's scale)x HxWx3 out_dtype via the network."""
-        runner = self._runners.get(model)
-        factor = model_spec(model).scale
-        h, w = pixels.shape[:2]
-        plan = self.plan_tiles(model, w, h, tile_size,
-                               output_bytes=h * w * factor * factor * 3 * np.dtype(out_dtype).itemsize)
-        log.debug("upscaling %dx%d with %s: tile %d, batch %d", w, h, model, plan.tile, plan.batch)
-        # Real-CUGAN: one set of global means for every tile; a single tile computes the same ones itself
-        pooled = runner.pooled_means(pixels) if plan.tile < max(h, w) else None
-        run = runner.run if pooled is None else functools.partial(runner.run, pooled=pooled)
-        return upscale_with_retry(pixels, run, factor=factor, tile=plan.tile, pad=self.tile_pad(model),
-                                  batch=plan.batch, out_dtype=out_dtype, progress=progress, on_retry=notes.append,
-                                  colour_fix=self.colour_fix, border=model_spec(model).border_pad,
-                                  align=model_spec(model).tile_align)
+    def peak_host_bytes(self, prepared: PreparedImage, tile_size: int = 0) -> int:
+        """The most host memory this image needs at any stage (memory.peak_bytes with its tile plan): what a
+        pipelined worker adds up for the images it holds at once."""
+        facts = prepared.facts
+        out_dtype: type[np.integer] = np.uint16 if facts.bit_depth == 16 else np.uint8
+        plan = self.plan_tiles(prepared.network, facts.width, facts.height, tile_size, out_dtype=out_dtype)
+        return self._peak_bytes(prepared, window_pixels=0 if plan.windows == 1 else
+                                plan.batch * plan.window_h * plan.window_w)
 
-    def _upscale_picture(self, picture: codec.Picture, model: str, scale: float, size: tuple[int, int],
-                         tile_size: int, progress: Progress | None,
-                         strength: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
-        network = network_for(model, scale).name  # e.g. Real-CUGAN's 2x network for a 2x job
-        out_dtype = np.uint16 if picture.bit_depth == 16 else np.uint8
-        color = picture.pixels
-        if picture.alpha is not None:
-            color = bleed_colour(color, picture.alpha)
-        rgb = np.repeat(color, 3, axis=2) if picture.is_gray else color
-        upscaled = self._upscale_array(np.ascontiguousarray(rgb, dtype=np.float32), network, tile_size=tile_size,
-                                       out_dtype=out_dtype, progress=progress, notes=picture.warnings)
-        upscaled = _resize_channels(upscaled, size)
-        if picture.is_gray:
-            upscaled = _to_gray(upscaled)
-        if strength < 1.0:
-            upscaled = _blend_faithful(upscaled, color, strength)
-        alpha = None
-        if picture.alpha is not None:
-            peak = float(np.iinfo(out_dtype).max)
-            # alpha is a coverage mask, not texture: an antialiased Lanczos resize keeps edges clean and costs
-            # nothing next to the network
-            alpha = np.clip(np.rint(_resize_plane(picture.alpha, size) * peak), 0, peak).astype(out_dtype)
-        return upscaled, alpha
+    @staticmethod
+    def _peak_bytes(prepared: PreparedImage, *, window_pixels: int) -> int:
+        facts = prepared.facts
+        return memory.peak_bytes(facts.width, facts.height, prepared.scale, fmt=prepared.format,
+                                 channels=prepared.network_input.shape[0], bit_depth=facts.bit_depth,
+                                 alpha=facts.alpha is not None, factor=model_spec(prepared.network).scale,
+                                 window_pixels=window_pixels)
 
-    # --- public API -----------------------------------------------------------------------------
-    def prepare(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0, output_format: str | None = None,
+    # --- the three stages -----------------------------------------------------------------------
+    def prepare(self, data: bytes, *, model: str, scale: float, output_format: str | None,
                 strength: float = 1.0) -> PreparedImage:
-        """Decode and check (CPU, any thread): everything that can fail on a bad input fails here."""
-        network_for(model, _check_scale(scale))
-        scale, strength = _check_scale(scale), check_strength(strength)
+        """Decode and check everything that can fail on bad input (UndecodableImageError, EngineError)."""
         started = time.perf_counter()
+        scale, strength = _check_scale(scale), check_strength(strength)
+        network = network_for(model, scale).name
         picture = codec.decode(data)
         fmt = codec.choose_format(picture, output_format)
-        size = output_size(picture.width, picture.height, scale)
-        codec.check_encodable(fmt, *size)
-        return PreparedImage(picture=picture, model=model, scale=scale, strength=strength, format=fmt,
-                             output_size=size, decode_seconds=time.perf_counter() - started)
+        width, height = output_size(picture.width, picture.height, scale)
+        codec.check_encodable(fmt, width, height)
+        return self._prepared(picture, model, network, scale, strength, fmt, (width, height), started)
+
+    def _prepared(self, picture: codec.Picture, model: str, network: str, scale: float, strength: float, fmt: str,
+                  size: tuple[int, int], started: float) -> PreparedImage:
+        pixels = picture.pixels if picture.alpha is None else bleed_colour(picture.pixels, picture.alpha)
+        planes = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)  # the windows' layout
+        return PreparedImage(ImageFacts.of(picture), planes, model, network, scale, strength, fmt, *size,
+                             time.perf_counter() - started)
 
     def infer(self, prepared: PreparedImage, *, tile_size: int = 0,
               progress: Progress | None = None) -> InferredImage:
-        """The network (one image at a time per GPU)."""
+        """The network over the image (tiled; out of memory retried with smaller tiles). One image at a time
+        per GPU: the worker calls it from one thread. It returns after the last forward; the last tile's pixels
+        are placed by then or soon after (`encode` waits for them)."""
         started = time.perf_counter()
-        color, alpha = self._upscale_picture(prepared.picture, prepared.model, prepared.scale, prepared.output_size,
-                                             tile_size, progress, prepared.strength)
-        return InferredImage(prepared=prepared, color=color, alpha=alpha,
-                             inference_seconds=time.perf_counter() - started)
+        facts, network = prepared.facts, prepared.network
+        out_dtype: type[np.integer] = np.uint16 if facts.bit_depth == 16 else np.uint8
+        runner = self._runners.get(network, out_dtype)
+        spec = model_spec(network)
+        h, w = facts.height, facts.width
+        pixels_nbytes = memory.output_bytes(w, h, spec.scale, facts.bit_depth)
+        plan = self.plan_tiles(network, w, h, tile_size, out_dtype=out_dtype,
+                               reserve_bytes=self._peak_bytes(prepared, window_pixels=0))
+        log.debug("upscaling %dx%d with %s: %s", w, h, network, plan)
+        # Real-CUGAN: one set of global means for every tile; a single tile computes the same ones itself
+        pooled = runner.pooled_means(prepared.network_input) if plan.windows > 1 else None
+        pixels = upscale_with_retry(
+            prepared.network_input, functools.partial(_forward, runner, pooled), factor=spec.scale, plan=plan,
+            pad=self.tile_pad(network), border=spec.border_pad, align=spec.tile_align, out_dtype=out_dtype,
+            progress=progress, on_retry=facts.warnings.append)
+        return InferredImage(
+            facts=facts, pixels=pixels,
+            faithful_source=prepared.network_input if prepared.strength < 1.0 else None, model=prepared.model,
+            scale=prepared.scale, strength=prepared.strength, format=prepared.format, provider=runner.provider,
+            output_width=prepared.output_width, output_height=prepared.output_height,
+            decode_seconds=prepared.decode_seconds, inference_seconds=time.perf_counter() - started,
+            work_ratio=plan.work_ratio(w, h), windows=plan.windows, pixels_nbytes=pixels_nbytes)
 
     def encode(self, inferred: InferredImage, *, quality: int | None = None) -> UpscaleResult:
-        """Encode the result (CPU, any thread)."""
-        prepared, picture, fmt = inferred.prepared, inferred.prepared.picture, inferred.prepared.format
+        """Everything after the network (exact output size, gray, strength, alpha, metadata) and the encoder.
+        Thread-safe: encodes of different images run in parallel."""
         started = time.perf_counter()
+        fmt, facts = inferred.format, inferred.facts
         if quality is None:
             quality = {"webp": self.settings.webp_quality, "avif": codec.formats_io.AVIF_QUALITY}.get(
                 fmt, self.settings.jpeg_quality)
-        encoded_data = codec.encode(inferred.color, inferred.alpha, fmt=fmt, bit_depth=picture.bit_depth,
-                                    quality=quality, icc=picture.icc_profile, exif=picture.exif,
-                                    notes=picture.warnings, xmp=picture.xmp)
-        network = network_for(prepared.model, prepared.scale).name
+        data = codec.encode_handed(list(self.finish_pixels(inferred)), fmt=fmt, bit_depth=facts.bit_depth,
+                                   quality=quality, icc=facts.icc_profile, exif=facts.exif, notes=facts.warnings,
+                                   xmp=facts.xmp)
         return UpscaleResult(
-            data=encoded_data, format=fmt, content_type=codec.CONTENT_TYPES[fmt],
-            input_width=picture.width, input_height=picture.height, output_width=prepared.output_size[0],
-            output_height=prepared.output_size[1], model=prepared.model, scale=prepared.scale,
-            provider=self.provider(network), decode_seconds=prepared.decode_seconds,
+            data=data, format=fmt, content_type=codec.CONTENT_TYPES[fmt], input_width=facts.width,
+            input_height=facts.height, output_width=inferred.output_width,
+            output_height=inferred.output_height, model=inferred.model, scale=inferred.scale,
+            provider=inferred.provider, decode_seconds=inferred.decode_seconds,
             inference_seconds=inferred.inference_seconds, encode_seconds=time.perf_counter() - started,
-            warnings=tuple(picture.warnings))
+            warnings=tuple(facts.warnings))
 
+    def finish_pixels(self, inferred: InferredImage) -> tuple[np.ndarray, np.ndarray | None]:
+        """The output's colour and alpha arrays (out dtype) from the network's pixels; takes them from `inferred`."""
+        pixels, inferred.pixels = inferred.pixels, None
+        if pixels is None:
+            raise EngineError("this image was encoded already (InferredImage is encoded once)")
+        upscaled = pixels.result()
+        size = (inferred.output_width, inferred.output_height)
+        upscaled = _resize_channels(upscaled, size)
+        if inferred.facts.is_gray:
+            upscaled = _to_gray(upscaled)
+        if inferred.strength < 1.0:
+            assert inferred.faithful_source is not None
+            upscaled = _blend_faithful(upscaled, inferred.faithful_source, inferred.strength)
+        alpha = None
+        if inferred.facts.alpha is not None:
+            peak = float(np.iinfo(upscaled.dtype).max)
+            # alpha is a coverage mask, not texture: an antialiased Lanczos resize keeps edges clean and costs
+            # nothing next to the network
+            alpha = np.clip(np.rint(_resize_plane(inferred.facts.alpha, size) * peak), 0, peak).astype(upscaled.dtype)
+        return upscaled, alpha
+
+    # --- whole calls ----------------------------------------------------------------------------
     def upscale_bytes(self, data: bytes, *, model: str = "x4plus", scale: float = 4.0,
                       output_format: str | None = None, quality: int | None = None, tile_size: int = 0,
                       progress: Progress | None = None, strength: float = 1.0) -> UpscaleResult:
-        """`strength` < 1 blends the network's result with a faithful Lanczos resize (0: no network)."""
+        """`encode(infer(prepare(...)))`. `strength` < 1 blends the network's result with a faithful Lanczos
+        resize (0: no network)."""
         prepared = self.prepare(data, model=model, scale=scale, output_format=output_format, strength=strength)
         return self.encode(self.infer(prepared, tile_size=tile_size, progress=progress), quality=quality)
 
     def upscale_image(self, img: Image.Image, *, model: str = "x4plus", scale: float = 4.0, tile_size: int = 0,
                       progress: Progress | None = None, strength: float = 1.0) -> Image.Image:
         """PIL in, PIL out (8-bit modes; the byte API is the faithful path for 16-bit and metadata)."""
-        network_for(model, _check_scale(scale))
         scale, strength = _check_scale(scale), check_strength(strength)
         mode = img.mode
         base = img.convert("RGBA" if ("A" in mode or "transparency" in img.info) else "RGB") \
@@ -314,9 +374,20 @@ class Engine:
         if base.mode in ("RGBA", "LA"):
             alpha, array = array[..., -1], array[..., :-1]
         picture = codec.Picture(np.ascontiguousarray(array), alpha, 8, None)
-        size = output_size(picture.width, picture.height, scale)
-        color, alpha_out = self._upscale_picture(picture, model, scale, size, tile_size, progress, strength)
-        out = Image.fromarray(color[..., 0] if picture.is_gray else color, "L" if picture.is_gray else "RGB")
+        gray = picture.is_gray
+        prepared = self._prepared(picture, model, network_for(model, scale).name, scale, strength, "png",
+                                  output_size(picture.width, picture.height, scale), time.perf_counter())
+        color, alpha_out = self.finish_pixels(self.infer(prepared, tile_size=tile_size, progress=progress))
+        out = Image.fromarray(np.ascontiguousarray(color[..., 0] if gray else color), "L" if gray else "RGB")
         if alpha_out is not None:
             out.putalpha(Image.fromarray(alpha_out, "L"))
         return out
+
+
+def _forward(runner: Runner, pooled: Pooled | None, windows: np.ndarray, last: bool) -> np.ndarray:
+    return runner.forward(windows, pooled, last=last)
+
+
+def _load(model: str, out_dtype: type[np.integer], *, device: str, model_dir: Path | None, colour_fix: bool,
+          fused: bool) -> Runner:
+    return load_runner(model, device, model_dir, out_dtype=out_dtype, colour_fix=colour_fix, fused=fused)

@@ -1,31 +1,30 @@
-"""Run a 4x network over an image of any size in tiles of one fixed shape, into a preallocated output.
+"""Run a network over an image of any size, window by window (planning.py's grid), into a preallocated output.
 
-Every tile has the same input shape (tile + 2*pad on each axis, or the whole bordered image when that is
-smaller), so the runtime plans once. The image is reflect-padded by a small border once (the reference runner uses
-10 px; models choose theirs, see models.py); each tile window reaches `pad` pixels past its centre towards interior
-seams, and windows at the image edge are shifted inward so they start at that border (the whole-image
-run sees exactly the same border). The last row/column of tiles is shifted back to end at the image
-edge instead of feeding padding. Each tile's centre is quantized straight into the uint8/uint16 output
-buffer, so peak memory is the output buffer plus one batch of tiles, whatever the input size.
+The image is reflect-padded by a small border (the reference runner uses 10 px; models choose theirs, see
+models.py), read window by window rather than copied whole. Each window reaches `pad` pixels past its tile
+towards interior seams; windows at the image edge are shifted inward so they start at that border (the
+whole-image run sees exactly the same border), and the last row/column of tiles is shifted back to end at the
+image edge instead of feeding padding. The forward returns finished pixels (postprocess.py), so the host only
+copies each tile's centre into the uint8/uint16 output, in a helper thread beside the next forward: peak memory
+is the output plus two batches of windows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from .colour import match_low_frequency
 from .errors import EngineOutOfMemoryError
+from .planning import MIN_TILE, TilePlan, grid_plan
 
-RunBatch = Callable[[np.ndarray], np.ndarray]  # float32 NCHW -> float32 NCHW at `factor` x
+# (windows N x 3 x h x w float32 0..1, whether it is the image's last batch) -> N x fh x fw x 3 final pixels
+Forward = Callable[[np.ndarray, bool], np.ndarray]
 Progress = Callable[[int, int], None]
-
-TILE_SIZES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32)  # CPU stops at 512
-MIN_TILE = 32
-BORDER_PAD = 10  # default reflect pad at the image edges (the ncnn reference's); models set their own
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +34,9 @@ class TileSpot:
 
 
 def tile_spots(height: int, width: int, tile_h: int, tile_w: int) -> list[TileSpot]:
+    """Tiles of one shape covering the image; the last row/column is shifted back inside it."""
     def starts(size: int, tile: int) -> list[int]:
-        points = list(range(0, max(size - tile, 0) + 1, tile))
-        if points[-1] + tile < size:
-            points.append(size - tile)
-        return points
+        return [min(i * tile, size - tile) for i in range(-(-size // tile))]
 
     return [TileSpot(y, x) for y in starts(height, tile_h) for x in starts(width, tile_w)]
 
@@ -47,12 +44,6 @@ def tile_spots(height: int, width: int, tile_h: int, tile_w: int) -> list[TileSp
 def _batches(spots: list[TileSpot], size: int) -> Iterator[list[TileSpot]]:
     for start in range(0, len(spots), size):
         yield spots[start : start + size]
-
-
-def reflect_pad(image: np.ndarray, pad: int) -> np.ndarray:
-    """HxWxC float32 -> (H+2p)x(W+2p)xC; 'symmetric' where the image is too small to reflect."""
-    mode: Literal["reflect", "symmetric"] = "reflect" if min(image.shape[:2]) > pad else "symmetric"
-    return np.pad(image, [(pad, pad), (pad, pad), (0, 0)], mode=mode)
 
 
 def _window_start(centre: int, pad: int, border: int, size: int, window: int, align: int = 1) -> int:
@@ -66,60 +57,145 @@ def _window_start(centre: int, pad: int, border: int, size: int, window: int, al
     return aligned if aligned >= -border and aligned + window >= min(centre + window - 2 * pad, size) else start
 
 
-def upscale_tiled(image: np.ndarray, run: RunBatch, *, factor: int, tile: int, pad: int, batch: int,
-                  out_dtype: type[np.integer], progress: Progress | None = None,
-                  colour_fix: bool = True, border: int = BORDER_PAD, align: int = 1) -> np.ndarray:
-    """image: HxWx3 float32 0..1 -> (H*factor)x(W*factor)x3 `out_dtype`, clipped and rounded."""
-    height, width = image.shape[:2]
-    tile_h, tile_w = min(tile, height), min(tile, width)
-    spots = tile_spots(height, width, tile_h, tile_w)
-    padded = reflect_pad(image, border)
-    in_h, in_w = min(tile_h + 2 * pad, height + 2 * border), min(tile_w + 2 * pad, width + 2 * border)
-    peak = float(np.iinfo(out_dtype).max)
-    output = np.empty((height * factor, width * factor, image.shape[2]), dtype=out_dtype)
-    done = 0
-    if progress:
-        progress(0, len(spots))
-    for group in _batches(spots, max(1, batch)):
-        stack = np.empty((len(group), image.shape[2], in_h, in_w), dtype=np.float32)
+class _Reader:
+    """Windows of a CxHxW image as if it were reflect-padded by `border`, without padding the whole image."""
+
+    def __init__(self, image: np.ndarray, border: int) -> None:
+        self.image, self.border = image, border
+        # np.pad's reflect needs more pixels than the pad; tiny images are padded whole, 'symmetric'
+        self.whole: np.ndarray | None = None
+        if min(image.shape[1:]) <= border:
+            mode: Literal["symmetric"] = "symmetric"
+            self.whole = np.pad(image, [(0, 0), (border, border), (border, border)], mode=mode)
+
+    def window(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        if self.whole is not None:
+            b = self.border
+            return self.whole[:, top + b : top + b + height, left + b : left + b + width]
+        rows, cols = self.image.shape[1:]
+        inside = self.image[:, max(top, 0) : min(top + height, rows), max(left, 0) : min(left + width, cols)]
+        pads = [(0, 0), (max(-top, 0), max(top + height - rows, 0)), (max(-left, 0), max(left + width - cols, 0))]
+        # a window that crosses an edge holds that edge and more than `border` pixels beyond it, so reflecting
+        # the window equals reflecting the whole image there
+        return np.pad(inside, pads, mode="reflect") if any(p != (0, 0) for p in pads) else inside
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where each window of a plan comes from and where its centre goes."""
+
+    image: np.ndarray
+    plan: TilePlan
+    factor: int
+    pad: int
+    border: int
+    align: int
+
+    def windows(self, group: list[TileSpot], reader: _Reader) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """The stacked windows (N x 3 x h x w, gray broadcast to 3 channels) and each centre's offset in them."""
+        height, width = self.image.shape[1:]
+        plan, factor = self.plan, self.factor
+        stack = np.empty((len(group), 3, plan.window_h, plan.window_w), dtype=np.float32)
         origins = []
         for i, spot in enumerate(group):
-            top = _window_start(spot.y, pad, border, height, in_h, align)
-            left = _window_start(spot.x, pad, border, width, in_w, align)
+            top = _window_start(spot.y, self.pad, self.border, height, plan.window_h, self.align)
+            left = _window_start(spot.x, self.pad, self.border, width, plan.window_w, self.align)
             origins.append(((spot.y - top) * factor, (spot.x - left) * factor))
-            window = padded[top + border : top + border + in_h, left + border : left + border + in_w]
-            stack[i] = window.transpose(2, 0, 1)
-        result = run(stack)
-        if colour_fix:
-            result = match_low_frequency(stack, np.array(result, dtype=np.float32, copy=False), factor)
+            stack[i] = reader.window(top, left, plan.window_h, plan.window_w)
+        return stack, origins
+
+    def place(self, output: np.ndarray, group: list[TileSpot], origins: list[tuple[int, int]],
+              pixels: np.ndarray) -> None:
+        out_h, out_w = self.plan.tile_h * self.factor, self.plan.tile_w * self.factor
         for i, (spot, (y0, x0)) in enumerate(zip(group, origins, strict=True)):
-            centre = result[i, :, y0 : y0 + tile_h * factor, x0 : x0 + tile_w * factor].transpose(1, 2, 0)
-            target = output[spot.y * factor : (spot.y + tile_h) * factor, spot.x * factor : (spot.x + tile_w) * factor]
-            np.clip(centre, 0.0, 1.0, out=centre)
-            target[...] = np.rint(centre * peak)
-        done += len(group)
+            y, x = spot.y * self.factor, spot.x * self.factor
+            output[y : y + out_h, x : x + out_w] = pixels[i, y0 : y0 + out_h, x0 : x0 + out_w]
+
+
+def start_tiled(image: np.ndarray, forward: Forward, *, factor: int, plan: TilePlan, pad: int, border: int,
+                out_dtype: type[np.integer], align: int = 1, progress: Progress | None = None) -> Future[np.ndarray]:
+    """Run the forwards of image (CxHxW float32 0..1, C = 1 or 3) in this thread and return the output
+    ((H*factor)x(W*factor)x3 `out_dtype`) as a future: a helper thread cuts the next windows and places each
+    result while the next forward runs, and places the last one after this returns, so the thread that drives
+    the GPU does no pixel work between forwards. A single window is the output itself (a view of it)."""
+    height, width = image.shape[1:]
+    spots = tile_spots(height, width, plan.tile_h, plan.tile_w)
+    layout = _Layout(image, plan, factor, pad, border, align)
+    reader = _Reader(image, border)
+    groups = list(_batches(spots, max(1, plan.batch)))
+    if progress:
+        progress(0, len(spots))
+    if len(spots) == 1:
+        stack, [(y0, x0)] = layout.windows(spots, reader)
+        pixels = forward(stack, True)
         if progress:
-            progress(done, len(spots))
-    return output
+            progress(1, 1)
+        done: Future[np.ndarray] = Future()
+        done.set_result(pixels[0, y0 : y0 + height * factor, x0 : x0 + width * factor])
+        return done
+    helper = ThreadPoolExecutor(1, thread_name_prefix="tiles")
+    try:
+        output = helper.submit(np.empty, (height * factor, width * factor, 3), dtype=out_dtype)
+        cut = helper.submit(layout.windows, groups[0], reader)
+        placed: list[Future[None]] = []
+        for index, group in enumerate(groups):
+            stack, origins = cut.result()
+            if index + 1 < len(groups):
+                cut = helper.submit(layout.windows, groups[index + 1], reader)
+            pixels = forward(stack, index + 1 == len(groups))
+            placed.append(helper.submit(layout.place, output.result(), group, origins, pixels))
+            if progress:
+                progress(sum(len(g) for g in groups[: index + 1]), len(spots))
+    except BaseException:
+        helper.shutdown(wait=True, cancel_futures=True)
+        raise
+    helper.shutdown(wait=False)  # the thread ends once the last placement is done
+    return _after(placed, output.result())
 
 
-def upscale_with_retry(image: np.ndarray, run: RunBatch, *, factor: int, tile: int, pad: int, batch: int,
-                       out_dtype: type[np.integer], progress: Progress | None = None,
-                       on_retry: Callable[[str], None] | None = None, colour_fix: bool = True,
-                       border: int = BORDER_PAD, align: int = 1) -> np.ndarray:
-    """upscale_tiled, restarted with halved batch then smaller tiles on out-of-memory (never a partial image)."""
+def _after(placed: list[Future[None]], output: np.ndarray) -> Future[np.ndarray]:
+    """A future of `output` that completes when every placement has (and fails as the first failing one)."""
+    result: Future[np.ndarray] = Future()
+    remaining = [len(placed)]
+
+    def one_done(future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            if not result.done():
+                result.set_exception(error)
+        else:
+            remaining[0] -= 1
+            if remaining[0] == 0 and not result.done():
+                result.set_result(output)
+
+    for future in placed:
+        future.add_done_callback(one_done)
+    return result
+
+
+def upscale_tiled(image: np.ndarray, forward: Forward, *, factor: int, plan: TilePlan, pad: int, border: int,
+                  out_dtype: type[np.integer], align: int = 1, progress: Progress | None = None) -> np.ndarray:
+    """start_tiled, waited for."""
+    return start_tiled(image, forward, factor=factor, plan=plan, pad=pad, border=border, out_dtype=out_dtype,
+                       align=align, progress=progress).result()
+
+
+def upscale_with_retry(image: np.ndarray, forward: Forward, *, factor: int, plan: TilePlan, pad: int, border: int,
+                       out_dtype: type[np.integer], align: int = 1, progress: Progress | None = None,
+                       on_retry: Callable[[str], None] | None = None) -> Future[np.ndarray]:
+    """start_tiled, restarted with half the batch, then half the tile, on out-of-memory (never a partial image)."""
+    height, width = image.shape[1:]
     while True:
         try:
-            return upscale_tiled(image, run, factor=factor, tile=tile, pad=pad, batch=batch,
-                                 out_dtype=out_dtype, progress=progress, colour_fix=colour_fix,
-                                 border=border, align=align)
+            return start_tiled(image, forward, factor=factor, plan=plan, pad=pad, border=border,
+                               out_dtype=out_dtype, align=align, progress=progress)
         except (EngineOutOfMemoryError, MemoryError) as exc:
-            if batch > 1:
-                batch //= 2
-            elif tile // 2 >= MIN_TILE:
-                tile //= 2
+            if plan.batch > 1:
+                plan = dataclasses.replace(plan, batch=plan.batch // 2)
+            elif max(plan.tile_h, plan.tile_w) // 2 >= MIN_TILE:
+                plan = grid_plan(width, height, plan.tile_h // 2, plan.tile_w // 2, pad=pad, border=border)
             else:
                 raise EngineOutOfMemoryError(
-                    f"out of memory even with {tile}px tiles, one per batch: {exc}") from exc
+                    f"out of memory even with {plan.tile_h}x{plan.tile_w} px tiles, one per batch: {exc}") from exc
             if on_retry:
-                on_retry(f"out of memory; retried with tile {tile}, batch {batch}")
+                on_retry(f"out of memory; retried with {plan.tile_h}x{plan.tile_w} px tiles, batch {plan.batch}")

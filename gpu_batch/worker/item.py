@@ -67,6 +67,10 @@ class Upscaler(Protocol[PreparedT, InferredT]):
 
     def encode(self, inferred: InferredT, *, quality: int | None) -> UpscaleResult: ...
 
+    def peak_host_bytes(self, prepared: PreparedT, tile_size: int) -> int:
+        """The most host memory the image needs at any stage (what a pipelined worker adds up)."""
+        ...
+
 
 class Disposition(enum.StrEnum):
     """What became of one delivery."""
@@ -130,6 +134,7 @@ class Held:
     input_version: str | None = None
     prepared: Any = None  # the engine's decoded image, until the GPU takes it
     inferred: Any = None  # the network's result, until it is encoded
+    host_bytes: int | None = None  # its share of the worker's memory budget, once admitted (loop.py)
     lost: bool = False  # the lease keeper found the claim taken over
 
     @property

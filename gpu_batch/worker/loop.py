@@ -1,14 +1,18 @@
 """The worker's life: a pipeline over the work queue until idle, too old, or told to stop.
 
     prefetch thread  receive -> claim -> download -> decode     holds at most `prefetch_images` decoded images
+                     -> admitted within the memory budget          (memory_budget.py)
     main thread      the GPU forward, one image at a time        SIGTERM interrupts it: the image is given back
     encode pool      encode -> output -> terminal write -> delete   `encode_workers` threads, one more queued
 
 While the GPU runs image N, image N+1 is already claimed, downloaded and decoded and image N-1 is encoded and
-uploaded, so the GPU waits neither for S3 nor for DynamoDB, SNS or an encoder. Every item is leased (SQS
-visibility and claim) from its claim until its message is settled (leases.py). On SIGTERM the worker stops
-receiving, gives back the image in inference and every prefetched one at once (a fresh copy each: no attempt
-is spent), lets the encodes in flight finish, frees its slot and exits. Models load once per process.
+uploaded, so the GPU waits neither for S3 nor for DynamoDB, SNS or an encoder. The images held at once never
+need more than JOB_MEMORY_SHARE of the job's memory together (each counted at its peak stage), so large images
+wait for each other instead of getting the worker killed for memory (a kill counts against them). Every item
+is leased (SQS visibility and claim) from its claim until its message is settled (leases.py). On SIGTERM the
+worker stops receiving, gives back the image in inference and every prefetched one at once (a fresh copy each:
+no attempt is spent), lets the encodes in flight finish, frees its slot and exits. Models load once per
+process.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from dataclasses import dataclass, field
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.scaling import WorkerSlots
+from gpu_batch.engine.memory import JOB_MEMORY_SHARE
 
 from .errors import JobInterrupted
 from .item import Disposition, Held, Worker, complete, conclude_failure, give_back, logger, take, upscale
 from .leases import LeaseKeeper
+from .memory_budget import HostMemoryBudget
 
 MAX_RECEIVE_WAIT_SECONDS = 2  # short long-polls: a SIGTERM or an idle exit is noticed within seconds
 POLL_SECONDS = 0.2
@@ -103,6 +109,7 @@ class _Pipeline:
         threads = encode_workers(settings.encode_workers)
         self._encoders = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
         self._encode_slots = threading.BoundedSemaphore(threads + 1)  # inferred images waiting or encoding
+        self._memory = HostMemoryBudget(int(settings.worker_memory_mib * 2**20 * JOB_MEMORY_SHARE))
         self._prefetcher = threading.Thread(target=self._prefetch, name="prefetch", daemon=True)
 
     # --- the GPU stage (main thread) -----------------------------------------------------------------
@@ -149,6 +156,9 @@ class _Pipeline:
 
     def _done(self, held: Held, disposition: Disposition) -> None:
         self._keeper.remove(held)
+        if held.host_bytes is not None:
+            self._memory.release(held.host_bytes)
+            held.host_bytes = None
         self._summary.count(disposition)
         self._last_work = self._worker.clock.monotonic()
 
@@ -197,6 +207,9 @@ class _Pipeline:
             self._summary.count(taken)
             return
         self._keeper.add(taken)
+        if not self._admit(taken):
+            self._done(taken, give_back(worker, taken, reason="stopping while the item waited for memory"))
+            return
         while not worker.stop.requested.is_set():
             try:
                 self._ready.put(taken, timeout=POLL_SECONDS)
@@ -204,6 +217,21 @@ class _Pipeline:
             except queue.Full:
                 continue
         self._done(taken, give_back(worker, taken, reason="stopping with the item prefetched"))
+
+    def _admit(self, held: Held) -> bool:
+        """Wait (leases kept) until the image's peak fits beside the images held; False on SIGTERM."""
+        worker = self._worker
+        try:
+            peak = worker.engine.peak_host_bytes(held.prepared, worker.settings.tile_size)
+        except Exception:  # an estimate that fails must not fail the image: it runs alone instead
+            logger.warning("could not estimate the image's memory; it runs alone", exc_info=True)
+            peak = self._memory.limit
+        if not self._memory.fits(peak):
+            logger.info("image waits for memory", extra={"peak_mib": peak >> 20, "held_mib": self._memory.held >> 20})
+        if not self._memory.acquire(peak, unless=worker.stop.requested, poll_seconds=POLL_SECONDS):
+            return False
+        held.host_bytes = peak
+        return True
 
     # --- the way out ------------------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 
 from gpu_batch.engine import Engine
 
@@ -20,7 +19,14 @@ def engine() -> Engine:
 
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
-    """A real photo (scikit-image's astronaut), HxWx3 uint8."""
+    """A real photo (scikit-image's astronaut), HxWx3 uint8; where scikit-image is not installed (the GPU check
+    machine, benchmarks/gpu/), a photo-like synthetic one of the same size."""
+    try:
+        from skimage import data
+    except ImportError:
+        from benchmarks.engine_pipeline import photo
+
+        return np.asarray(decode(photo(512, 512, 3)).convert("RGB"))
     return data.astronaut()
 
 

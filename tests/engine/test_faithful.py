@@ -178,3 +178,9 @@ def test_undecodable_input_raises_a_permanent_error(engine, data) -> None:
     with pytest.raises(UndecodableImageError) as info:
         _up(engine, data)
     assert info.value.permanent
+
+
+def test_webp_beyond_what_its_encoder_holds_fails_clearly_before_inference(engine, tools) -> None:
+    data = tools.encode(Image.new("RGB", (3000, 3000)), "WEBP")  # 144 MP at 4x
+    with pytest.raises(OutputNotEncodableError, match="134 MP"):
+        _up(engine, data, progress=lambda done, total: pytest.fail("inference started"))

@@ -154,6 +154,8 @@ BIG_FILE = 20 * 1024 * 1024  # a real, well-compressed photo: not a bomb
     # 4100 px at 4x = 16400 > WebP's 16383
     (_header(4100, 100, "webp"), DEFAULT, RejectionCode.OUTPUT_TOO_LARGE),
     (_header(4100, 100, "png"), JobOptions(output_format=OutputFormat.WEBP), RejectionCode.OUTPUT_TOO_LARGE),
+    # 3000² at 4x = 144 MP: more than WebP's first partition holds
+    (_header(3000, 3000, "webp"), DEFAULT, RejectionCode.OUTPUT_TOO_LARGE),
     # 16384 px at 4x = 65536 > JPEG's 65500
     (_header(16_384, 8, "jpeg"), DEFAULT, RejectionCode.OUTPUT_TOO_LARGE),
     (_header(4096, 4096, "png", animated=True, frames=2), DEFAULT, RejectionCode.ANIMATED_IMAGE),
@@ -167,6 +169,7 @@ def test_each_limit(header: ImageHeader, options: JobOptions, code: RejectionCod
 @pytest.mark.parametrize(("header", "options"), [
     (_header(4096, 4096, "jpeg"), DEFAULT),  # exactly the 16.7 MP limit, 256 MP out
     (_header(4095, 100, "webp"), DEFAULT),  # 16380 px out: fits WebP
+    (_header(2896, 2896, "webp"), DEFAULT),  # 134.2 MP out: WebP's largest
     (_header(4100, 100, "png"), DEFAULT),  # PNG has no practical side limit
     (_header(16_384, 8, "png"), DEFAULT),
     (_header(16_384, 8, "jpeg"), JobOptions(scale=3.99)),  # 65372 px: fits JPEG

@@ -41,9 +41,12 @@ class FakeInferred:
 class FakeEngine:
     fail_with: BaseException | None = None
     during_upscale: Callable[[], None] | None = None  # called inside infer (to interleave other actors)
+    during_encode: Callable[[], None] | None = None  # called inside encode, before it records the image encoded
     calls: list[dict[str, Any]] = field(default_factory=list)  # one per network run
     qualities: list[int | None] = field(default_factory=list)  # one per encode
     preloaded: list[str] = field(default_factory=list)
+    peak_bytes: int = 0  # what peak_host_bytes answers (0: the decoded image's bytes)
+    stages: list[tuple[str, str]] = field(default_factory=list)  # ("infer" | "encoded", model) in order
 
     def preload(self, model: str, scale: float = 4.0) -> None:
         if model not in self.preloaded:
@@ -62,8 +65,12 @@ class FakeEngine:
         fmt = output_format or ("jpeg" if img.format == "JPEG" else "png")
         return FakePrepared(img.convert("RGB"), model, scale, fmt, strength)
 
+    def peak_host_bytes(self, prepared: FakePrepared, tile_size: int = 0) -> int:
+        return self.peak_bytes or prepared.nbytes
+
     def infer(self, prepared: FakePrepared, *, tile_size: int = 0,
               progress: Callable[[int, int], None] | None = None) -> FakeInferred:
+        self.stages.append(("infer", f"{prepared.image.width}x{prepared.image.height}"))
         self.calls.append({"model": prepared.model, "scale": prepared.scale, "output_format": prepared.format,
                            "strength": prepared.strength})
         if self.during_upscale:
@@ -81,6 +88,9 @@ class FakeEngine:
         self.qualities.append(quality)
         buf = io.BytesIO()
         inferred.image.save(buf, fmt.upper(), **({"quality": quality} if quality else {}))
+        if self.during_encode:
+            self.during_encode()
+        self.stages.append(("encoded", f"{prepared.image.width}x{prepared.image.height}"))
         return UpscaleResult(data=buf.getvalue(), format=fmt, content_type=CONTENT_TYPES[fmt],
                              input_width=prepared.image.width, input_height=prepared.image.height,
                              output_width=inferred.image.width, output_height=inferred.image.height,

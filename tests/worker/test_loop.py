@@ -155,3 +155,28 @@ def test_an_image_waiting_behind_a_slow_terminal_step_keeps_its_lease(world: Pip
     assert summary.done == 2 and len(world.engine.calls) == 2  # nobody upscaled an image twice
     assert all(world.record(e).state is JobState.SUCCEEDED and world.record(e).number("attempts") == 1
                for e in events)
+
+
+def test_images_that_do_not_fit_the_memory_budget_together_pass_the_gpu_one_after_another(
+        world: PipelineWorld, kit) -> None:
+    """Each image's peak is more than the job's memory share: the next is admitted only once the one before
+    is encoded and settled (never two in memory), and none waits forever."""
+    events = [world.upload(f"uploads/big/{i}.png", kit.image(8 + i, 8), FAST) for i in range(3)]
+    for event in events:
+        world.run_intake(event)
+    world.engine.peak_bytes = 2**30
+
+    def encode_until_another_forward_starts() -> None:
+        """Without the budget the next image's forward would start beside this encode: wait for that (a
+        few seconds at most), so the order below fails if it can happen."""
+        forwards = sum(stage == "infer" for stage, _ in world.engine.stages)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and sum(s == "infer" for s, _ in world.engine.stages) == forwards:
+            time.sleep(0.05)
+
+    world.engine.during_encode = encode_until_another_forward_starts
+    summary = run_worker(real_time_worker(world, worker_idle_seconds=1, worker_memory_mib=1024, encode_workers=2))
+    assert summary.done == 3 and all(world.record(e).state is JobState.SUCCEEDED for e in events)
+    stages = world.engine.stages
+    assert [stage for stage, _ in stages] == ["infer", "encoded"] * 3, stages
+    assert all(stages[i][1] == stages[i + 1][1] for i in range(0, 6, 2))  # each encoded before the next forward
