@@ -21,7 +21,6 @@ A dry run on a machine without a GPU:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ from benchmarks.engine_pipeline import SIZES, drain_with_engine_pipeline, photo
 from benchmarks.gpu_standin import ForwardLog
 from gpu_batch.engine import Engine
 from gpu_batch.engine.planning import window_bytes_per_pixel
-from gpu_batch.engine.runtime import Pooled, Runner, load_runner
+from gpu_batch.engine.runtime import Pooled, Runner, available_gpu_memory, load_runner
 
 IMAGES = {"0.25": 12, "1": 8, "4": 4, "12": 3}
 
@@ -170,21 +169,9 @@ def busy(network: str, sizes: list[str], formats: list[str], device: str, encode
     return rows
 
 
-def _free_bytes() -> int | None:
-    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12"):
-        try:
-            cudart = ctypes.CDLL(name)
-        except OSError:
-            continue
-        free, total = ctypes.c_size_t(), ctypes.c_size_t()
-        if cudart.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) == 0:
-            return int(free.value)
-    return None
-
-
 def window_memory(device: str, sides: tuple[int, ...] = (512, 1024)) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    if device != "cuda" or _free_bytes() is None:
+    if device != "cuda" or available_gpu_memory() is None:
         print("GPU memory per window pixel: skipped (no CUDA runtime to ask)")
         return rows
     runner = load_runner("x4plus", "cuda")
@@ -196,13 +183,13 @@ def window_memory(device: str, sides: tuple[int, ...] = (512, 1024)) -> list[dic
     for side in sides:
         windows = np.random.default_rng(0).random((1, 3, side, side), dtype=np.float32)
         runner.forward(windows[:, :, :64, :64], last=True)  # the arena gives back what it holds
-        before = _free_bytes() or 0
+        before = available_gpu_memory() or 0
         lowest = [before]
         done = threading.Event()
 
         def sample(low: list[int] = lowest, finished: threading.Event = done) -> None:
             while not finished.is_set():
-                low[0] = min(low[0], _free_bytes() or low[0])
+                low[0] = min(low[0], available_gpu_memory() or low[0])
                 time.sleep(0.002)
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -184,14 +184,6 @@ class InferredImage:
     pixels_nbytes: int
 
     @property
-    def input_width(self) -> int:
-        return self.facts.width
-
-    @property
-    def input_height(self) -> int:
-        return self.facts.height
-
-    @property
     def nbytes(self) -> int:
         """Host memory it holds (pixels and metadata)."""
         source = self.faithful_source.nbytes if self.faithful_source is not None else 0
