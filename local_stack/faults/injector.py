@@ -194,8 +194,9 @@ class FaultInjector:
                 self._require_controls().redeliver_intake(body)
 
     @property
-    def in_flight(self) -> int:
-        return self._proxy.in_flight if self._proxy else 0
+    def in_flight(self) -> list[str]:
+        """The requests its proxy is forwarding or holding now (FaultProxy.in_flight)."""
+        return self._proxy.in_flight if self._proxy else []
 
     def close(self) -> None:
         self._stop.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -175,6 +176,50 @@ def test_a_late_answer_times_the_caller_out_after_the_write_took_effect(proxied:
     with pytest.raises(ReadTimeoutError):
         impatient.put_item(TableName=table, Item={"job_id": {"S": "late"}})
     assert ddb.get_item(TableName=table, Key={"job_id": {"S": "late"}})["Item"]["job_id"] == {"S": "late"}
+
+
+@pytest.mark.parametrize("after_forward", [False, True])
+def test_a_delay_holds_the_request_once(proxied: tuple[Script, str], after_forward: bool) -> None:
+    """A slow request is held before it reaches AWS, a late answer after: never both (a slow publish held
+    twice its time kept a chaos run from settling)."""
+    script, url = proxied
+    waits: list[bool] = []
+
+    class CountedDelay(Delay):
+        def wait(self, stopping: threading.Event) -> bool:
+            waits.append(self.after_forward)
+            return super().wait(stopping)
+
+    ddb = client("dynamodb", url)
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(**table_definition(table))
+    script.actions["PutItem"] = [CountedDelay(0.1, after_forward=after_forward)]
+    ddb.put_item(TableName=table, Item={"job_id": {"S": "d"}})
+    assert waits == [after_forward]
+
+
+def test_the_proxy_names_the_requests_it_holds_until_they_are_answered(upstream: str) -> None:
+    """A run settles only when nothing is held; when one does not, this is how it says what was."""
+    proxy = FaultProxy(upstream, script := Script())
+    try:
+        url = proxy.open(Target("intake", "intake"))
+        ddb = client("dynamodb", url)
+        table = f"t-{uuid.uuid4().hex[:8]}"
+        ddb.create_table(**table_definition(table))
+        release = threading.Event()
+        script.actions["PutItem"] = [Delay(60.0, until=release)]
+        call = threading.Thread(target=ddb.put_item, kwargs={"TableName": table, "Item": {"job_id": {"S": "h"}}})
+        call.start()
+        deadline = time.monotonic() + 30
+        while not proxy.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (held,) = proxy.in_flight
+        assert held.startswith("intake dynamodb PutItem for ")
+        release.set()
+        call.join(30)
+        assert not call.is_alive() and proxy.in_flight == []
+    finally:
+        proxy.close()
 
 
 @pytest.mark.parametrize("after_forward", [False, True])
