@@ -15,7 +15,7 @@ import random
 import tempfile
 import time
 import urllib.parse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -264,6 +264,10 @@ class _Drive:
         for n in list(receiver.notifications):
             copies[str(n.payload.get("job_id"))].append(_copy(n))
         logs, injector = self.injector.logs, self.injector
+        assert self.stack.batch is not None
+        died = [j.batch_job_id for j in list(self.stack.batch.jobs.values())
+                if j.process is not None and (j.process.returncode or 0) < 0]  # killed by a signal
+        inference_deaths = Counter(job for worker in died for job in injector.inference_marked.get(worker, ()))
         versions = []
         for u in uploads:
             for i, (version, job) in enumerate(zip(u.versions, u.job_ids, strict=True)):
@@ -272,7 +276,8 @@ class _Drive:
                     key=u.key, version=version, job_id=job, newest=i == len(u.versions) - 1, killer=u.killer,
                     state=record.get("state"), copies=tuple(copies.get(job, ())),
                     terminal_writes=tuple(injector.terminal_writes.get(job, ())), inferences=logs.inferences[job],
-                    kill_hits=injector.kill_hits[job], poison_deaths=logs.poison_deaths[job]))
+                    kill_hits=injector.kill_hits[job], poison_deaths=logs.poison_deaths[job],
+                    inference_deaths=inference_deaths[job]))
         return History(versions=versions, outputs=self._outputs(uploads, records),
                        worker_jobs=self._worker_jobs(), max_attempts=self.config.max_attempts,
                        max_workers=self.config.workers, other_records=self._other_records(set(jobs)))
