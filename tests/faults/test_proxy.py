@@ -109,31 +109,22 @@ def test_every_operation_is_named_as_boto3_names_it(proxied: tuple[Script, str])
     assert "hello" in script.seen[-1].text and all(status < 300 for _, status in script.observed)
 
 
-def test_the_terminal_state_a_job_store_write_sets_is_seen(proxied: tuple[Script, str]) -> None:
+def test_the_terminal_state_and_inference_mark_a_job_store_write_sets_are_seen(proxied: tuple[Script, str]) -> None:
     script, url = proxied
     table = f"t-{uuid.uuid4().hex[:8]}"
     ddb = client("dynamodb", url)
     ddb.create_table(**table_definition(table))
     store = JobStore(dynamodb_client=ddb, table_name=table)
     assert store.create(job_id="j1", dedupe="d", input_bucket="b", input_key="k")
-    store.update("j1", {"state": "RUNNING", "claim_until": 5})
-    store.update("j1", {"updated_at": "now", "state": "SUCCEEDED", "notification": "{}"}, remove=("claim_token",))
-    assert [r.terminal_state for r in script.seen[1:]] == [None, None, "SUCCEEDED"]
-
-
-def test_the_inference_mark_a_lifecycle_write_sets_or_clears_is_seen(proxied: tuple[Script, str]) -> None:
-    script, url = proxied
-    table = f"t-{uuid.uuid4().hex[:8]}"
-    ddb = client("dynamodb", url)
-    ddb.create_table(**table_definition(table))
-    store = JobStore(dynamodb_client=ddb, table_name=table)
-    assert store.create(job_id="j1", dedupe="d", input_bucket="b", input_key="k")
-    store.update("j1", {"state": "RUNNING", CLAIM_TOKEN: "t"})
+    store.update("j1", {"state": "RUNNING", CLAIM_TOKEN: "t", CLAIM_UNTIL: 5})
     store.update("j1", {INFERENCE_TOKEN: "t"})
     store.update("j1", {}, remove=(INFERENCE_TOKEN,))
-    store.update("j1", {"state": "SUCCEEDED"}, remove=(CLAIM_TOKEN, CLAIM_UNTIL, INFERENCE_TOKEN))
-    assert [r.inference_mark for r in script.seen[2:]] == [None, True, False, False]
-    assert {r.item_job_id for r in script.seen[2:]} == {"j1"}
+    store.update("j1", {"updated_at": "now", "state": "SUCCEEDED", "notification": "{}"},
+                 remove=(CLAIM_TOKEN, CLAIM_UNTIL, INFERENCE_TOKEN))
+    writes = script.seen[1:]
+    assert [r.terminal_state for r in writes] == [None, None, None, None, "SUCCEEDED"]
+    assert [r.inference_mark for r in writes] == [None, None, True, False, False]
+    assert {r.item_job_id for r in writes} == {"j1"}
 
 
 @pytest.mark.parametrize(("service", "status", "code"), [
