@@ -134,6 +134,9 @@ class FaultInjector:
         self.logs = WorkerLogs()
         self.kill_hits: Counter[str] = Counter()  # job id -> kills and reclaims that hit it
         self.terminal_writes: defaultdict[str, list[str]] = defaultdict(list)  # job id -> terminal states written
+        # worker job -> the jobs whose inference it marked started and has not unmarked: if it died, each died in
+        # its inference as the job record counts a crash (whatever killed it, and whether or not it logged so)
+        self.inference_marked: defaultdict[str, set[str]] = defaultdict(set)
         self.journal: Callable[[str], None] = lambda text: None  # one line per fault event (the run's log)
         self.uploader: Callable[[Upload], None] | None = None  # uploads a new version of an upload's key
 
@@ -194,8 +197,9 @@ class FaultInjector:
                 self._require_controls().redeliver_intake(body)
 
     @property
-    def in_flight(self) -> int:
-        return self._proxy.in_flight if self._proxy else 0
+    def in_flight(self) -> list[str]:
+        """The requests its proxy is forwarding or holding now (FaultProxy.in_flight)."""
+        return self._proxy.in_flight if self._proxy else []
 
     def close(self) -> None:
         self._stop.set()
@@ -236,12 +240,16 @@ class FaultInjector:
                 for message in messages:
                     self._receipts[str(message.get("ReceiptHandle"))] = frozenset(
                         j for j in _JOB_ID.findall(str(message.get("Body", ""))) if j in self._known_jobs)
-        elif request.terminal_state is not None:
-            body = request.json
-            key = body.get("Key") if request.operation == "UpdateItem" else body.get("Item")
-            job_id = str((key or {}).get("job_id", {}).get("S", ""))
+            return
+        if request.terminal_state is not None:
             with self._lock:
-                self.terminal_writes[job_id].append(request.terminal_state)
+                self.terminal_writes[request.item_job_id].append(request.terminal_state)
+        if target.kind == "worker" and request.inference_mark is not None:
+            with self._lock:
+                if request.inference_mark:
+                    self.inference_marked[target.name].add(request.item_job_id)
+                else:
+                    self.inference_marked[target.name].discard(request.item_job_id)
 
     def _matches(self, match: Match, target: Target, request: AwsRequest) -> bool:
         operations = (match.operation,) if isinstance(match.operation, str) else match.operation

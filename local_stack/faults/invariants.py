@@ -6,7 +6,8 @@ violation. Pure: the runner collects a `History` from the stack; tests hand-make
 2. every version's client hears of it at least once, and all copies for a version are identical with
    one event id;
 3. no healthy image ends FAILED (or REJECTED); a poison image ends FAILED after exactly `max_attempts`
-   workers died trying it;
+   workers died in its inference (its inference marked started on the job record, as the protocol counts a
+   crash: its poison killed them, or a fault aimed elsewhere did first);
 4. no job is left non-terminal once the run settled;
 5. `outputs/<key>`'s latest version is the result of the newest upload of the key;
 6. GPU inferences of a job <= 1 + the kills and reclaims that hit it;
@@ -52,7 +53,8 @@ class VersionOutcome:
     terminal_writes: tuple[str, ...] = ()  # terminal states written with effect (seen at the fault proxy)
     inferences: int = 0
     kill_hits: int = 0
-    poison_deaths: int = 0
+    poison_deaths: int = 0  # workers its poison image killed
+    inference_deaths: int = 0  # workers that died with its inference marked started (by its poison or not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +127,10 @@ def healthy_never_failed(history: History) -> Verdict:
     bad = []
     for v in history.versions:
         if v.killer:
-            if v.state != str(JobState.FAILED) or v.poison_deaths != history.max_attempts:
-                bad.append(f"poison {_name(v)}: {v.state} after {v.poison_deaths} worker deaths "
-                           f"(expected FAILED after {history.max_attempts})")
+            if v.state != str(JobState.FAILED) or v.inference_deaths != history.max_attempts:
+                bad.append(f"poison {_name(v)}: {v.state} after {v.inference_deaths} worker deaths in its "
+                           f"inference, {v.poison_deaths} by its poison (expected FAILED after "
+                           f"{history.max_attempts})")
         elif v.state in _BAD_ENDS_FOR_HEALTHY:
             error = next((c.message for c in v.copies), "")
             bad.append(f"healthy {_name(v)} ended {v.state} {_error_code(error)}".rstrip())

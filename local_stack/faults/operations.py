@@ -19,10 +19,12 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from common.contract import TERMINAL_STATES
+from common.lifecycle import INFERENCE_TOKEN
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([a-z0-9-]+)/aws4_request")
 _QUERY_SCOPE = re.compile(r"^[^/]+/\d{8}/[^/]+/([a-z0-9-]+)/aws4_request$")
 _SET_ASSIGNMENT = re.compile(r"(#\w+)\s*=\s*(:\w+)")
+_CLAUSE_VERB = re.compile(r"\b(SET|REMOVE|ADD|DELETE)\b")
 _TARGET_SERVICES = {"DynamoDB_": "dynamodb", "AmazonSQS": "sqs"}
 _TERMINAL_STATES = frozenset(str(state) for state in TERMINAL_STATES)
 
@@ -99,23 +101,50 @@ class AwsRequest:
         """The terminal job state this DynamoDB write sets (UpdateItem SET state, PutItem), else None."""
         return terminal_state_written(self.operation, self.json) if self.service == "dynamodb" else None
 
+    @cached_property
+    def inference_mark(self) -> bool | None:
+        """For a DynamoDB write: True when it marks a job's inference started, False when it clears that mark."""
+        return inference_mark_written(self.operation, self.json) if self.service == "dynamodb" else None
+
+    @cached_property
+    def item_job_id(self) -> str:
+        """The job id a DynamoDB UpdateItem or PutItem is about ("" for anything else)."""
+        key = self.json.get("Key") if self.operation == "UpdateItem" else self.json.get("Item")
+        return str((key or {}).get("job_id", {}).get("S", "")) if self.service == "dynamodb" else ""
+
 
 def terminal_state_written(operation: str, body: Mapping[str, Any]) -> str | None:
     if operation == "PutItem":
         state = (body.get("Item") or {}).get("state", {}).get("S")
         return state if state in _TERMINAL_STATES else None
-    if operation != "UpdateItem":
-        return None
-    expression = str(body.get("UpdateExpression") or "")
-    names: Mapping[str, str] = body.get("ExpressionAttributeNames") or {}
     values: Mapping[str, Mapping[str, Any]] = body.get("ExpressionAttributeValues") or {}
-    set_clause = re.split(r"\b(?:REMOVE|ADD|DELETE)\b", expression.partition("SET")[2])[0] if "SET" in expression \
-        else ""
-    for name, value in _SET_ASSIGNMENT.findall(set_clause):
-        if names.get(name, name) == "state":
+    for name, value in _update_clauses(operation, body)[0].items():
+        if name == "state":
             state = (values.get(value) or {}).get("S")
             return state if state in _TERMINAL_STATES else None
     return None
+
+
+def inference_mark_written(operation: str, body: Mapping[str, Any]) -> bool | None:
+    """True: the UpdateItem sets the job's inference mark (common.lifecycle: dying now counts as a crash);
+    False: it removes it (inference over, the item given back, the job finished); None: neither."""
+    sets, removes = _update_clauses(operation, body)
+    if INFERENCE_TOKEN in sets:
+        return True
+    return False if INFERENCE_TOKEN in removes else None
+
+
+def _update_clauses(operation: str, body: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """An UpdateItem's SET clause (attribute name -> value placeholder) and REMOVE clause (attribute names), the
+    names resolved."""
+    if operation != "UpdateItem":
+        return {}, set()
+    names: Mapping[str, str] = body.get("ExpressionAttributeNames") or {}
+    parts = _CLAUSE_VERB.split(str(body.get("UpdateExpression") or ""))
+    clauses = dict(zip(parts[1::2], parts[2::2], strict=True))
+    sets = {names.get(name, name): value for name, value in _SET_ASSIGNMENT.findall(clauses.get("SET", ""))}
+    removes = {names.get(n.strip(), n.strip()) for n in clauses.get("REMOVE", "").split(",") if n.strip()}
+    return sets, removes
 
 
 def _s3_operation(request: AwsRequest) -> str:

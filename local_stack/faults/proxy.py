@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import logging
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,7 +103,8 @@ class FaultProxy:
         self._decider = decider
         self._servers: list[BackgroundHttpServer] = []
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._in_flight: dict[int, tuple[str, float]] = {}  # id -> what it is, since when (monotonic)
+        self._ids = itertools.count()
         self.stopping = threading.Event()
 
     def open(self, target: Target) -> str:
@@ -114,10 +117,13 @@ class FaultProxy:
         return server.base_url
 
     @property
-    def in_flight(self) -> int:
-        """Requests being forwarded or held right now."""
+    def in_flight(self) -> list[str]:
+        """The requests being forwarded or held right now, oldest first, e.g. "worker 3f2a9c1e s3 PutObject for
+        12 s"."""
+        now = time.monotonic()
         with self._lock:
-            return self._in_flight
+            return [f"{what} for {now - since:.0f} s" for what, since in sorted(self._in_flight.values(),
+                                                                                   key=lambda w: w[1])]
 
     def close(self) -> None:
         self.stopping.set()
@@ -126,9 +132,15 @@ class FaultProxy:
         for server in servers:
             server.stop()
 
-    def _count(self, delta: int) -> None:
+    def _begin(self, target: Target, request: AwsRequest) -> int:
         with self._lock:
-            self._in_flight += delta
+            key = next(self._ids)
+            self._in_flight[key] = (f"{target.name} {request.service} {request.operation}", time.monotonic())
+            return key
+
+    def _end(self, key: int) -> None:
+        with self._lock:
+            del self._in_flight[key]
 
     def forward(self, request: AwsRequest) -> Response:
         connection = http.client.HTTPConnection(*self._upstream, timeout=UPSTREAM_TIMEOUT_SECONDS)
@@ -153,11 +165,11 @@ class FaultProxy:
                 path, _, query = self.path.partition("?")
                 request = AwsRequest(self.command, path, query, {k.lower(): v for k, v in self.headers.items()},
                                      self._body())
-                proxy._count(+1)
+                key = proxy._begin(target, request)
                 try:
                     self._serve(request, proxy._decider.decide(target, request))
                 finally:
-                    proxy._count(-1)
+                    proxy._end(key)
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_one
 
@@ -187,7 +199,7 @@ class FaultProxy:
                 elif isinstance(action, Kill):
                     action.kill()
                     self._drop()
-                elif isinstance(action, Delay) and action.wait(proxy.stopping):
+                elif isinstance(action, Delay) and action.after_forward and action.wait(proxy.stopping):
                     self._drop()
                 else:
                     self._reply(response, request)

@@ -15,7 +15,7 @@ import random
 import tempfile
 import time
 import urllib.parse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -43,6 +43,7 @@ from local_stack.webhooks import DeliveryPolicy
 
 DEFAULTS = Settings()  # as deployed
 SETTLE_POLL_SECONDS = 0.5
+SETTLE_SAY_SECONDS = 10.0  # how often the log says what a settling run still waits on
 IDLE_FINAL_SECONDS = 10.0  # idle this long with no sweeper: nothing can change any more
 
 
@@ -211,8 +212,13 @@ class _Drive:
         deadline = time.monotonic() + self.config.settle_timeout_seconds
         idle_since: float | None = None
         sweeper = self.stack.config.sweeper_handler is not None
+        next_said = time.monotonic()
         while time.monotonic() < deadline:
-            if self._idle():
+            busy = self.busy()
+            if busy and time.monotonic() >= next_said:  # the log says what the run waited on, and when
+                self.injector.journal(f"settle: waiting on {busy} ({time.strftime('%H:%M:%S')})")
+                next_said = time.monotonic() + SETTLE_SAY_SECONDS
+            if not busy:
                 idle_since = idle_since or time.monotonic()
                 if self._finished([j for u in uploads for j in u.job_ids], receiver):  # a race adds versions
                     return True
@@ -227,9 +233,6 @@ class _Drive:
         records = self.store.get_many(jobs)
         return all(_terminal(records.get(j)) and receiver.for_job(j) for j in jobs)
 
-    def _idle(self) -> bool:
-        return not self.busy()
-
     def busy(self) -> str:
         """What is still at work ("" when nothing is): worker jobs, invocations, held requests, webhook
         retries, messages in a queue."""
@@ -238,17 +241,20 @@ class _Drive:
         jobs = [j.status for j in list(batch.jobs.values()) if j.status not in ("SUCCEEDED", "FAILED")]
         if jobs:
             return f"worker jobs {', '.join(sorted(jobs))}"
-        if self.stack.invocations_in_flight() or self.injector.in_flight or webhooks.pending_retries():
-            return "an invocation, a held request or a webhook retry"
+        doing = [f"Lambda invocations {n}" for n in [self.stack.invocations_in_flight()] if n]
+        doing += [f"webhook retries {n}" for n in [webhooks.pending_retries()] if n]
+        doing += [f"request {r}" for r in self.injector.in_flight]
+        if doing:
+            return ", ".join(doing)
         queues = [*self.queues, *(s.queue_url for s in webhooks.subscriptions.values())]
-        return ", ".join(f"{url.rsplit('/', 1)[-1]} holds {depth}" for url in queues
-                         if (depth := self._depth(url)))
+        return ", ".join(f"{url.rsplit('/', 1)[-1]} holds {depth}" for url in queues if (depth := self._depth(url)))
 
-    def _depth(self, url: str) -> int:
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                 "ApproximateNumberOfMessagesDelayed"]
-        attrs = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-        return sum(int(attrs.get(n, 0)) for n in names)
+    def _depth(self, url: str) -> str:
+        """The queue's messages by kind ("" when it is empty), e.g. "1 not visible"."""
+        kinds = {"ApproximateNumberOfMessages": "visible", "ApproximateNumberOfMessagesNotVisible": "not visible",
+                 "ApproximateNumberOfMessagesDelayed": "delayed"}
+        attrs = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(kinds))["Attributes"]
+        return ", ".join(f"{n} {kind}" for name, kind in kinds.items() if (n := int(attrs.get(name, 0))))
 
     # --- the history -----------------------------------------------------------------------------
     def history(self, uploads: Sequence[Upload], receiver: WebhookReceiver) -> History:
@@ -258,6 +264,10 @@ class _Drive:
         for n in list(receiver.notifications):
             copies[str(n.payload.get("job_id"))].append(_copy(n))
         logs, injector = self.injector.logs, self.injector
+        assert self.stack.batch is not None
+        died = [j.batch_job_id for j in list(self.stack.batch.jobs.values())
+                if j.process is not None and (j.process.returncode or 0) < 0]  # killed by a signal
+        inference_deaths = Counter(job for worker in died for job in injector.inference_marked.get(worker, ()))
         versions = []
         for u in uploads:
             for i, (version, job) in enumerate(zip(u.versions, u.job_ids, strict=True)):
@@ -266,7 +276,8 @@ class _Drive:
                     key=u.key, version=version, job_id=job, newest=i == len(u.versions) - 1, killer=u.killer,
                     state=record.get("state"), copies=tuple(copies.get(job, ())),
                     terminal_writes=tuple(injector.terminal_writes.get(job, ())), inferences=logs.inferences[job],
-                    kill_hits=injector.kill_hits[job], poison_deaths=logs.poison_deaths[job]))
+                    kill_hits=injector.kill_hits[job], poison_deaths=logs.poison_deaths[job],
+                    inference_deaths=inference_deaths[job]))
         return History(versions=versions, outputs=self._outputs(uploads, records),
                        worker_jobs=self._worker_jobs(), max_attempts=self.config.max_attempts,
                        max_workers=self.config.workers, other_records=self._other_records(set(jobs)))

@@ -133,6 +133,21 @@ def test_terminal_writes_that_took_effect_are_recorded_per_job() -> None:
     assert dict(injector.terminal_writes) == {JOB: ["SUCCEEDED"]}
 
 
+def test_each_worker_s_inference_marks_that_took_effect_are_kept_until_cleared() -> None:
+    injector, _, _ = injector_with()
+    mark = ddb("UpdateItem", {"Key": {"job_id": {"S": JOB}}, "UpdateExpression": "SET #s0 = :s0",
+                              "ExpressionAttributeNames": {"#s0": "inference_token"},
+                              "ExpressionAttributeValues": {":s0": {"S": "t"}}})
+    injector.observe(WORKER, mark, Response(200, b"{}"))
+    injector.observe(Target("batch-2", "worker"), ddb("UpdateItem", {**mark.json, "Key": {"job_id": {"S": OTHER}}}),
+                     Response(400, b"{}"))  # its claim was lost: no mark
+    assert dict(injector.inference_marked) == {"batch-1": {JOB}}
+    clear = ddb("UpdateItem", {"Key": {"job_id": {"S": JOB}}, "UpdateExpression": "REMOVE #r0",
+                               "ExpressionAttributeNames": {"#r0": "inference_token"}})
+    injector.observe(WORKER, clear, Response(200, b"{}"))
+    assert injector.inference_marked["batch-1"] == set()
+
+
 def test_a_kill_at_a_request_kills_that_worker_and_hits_what_it_had_in_hand() -> None:
     injector, controls, upload = injector_with()
     arm(injector, "kill-before-terminal", upload, {}, FaultTiming())

@@ -25,7 +25,7 @@ def version(job: str, key: str, *, state: str = "SUCCEEDED", newest: bool = True
     event = {"SUCCEEDED": "upscale.succeeded", "FAILED": "upscale.failed"}.get(state, "upscale.succeeded")
     base = VersionOutcome(key=key, version=f"v-{job}", job_id=job, newest=newest, killer=killer, state=state,
                           copies=(note(job, event),), terminal_writes=(state,), inferences=0 if killer else 1,
-                          poison_deaths=3 if killer else 0)
+                          poison_deaths=3 if killer else 0, inference_deaths=3 if killer else 0)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -66,7 +66,8 @@ BREAKS: dict[str, tuple[int, Callable[[History], History], str]] = {
     "healthy failed": (3, lambda h: replace_version(h, "a", state="FAILED", terminal_writes=("FAILED",),
                                                     copies=(note("a", "upscale.failed", code="WORKER_CRASHED"),)),
                        "healthy k1@v-a (job a) ended FAILED WORKER_CRASHED"),
-    "poison failed too early": (3, lambda h: replace_version(h, "c", poison_deaths=2), "after 2 worker deaths"),
+    "poison failed too early": (3, lambda h: replace_version(h, "c", poison_deaths=2, inference_deaths=2),
+                                "after 2 worker deaths in its inference"),
     "poison succeeded": (3, lambda h: dataclasses.replace(
         replace_version(h, "c", state="SUCCEEDED", terminal_writes=("SUCCEEDED",), copies=(note("c"),)),
         outputs={**h.outputs, "k3": "v-c"}), "poison k3@v-c (job c): SUCCEEDED"),
@@ -99,6 +100,13 @@ def test_each_break_is_caught_by_its_invariant_alone(name: str) -> None:
 def test_inferences_are_allowed_one_more_per_kill_that_hit_the_job() -> None:
     assert check(replace_version(clean(), "a", inferences=3, kill_hits=2))[5].ok
     assert not check(replace_version(clean(), "a", inferences=3, kill_hits=1))[5].ok
+
+
+def test_a_poison_image_fails_after_its_deaths_in_inference_whoever_killed_the_worker() -> None:
+    """A kill aimed at another job that lands after the poison image's inference was marked started is a crash
+    of that image as the job record counts it, though its poison did not get to kill that worker."""
+    assert check(replace_version(clean(), "c", poison_deaths=2, inference_deaths=3, kill_hits=1))[2].ok
+    assert not check(replace_version(clean(), "c", poison_deaths=3, inference_deaths=4))[2].ok
 
 
 def test_a_worker_job_may_linger_a_moment_after_its_slot_is_reused() -> None:

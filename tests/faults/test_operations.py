@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from local_stack.faults.operations import AwsRequest, terminal_state_written
+from local_stack.faults.operations import AwsRequest, inference_mark_written, terminal_state_written
 
 S3_AUTH = {"authorization": "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host"}
 
@@ -70,3 +70,16 @@ def test_the_terminal_state_a_write_sets(operation: str, body: dict[str, object]
     request = AwsRequest("POST", "/", "", {"x-amz-target": f"DynamoDB_20120810.{operation}",
                                            "content-type": "application/x-amz-json-1.0"}, json.dumps(body).encode())
     assert request.terminal_state == state
+
+
+@pytest.mark.parametrize(("expression", "names", "mark"), [
+    ("SET #s0 = :s0", {"#s0": "inference_token"}, True),  # inference starts
+    ("REMOVE #r0", {"#r0": "inference_token"}, False),  # inference over
+    ("SET #s0 = :s0 REMOVE #r0, #r1, #r2 ADD #d0 :d0",  # the job finished, or its item was given back
+     {"#s0": "state", "#r0": "claim_token", "#r1": "claim_until", "#r2": "inference_token", "#d0": "failures"}, False),
+    ("SET #s0 = :s0, #s1 = :s1", {"#s0": "claim_token", "#s1": "state"}, None),  # a claim
+])
+def test_the_inference_mark_a_write_sets_or_clears(expression: str, names: dict[str, str], mark: bool | None) -> None:
+    body = update(expression, names, {":s0": "x", ":s1": "y"})
+    assert inference_mark_written("UpdateItem", body) is mark
+    assert inference_mark_written("PutItem", body) is None

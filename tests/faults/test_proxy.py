@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from common.jobs import JobStore, table_definition
+from common.lifecycle import CLAIM_TOKEN, CLAIM_UNTIL, INFERENCE_TOKEN
 from local_stack.emulator import MotoServer
 from local_stack.faults.catalogue import FaultTiming, arm
 from local_stack.faults.injector import FaultInjector, Upload
@@ -107,16 +109,22 @@ def test_every_operation_is_named_as_boto3_names_it(proxied: tuple[Script, str])
     assert "hello" in script.seen[-1].text and all(status < 300 for _, status in script.observed)
 
 
-def test_the_terminal_state_a_job_store_write_sets_is_seen(proxied: tuple[Script, str]) -> None:
+def test_the_terminal_state_and_inference_mark_a_job_store_write_sets_are_seen(proxied: tuple[Script, str]) -> None:
     script, url = proxied
     table = f"t-{uuid.uuid4().hex[:8]}"
     ddb = client("dynamodb", url)
     ddb.create_table(**table_definition(table))
     store = JobStore(dynamodb_client=ddb, table_name=table)
     assert store.create(job_id="j1", dedupe="d", input_bucket="b", input_key="k")
-    store.update("j1", {"state": "RUNNING", "claim_until": 5})
-    store.update("j1", {"updated_at": "now", "state": "SUCCEEDED", "notification": "{}"}, remove=("claim_token",))
-    assert [r.terminal_state for r in script.seen[1:]] == [None, None, "SUCCEEDED"]
+    store.update("j1", {"state": "RUNNING", CLAIM_TOKEN: "t", CLAIM_UNTIL: 5})
+    store.update("j1", {INFERENCE_TOKEN: "t"})
+    store.update("j1", {}, remove=(INFERENCE_TOKEN,))
+    store.update("j1", {"updated_at": "now", "state": "SUCCEEDED", "notification": "{}"},
+                 remove=(CLAIM_TOKEN, CLAIM_UNTIL, INFERENCE_TOKEN))
+    writes = script.seen[1:]
+    assert [r.terminal_state for r in writes] == [None, None, None, None, "SUCCEEDED"]
+    assert [r.inference_mark for r in writes] == [None, None, True, False, False]
+    assert {r.item_job_id for r in writes} == {"j1"}
 
 
 @pytest.mark.parametrize(("service", "status", "code"), [
@@ -175,6 +183,50 @@ def test_a_late_answer_times_the_caller_out_after_the_write_took_effect(proxied:
     with pytest.raises(ReadTimeoutError):
         impatient.put_item(TableName=table, Item={"job_id": {"S": "late"}})
     assert ddb.get_item(TableName=table, Key={"job_id": {"S": "late"}})["Item"]["job_id"] == {"S": "late"}
+
+
+@pytest.mark.parametrize("after_forward", [False, True])
+def test_a_delay_holds_the_request_once(proxied: tuple[Script, str], after_forward: bool) -> None:
+    """A slow request is held before it reaches AWS, a late answer after: never both (a slow publish held
+    twice its time kept a chaos run from settling)."""
+    script, url = proxied
+    waits: list[bool] = []
+
+    class CountedDelay(Delay):
+        def wait(self, stopping: threading.Event) -> bool:
+            waits.append(self.after_forward)
+            return super().wait(stopping)
+
+    ddb = client("dynamodb", url)
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(**table_definition(table))
+    script.actions["PutItem"] = [CountedDelay(0.1, after_forward=after_forward)]
+    ddb.put_item(TableName=table, Item={"job_id": {"S": "d"}})
+    assert waits == [after_forward]
+
+
+def test_the_proxy_names_the_requests_it_holds_until_they_are_answered(upstream: str) -> None:
+    """A run settles only when nothing is held; when one does not, this is how it says what was."""
+    proxy = FaultProxy(upstream, script := Script())
+    try:
+        url = proxy.open(Target("intake", "intake"))
+        ddb = client("dynamodb", url)
+        table = f"t-{uuid.uuid4().hex[:8]}"
+        ddb.create_table(**table_definition(table))
+        release = threading.Event()
+        script.actions["PutItem"] = [Delay(60.0, until=release)]
+        call = threading.Thread(target=ddb.put_item, kwargs={"TableName": table, "Item": {"job_id": {"S": "h"}}})
+        call.start()
+        deadline = time.monotonic() + 30
+        while not proxy.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (held,) = proxy.in_flight
+        assert held.startswith("intake dynamodb PutItem for ")
+        release.set()
+        call.join(30)
+        assert not call.is_alive() and proxy.in_flight == []
+    finally:
+        proxy.close()
 
 
 @pytest.mark.parametrize("after_forward", [False, True])
