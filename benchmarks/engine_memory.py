@@ -3,8 +3,8 @@
 1. Host RAM per 1024 px tile on a GPU host, fused post-processing vs today's numpy path: one 1024x1024 image
    as one window through `infer` with the GPU stand-in (benchmarks/gpu_standin.py), the rise of peak RSS
    over what the prepared image already held.
-2. Peak RSS at the largest input intake accepts (4096x4096 = 16.7 MP at 4x; 4095x4095 for WebP, whose sides
-   stop at 16383) for each output format, through prepare, infer (stand-in forward, an A10G's memory budget)
+2. Peak RSS at the largest input intake accepts (4096x4096 = 16.7 MP at 4x; 2896x2896 for WebP, whose outputs
+   stop at 134 MP) for each output format, through prepare, infer (stand-in forward, an A10G's memory budget)
    and encode, against the job's memory (Settings.worker_memory_mib; goal <= memory.JOB_MEMORY_SHARE), next
    to the estimate gpu_batch.engine.memory makes.
 3. `--cpu-work`: the CPU runtime's working memory per window pixel with the fused graph (the numbers

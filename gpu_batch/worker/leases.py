@@ -1,10 +1,13 @@
 """Keeps every item the worker holds leased until its message is settled: SQS visibility and the claim.
 
-One thread renews them all every `heartbeat_seconds` (a third of the lease): the visibility of all held
-messages in one ChangeMessageVisibilityBatch, and each claim on the job record, independently, so a failed
-SQS call never skips the DynamoDB renewal (or the other way round). An item held longer than
-`max_item_seconds` (hung, e.g. in a stuck CUDA call) is no longer renewed: its lease lapses and another worker
-takes it over, which counts the attempt as a crash.
+One thread renews them all every `heartbeat_seconds` (a third of the lease): each claim on the job record
+first, since the claim is what guards the job, then the visibility of all held messages in one
+ChangeMessageVisibilityBatch. The two are independent, so a failed SQS call never skips the DynamoDB renewal
+(or the other way round), and an SQS call that fails slowly (botocore retrying HTTP 500s with backoff) cannot
+hold the claims back until they lapse: a lapsed claim is taken over by the message's next delivery.
+
+An item held longer than `max_item_seconds` (hung, e.g. in a stuck CUDA call) is no longer renewed: its lease
+lapses and another worker takes it over, which counts the attempt as a crash.
 """
 
 from __future__ import annotations
@@ -62,13 +65,6 @@ class LeaseKeeper:
                 held.lost = True
         if not live:
             return
-        try:
-            refused = self._worker.queue.hide_many([h.delivery for h in live], settings.work_visibility_seconds)
-            for delivery in refused:  # e.g. a stale receipt handle: the claim still guards the job
-                logger.warning("SQS refused to extend a held item's visibility",
-                               extra={"message_id": delivery.message_id})
-        except (ClientError, BotoCoreError):  # the claim below still holds the job; the next beat tries again
-            logger.warning("could not extend the held items' visibility; trying again", exc_info=True)
         for held in live:
             try:
                 if not self._worker.lifecycle.renew(held.claim):
@@ -79,3 +75,10 @@ class LeaseKeeper:
             except Exception:  # a dead keeper would hand the image to a second worker: keep trying
                 logger.warning("could not renew a held claim; trying again", extra={"job_id": held.job_id},
                                exc_info=True)
+        try:
+            refused = self._worker.queue.hide_many([h.delivery for h in live], settings.work_visibility_seconds)
+            for delivery in refused:  # e.g. a stale receipt handle: the claim still guards the job
+                logger.warning("SQS refused to extend a held item's visibility",
+                               extra={"message_id": delivery.message_id})
+        except (ClientError, BotoCoreError):  # the claim above still holds the job; the next beat tries again
+            logger.warning("could not extend the held items' visibility; trying again", exc_info=True)

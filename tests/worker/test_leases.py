@@ -50,6 +50,35 @@ def test_a_failed_visibility_change_never_skips_the_claim_renewal(world: Pipelin
     assert after == before + 20 and not held.lost
 
 
+class _SlowlyFailingQueue(_RefusingQueue):
+    """SQS answers HTTP 500 until botocore's retries, with their backoff, are spent: the call takes a lease."""
+
+    def __init__(self, queue: Any, world: PipelineWorld, job_id: str) -> None:
+        super().__init__(queue)
+        self.claim_until_when_called: float | None = None
+        self._world, self._job_id = world, job_id
+
+    def hide_many(self, deliveries: Any, seconds: int) -> Any:
+        self.claim_until_when_called = self._world.raw_store.get(self._job_id).number(CLAIM_UNTIL)
+        self._world.clock.advance(self._world.settings.work_visibility_seconds)
+        raise ClientError({"Error": {"Code": "InternalError"}}, "ChangeMessageVisibilityBatch")
+
+
+def test_the_claim_is_renewed_before_a_visibility_change_that_may_take_a_whole_lease(
+        world: PipelineWorld, kit: Any) -> None:
+    held = held_item(world, kit, "slow-sqs")
+    before = world.raw_store.get(held.job_id).number(CLAIM_UNTIL)
+    worker = world.worker
+    queue = _SlowlyFailingQueue(worker.queue, world, held.job_id)
+    worker.queue = queue  # type: ignore[assignment]
+    keeper = LeaseKeeper(worker)
+    keeper.add(held)
+    world.clock.advance(20)
+    keeper.renew_all()
+    assert queue.claim_until_when_called == before + 20  # renewed before SQS was asked (and stalled)
+    assert not held.lost
+
+
 def test_every_held_item_is_renewed_until_removed_and_a_hung_one_is_let_go(world: PipelineWorld, kit: Any) -> None:
     first, second = held_item(world, kit, "a"), held_item(world, kit, "b")
     keeper = LeaseKeeper(world.worker)
