@@ -3,8 +3,10 @@ claim is renewed even when SQS refuses the visibility change (findings 5 and 6).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 from pipeline_world import PipelineWorld
 
@@ -77,6 +79,47 @@ def test_the_claim_is_renewed_before_a_visibility_change_that_may_take_a_whole_l
     keeper.renew_all()
     assert queue.claim_until_when_called == before + 20  # renewed before SQS was asked (and stalled)
     assert not held.lost
+
+
+class _HangingQueue(_RefusingQueue):
+    """ChangeMessageVisibility that does not answer (botocore would wait out its read timeout, several times)."""
+
+    def __init__(self, queue: Any) -> None:
+        super().__init__(queue)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def hide_many(self, deliveries: Any, seconds: int) -> Any:
+        self.entered.set()
+        self.release.wait(60)
+        return []
+
+
+def test_a_visibility_call_that_hangs_never_holds_the_claims_back(
+        world: PipelineWorld, kit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    held = held_item(world, kit, "hung-sqs")
+    worker = world.worker
+    worker.settings = worker.settings.replace(work_visibility_seconds=1)  # a beat every third of a second
+    queue = _HangingQueue(worker.queue)
+    worker.queue = queue  # type: ignore[assignment]
+    renewed_while_sqs_hangs = threading.Event()
+    renew = worker.lifecycle.renew
+
+    def watched_renew(claim: Any) -> bool:
+        if queue.entered.is_set():
+            renewed_while_sqs_hangs.set()
+        return renew(claim)
+
+    monkeypatch.setattr(worker.lifecycle, "renew", watched_renew)
+    keeper = LeaseKeeper(worker)
+    keeper.add(held)
+    keeper.start()
+    try:
+        assert queue.entered.wait(30)
+        assert renewed_while_sqs_hangs.wait(30)  # the claim keeps its own beat
+        assert not held.lost
+    finally:
+        queue.release.set()
+        keeper.stop()
 
 
 def test_every_held_item_is_renewed_until_removed_and_a_hung_one_is_let_go(world: PipelineWorld, kit: Any) -> None:
